@@ -1,0 +1,1 @@
+"""Data tools: samplers, label noise, perturbations."""

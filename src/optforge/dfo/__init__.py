@@ -1,0 +1,1 @@
+"""Derivative-free and surrogate-based black-box optimization."""

@@ -1,0 +1,1 @@
+"""Test-time optimization for generative models."""

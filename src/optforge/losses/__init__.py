@@ -1,0 +1,1 @@
+"""Loss modules (robust and unnormalized-model objectives)."""

@@ -1,0 +1,1 @@
+"""Structured matrix estimation: completion and rotation-invariant denoising."""

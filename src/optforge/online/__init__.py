@@ -1,0 +1,1 @@
+"""Online learning: learners, domains and loss streams."""

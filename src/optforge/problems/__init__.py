@@ -1,0 +1,19 @@
+"""Synthetic problem generators (planted-signal models)."""
+
+from optforge.problems.planted import (
+    SingleIndexProblem,
+    TensorPCAProblem,
+    hermite,
+    overlap,
+    single_index,
+    tensor_pca,
+)
+
+__all__ = [
+    "SingleIndexProblem",
+    "TensorPCAProblem",
+    "hermite",
+    "overlap",
+    "single_index",
+    "tensor_pca",
+]

@@ -1,0 +1,237 @@
+"""Run a reproduction: every method × seed as a trial, then evaluate the claims into a record.
+
+The record schema (one JSON object per run, never edited afterwards)::
+
+    {
+      "schema": 1, "run_id": str, "created": ISO-8601 UTC,
+      "name", "title", "arxiv", "spec", "scale", "seeds": [int], "config": {...},
+      "run_info": {git_revision, optforge_version, torch_version, numpy_version, python,
+                   platform, device, device_name, threads, precision, effective_batch_size,
+                   world_size, executor, wall_time_s, peak_memory_mb},
+      "metrics": {method: {seed (str): {metric: float | [float] | null}}},
+      "trials": [{method, seed, wall_time_s, peak_memory_mb}],
+      "claims": [{name, statement, description, op, threshold, value, held}],
+      "all_held": bool
+    }
+
+Non-finite numbers are stored as ``null`` so the record stays strict JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import platform
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import optforge
+from optforge._core import seed_everything
+from optforge.repro.executors import Executor, LocalExecutor
+from optforge.repro.registry import SCALES, Reproduction, Results, get
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One method on one seed: the unit an executor runs (picklable, looked up by name)."""
+
+    name: str
+    method: str
+    scale: str
+    seed: int
+    device: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    trial: Trial
+    metrics: dict[str, Any]
+    wall_time_s: float
+    peak_memory_mb: float
+
+
+def run_trial(trial: Trial) -> TrialResult:
+    """Run one trial in this process with the trial's seed, device and thread count."""
+    reproduction = get(trial.name)
+    config = reproduction.configs[trial.scale]
+    torch.set_num_threads(trial.threads)
+    seed_everything(trial.seed)
+    cuda = trial.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    metrics = dict(reproduction.methods[trial.method](config, trial.seed, trial.device))
+    wall = time.perf_counter() - start
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return TrialResult(trial, metrics, wall, peak_mb)
+
+
+def validate_request(scale: str, n_seeds: int | None, device: str) -> None:
+    """Raise ``ValueError`` naming the bad option before any work starts."""
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if n_seeds is not None and n_seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+
+
+def check_extras(reproduction: Reproduction) -> None:
+    """Raise ``ImportError`` naming the extra when a reproduction's optional stack is missing."""
+    import importlib.util
+
+    extra_modules = {"llm": ("transformers", "peft", "trl"), "diffusion": ("diffusers",)}
+    for extra in reproduction.extras:
+        for module in extra_modules.get(extra, ()):
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(
+                    f"reproduction {reproduction.name!r} needs {module}; install it with "
+                    f"`pip install 'optforge[{extra}]'`"
+                )
+
+
+def run_reproduction(
+    reproduction: Reproduction,
+    scale: str = "quick",
+    *,
+    n_seeds: int | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+    executor: Executor | None = None,
+    on_trial_done: Callable[[TrialResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run every method on every seed at ``scale`` and return the run record (see module doc)."""
+    validate_request(scale, n_seeds, device)
+    check_extras(reproduction)
+    executor = executor or LocalExecutor()
+    seeds = reproduction.seed_list(scale, n_seeds)
+    trials = [
+        Trial(reproduction.name, method, scale, seed, device, threads)
+        for method in reproduction.methods
+        for seed in seeds
+    ]
+    start = time.perf_counter()
+    results = executor.map(run_trial, trials, on_done=on_trial_done)
+    wall = time.perf_counter() - start
+
+    metrics: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in reproduction.methods}
+    for result in results:
+        metrics[result.trial.method][result.trial.seed] = result.metrics
+    aggregate = Results(metrics)
+    claims = [claim.evaluate(aggregate, scale) for claim in reproduction.claims_at(scale)]
+    config = reproduction.configs[scale]
+    record = {
+        "schema": SCHEMA_VERSION,
+        "run_id": uuid.uuid4().hex[:12],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": reproduction.name,
+        "title": reproduction.title,
+        "arxiv": reproduction.arxiv,
+        "spec": reproduction.spec,
+        "scale": scale,
+        "seeds": seeds,
+        "config": dict(config),
+        "run_info": {
+            **environment_info(device, threads),
+            "precision": str(config.get("dtype", "float32")),
+            "effective_batch_size": config.get("batch_size"),
+            "world_size": 1,
+            "executor": executor.name,
+            "wall_time_s": wall,
+            "peak_memory_mb": max((r.peak_memory_mb for r in results), default=0.0),
+        },
+        "metrics": {m: {str(s): v for s, v in per.items()} for m, per in metrics.items()},
+        "trials": [
+            {
+                "method": r.trial.method,
+                "seed": r.trial.seed,
+                "wall_time_s": r.wall_time_s,
+                "peak_memory_mb": r.peak_memory_mb,
+            }
+            for r in results
+        ],
+        "claims": claims,
+        "all_held": all(c["held"] for c in claims),
+        "plot": {
+            "x": reproduction.plot_x,
+            "y": list(reproduction.plot_y),
+            "logy": reproduction.plot_logy,
+        },
+    }
+    return to_json_safe(record)
+
+
+def environment_info(device: str, threads: int) -> dict[str, Any]:
+    """Versions, git revision and hardware of this run."""
+    device_name = platform.processor() or platform.machine()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "git_revision": git_revision(),
+        "optforge_version": optforge.__version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": device_name,
+        "threads": threads,
+    }
+
+
+def git_revision() -> str | None:
+    """The checkout's HEAD commit (with ``+dirty`` when the tree has changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def to_json_safe(value: Any) -> Any:
+    """Recursively convert tensors/arrays to lists and non-finite floats to ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return to_json_safe(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return to_json_safe(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [to_json_safe(v) for v in value]
+    return value

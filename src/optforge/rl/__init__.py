@@ -1,0 +1,1 @@
+"""Policy-gradient post-training pieces for language models."""

@@ -1,0 +1,1 @@
+"""Language-model unlearning: losses, LoRA initialisation, metrics."""

@@ -133,7 +133,9 @@ def reproduce_command(
         transient=True,
     ) as progress:
         for reproduction in chosen:
-            n_trials = len(reproduction.methods) * len(reproduction.seed_list(scale, seeds))
+            n_trials = len(reproduction.methods_at(scale)) * len(
+                reproduction.seed_list(scale, seeds)
+            )
             task = progress.add_task(f"{reproduction.name} [{scale}]", total=n_trials)
 
             def advance(result: TrialResult, task: Any = task) -> None:

@@ -2,6 +2,7 @@
 transparency, ordering with clipping / GradScaler / accumulation, bad input, DDP."""
 
 import copy
+import itertools
 import math
 import os
 import socket
@@ -64,7 +65,7 @@ def test_first_step_std_is_sqrt_eta_not_eta():
 
 def test_schedule_is_monotone_and_constant_for_zero_gamma():
     stds = [annealed_noise_std(t, 1.0, 0.55) for t in range(100)]
-    assert all(a >= b for a, b in zip(stds, stds[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(stds))
     assert len({annealed_noise_std(t, 1.0, 0.0) for t in range(100)}) == 1
 
 
@@ -162,7 +163,9 @@ def test_zero_eta_is_bit_identical_to_the_base_optimizer():
     m1, x, y = _model_and_data()
     m2, _, _ = _model_and_data()
     _train(m1, torch.optim.SGD(m1.parameters(), lr=0.1, momentum=0.9), x, y)
-    _train(m2, NoisyOptimizer(torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), eta=0.0), x, y)
+    _train(
+        m2, NoisyOptimizer(torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), eta=0.0), x, y
+    )
     for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -222,7 +225,11 @@ def test_noise_is_added_after_user_clipping_via_the_pre_hook():
 def test_clip_after_noise_clips_the_noisy_gradient():
     p = torch.nn.Parameter(torch.zeros(1000))
     opt = NoisyOptimizer(
-        torch.optim.SGD([p], lr=1.0), eta=4.0, gamma=0.0, seed=2, max_grad_norm=1.0,
+        torch.optim.SGD([p], lr=1.0),
+        eta=4.0,
+        gamma=0.0,
+        seed=2,
+        max_grad_norm=1.0,
         clip="after_noise",
     )
     p.grad = torch.full_like(p, 10.0)

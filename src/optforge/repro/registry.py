@@ -26,6 +26,7 @@ shared file. Example (abridged from ``papers/gradient_noise.py``)::
         )
     )
 
+``methods_by_scale`` may narrow the methods run at a scale (e.g. two arms at ``smoke``).
 ``run(config, seed, device)`` returns a flat ``dict``: ``float`` values are scalar metrics
 (aggregated across seeds by claims), ``list[float]`` values are curves (plotted against the
 reproduction's ``plot_x`` curve, e.g. ``"step"``).
@@ -144,6 +145,7 @@ class Reproduction:
     claims: Sequence[Claim]
     seeds: Mapping[str, int] = field(default_factory=lambda: {"smoke": 1, "quick": 3, "full": 5})
     seed_base: int = 100
+    methods_by_scale: Mapping[str, Sequence[str]] = field(default_factory=dict)
     extras: Sequence[str] = ()
     plot_x: str = "step"
     plot_y: Sequence[str] = ()
@@ -156,6 +158,13 @@ class Reproduction:
             raise ValueError(f"reproduction {self.name!r}: configs missing scales {missing}")
         if not self.methods:
             raise ValueError(f"reproduction {self.name!r}: no methods")
+        for scale, names in self.methods_by_scale.items():
+            bad = [m for m in names if m not in self.methods]
+            if scale not in SCALES or bad:
+                raise ValueError(
+                    f"reproduction {self.name!r}: methods_by_scale[{scale!r}] names unknown "
+                    f"scale or methods {bad}"
+                )
         unknown = [c.name for c in self.claims if set(c.scales) - set(SCALES)]
         if unknown:
             raise ValueError(f"reproduction {self.name!r}: claims {unknown} name unknown scales")
@@ -163,6 +172,10 @@ class Reproduction:
     def seed_list(self, scale: str, n_seeds: int | None = None) -> list[int]:
         count = self.seeds[scale] if n_seeds is None else n_seeds
         return list(range(self.seed_base, self.seed_base + count))
+
+    def methods_at(self, scale: str) -> list[str]:
+        """The methods run at ``scale`` (all of them unless ``methods_by_scale`` narrows it)."""
+        return list(self.methods_by_scale.get(scale, self.methods))
 
     def claims_at(self, scale: str) -> list[Claim]:
         return [c for c in self.claims if scale in c.scales]

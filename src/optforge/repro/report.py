@@ -112,7 +112,7 @@ def plot_record(record: dict[str, Any], path: Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     else:
-        header, rows = method_table(record)
+        header, _rows = method_table(record)
         keys = header[1:3]
         fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(5.5 * max(1, len(keys)), 4))
         axes = np.atleast_1d(axes)

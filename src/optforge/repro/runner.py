@@ -125,14 +125,14 @@ def run_reproduction(
     seeds = reproduction.seed_list(scale, n_seeds)
     trials = [
         Trial(reproduction.name, method, scale, seed, device, threads)
-        for method in reproduction.methods
+        for method in reproduction.methods_at(scale)
         for seed in seeds
     ]
     start = time.perf_counter()
     results = executor.map(run_trial, trials, on_done=on_trial_done)
     wall = time.perf_counter() - start
 
-    metrics: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in reproduction.methods}
+    metrics: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in reproduction.methods_at(scale)}
     for result in results:
         metrics[result.trial.method][result.trial.seed] = result.metrics
     aggregate = Results(metrics)

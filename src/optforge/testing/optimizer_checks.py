@@ -213,7 +213,7 @@ def _check_state_dict(s: _Settings) -> None:
     for i, (p, q) in enumerate(zip(first.params, second.params, strict=True)):
         assert torch.equal(p, q), (
             f"state_dict round trip: param {i} differs after resuming "
-            f"(max abs diff {float((p - q).abs().max()):.3g})"
+            f"(max abs diff {float((p - q).detach().abs().max()):.3g})"
         )
 
 
@@ -237,7 +237,7 @@ def _check_param_groups(s: _Settings) -> None:
     for i, (p, q) in enumerate(pairs):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), (
             f"two param groups do not behave like two optimizers (param {i} differs by "
-            f"{float((p - q).abs().max()):.3g})"
+            f"{float((p - q).detach().abs().max()):.3g})"
         )
 
 
@@ -368,5 +368,7 @@ def check_optimizer(
             CHECKS[name](settings)
         except AssertionError as err:
             failures.append(f"[{name}] {err}")
+        except Exception as err:  # an optimizer that crashes a check fails it
+            failures.append(f"[{name}] raised {type(err).__name__}: {err}")
     if failures:
         raise AssertionError("check_optimizer failed:\n  " + "\n  ".join(failures))

@@ -15,6 +15,7 @@ Arms: ``sgd`` (no noise), ``sgd+noise`` (η = 0.03), ``sgd+noise(eta=0.01)`` (do
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -42,7 +43,7 @@ _BASE = {
 }
 
 CONFIGS = {
-    "smoke": {**_BASE, "steps": 400, "eval_every": 50},
+    "smoke": {**_BASE, "steps": 1000},
     "quick": {**_BASE, "steps": 3000},
     "full": {**_BASE, "steps": 6000},
 }
@@ -65,7 +66,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 def _mlp(config: Mapping[str, Any], seed: int, init: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     sizes = [64] + [config["width"]] * config["depth"] + [10]
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -206,9 +207,20 @@ CLAIMS = [
         scales=("quick", "full"),
     ),
     Claim(
+        name="noise-does-not-hurt-adam",
+        statement="Noise also helps (or at least does not hurt) when the base optimizer is Adam: "
+        "mean train accuracy of adam+noise ≥ that of adam − 0.05 (same η = 0.03).",
+        metric=lambda r: (
+            r.mean("adam+noise", "final_train_acc") - r.mean("adam", "final_train_acc")
+        ),
+        op=">=",
+        threshold=-0.05,
+        scales=("quick", "full"),
+    ),
+    Claim(
         name="smoke-noise-arm-leaves-plateau",
-        statement="Mechanism: in a short run the noisy arm's train loss falls below ln(10) − 0.1 "
-        "on every seed (it leaves the chance-level plateau).",
+        statement="Mechanism: within 1000 steps the noisy arm's train loss falls below "
+        "ln(10) − 0.1 (it leaves the chance-level plateau where plain SGD stays).",
         metric=lambda r: r.max("sgd+noise", "final_train_loss"),
         op="<",
         threshold=float(np.log(10.0) - 0.1),
@@ -234,8 +246,9 @@ register(
         configs=CONFIGS,
         methods=METHODS,
         claims=CLAIMS,
-        seeds={"smoke": 2, "quick": 5, "full": 20},
+        seeds={"smoke": 1, "quick": 5, "full": 20},
         seed_base=100,
+        methods_by_scale={"smoke": ("sgd+noise", "sgd(kaiming)")},
         plot_x="step",
         plot_y=("train_loss", "train_acc"),
         summary="Annealed Gaussian gradient noise (η = 0.03, γ = 0.55) vs none, SGD and Adam, "

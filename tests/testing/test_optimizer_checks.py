@@ -1,0 +1,169 @@
+"""The conformance suite passes real optimizers and catches planted bugs, each in its check."""
+
+import pytest
+import torch
+
+from optforge.testing import CHECKS, ConvergenceSettings, check_optimizer
+
+
+def sgd(params, lr=0.1, **kw):
+    return torch.optim.SGD(params, lr=lr, **kw)
+
+
+def adam(params, lr=0.05, **kw):
+    return torch.optim.Adam(params, lr=lr, **kw)
+
+
+def test_torch_sgd_passes():
+    check_optimizer(
+        sgd,
+        quadratic=ConvergenceSettings(steps=300, tol=1e-4),
+        rosenbrock=ConvergenceSettings(steps=20000, tol=1e-2, hyperparams={"lr": 2e-3}),
+        bad_hyperparams={"lr": -1.0, "momentum": -0.5},
+        strict_messages=False,  # torch says "Invalid learning rate: -1.0"
+    )
+
+
+def test_torch_adam_passes():
+    check_optimizer(
+        adam,
+        quadratic=ConvergenceSettings(steps=1000, tol=1e-3),
+        rosenbrock=ConvergenceSettings(steps=5000, tol=1e-2, hyperparams={"lr": 1e-2}),
+        bad_hyperparams={"lr": -1.0, "betas": (1.5, 0.9), "eps": -1.0},
+        strict_messages=False,
+    )
+
+
+# ---------------------------------------------------------------- planted broken optimizers
+class UphillSGD(torch.optim.SGD):
+    """Steps along +gradient."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=group["lr"])
+        return loss
+
+
+class ForgetfulSGD(torch.optim.SGD):
+    """Momentum SGD whose load_state_dict silently drops the momentum buffers."""
+
+    def load_state_dict(self, state_dict):
+        state_dict = {**state_dict, "state": {}}
+        super().load_state_dict(state_dict)
+
+
+class LaxSGD(torch.optim.Optimizer):
+    """Accepts any hyper-parameter."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-abs(group["lr"]))
+        return loss
+
+
+class DefaultsLrSGD(LaxSGD):
+    """Reads the lr from the constructor defaults, ignoring param groups and schedulers."""
+
+    def __init__(self, params, lr=0.1):
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        super().__init__(params, lr)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-self.defaults["lr"])
+        return loss
+
+
+class Float32SGD(LaxSGD):
+    """Silently upcasts every parameter to float32."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data = p.data.float()
+        return loss
+
+
+class WrongReturnSGD(LaxSGD):
+    """Drops the closure's loss."""
+
+    def step(self, closure=None):
+        super().step(closure)
+        return None
+
+
+@pytest.mark.parametrize(
+    ("factory", "failing_check", "kwargs"),
+    [
+        (lambda p, lr=0.1, **kw: UphillSGD(p, lr=lr, **kw), "downhill", {}),
+        (lambda p, lr=0.1, **kw: UphillSGD(p, lr=lr, **kw), "quadratic", {}),
+        (
+            lambda p, lr=0.1, **kw: ForgetfulSGD(p, lr=lr, momentum=0.9, **kw),
+            "state_dict",
+            {},
+        ),
+        (lambda p, lr=0.1, **kw: LaxSGD(p, lr=lr, **kw), "bad_hyperparams", {}),
+        (lambda p, lr=0.1, **kw: DefaultsLrSGD(p, lr=lr, **kw), "lr_scheduler", {}),
+        (lambda p, lr=0.1, **kw: DefaultsLrSGD(p, lr=lr, **kw), "param_groups", {}),
+        (lambda p, lr=0.1, **kw: Float32SGD(p, lr=lr, **kw), "dtypes", {}),
+        (lambda p, lr=0.1, **kw: WrongReturnSGD(p, lr=lr, **kw), "downhill", {}),
+        (
+            lambda p, lr=0.1, **kw: torch.optim.SGD(p, lr=lr, **kw),
+            "rosenbrock",
+            {"rosenbrock": ConvergenceSettings(steps=10, tol=1e-2, hyperparams={"lr": 2e-3})},
+        ),
+    ],
+)
+def test_planted_bug_is_caught_by_its_check(factory, failing_check, kwargs):
+    with pytest.raises(AssertionError, match=rf"\[{failing_check}\]"):
+        check_optimizer(factory, checks=[failing_check], **kwargs)
+
+
+def test_strict_messages_reject_torch_style_messages():
+    with pytest.raises(AssertionError, match="does not name"):
+        check_optimizer(sgd, checks=["bad_hyperparams"], bad_hyperparams={"lr": -1.0})
+
+
+def test_unknown_check_name_raises():
+    with pytest.raises(ValueError, match="checks"):
+        check_optimizer(sgd, checks=["nope"])
+
+
+def test_all_checks_are_listed():
+    assert set(CHECKS) == {
+        "downhill",
+        "quadratic",
+        "rosenbrock",
+        "state_dict",
+        "param_groups",
+        "lr_scheduler",
+        "dtypes",
+        "bad_hyperparams",
+    }

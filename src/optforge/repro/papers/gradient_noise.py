@@ -45,7 +45,7 @@ _BASE = {
 CONFIGS = {
     "smoke": {**_BASE, "steps": 1000},
     "quick": {**_BASE, "steps": 3000},
-    "full": {**_BASE, "steps": 6000},
+    "full": {**_BASE, "steps": 3000},
 }
 
 
@@ -246,7 +246,7 @@ register(
         configs=CONFIGS,
         methods=METHODS,
         claims=CLAIMS,
-        seeds={"smoke": 1, "quick": 5, "full": 20},
+        seeds={"smoke": 1, "quick": 5, "full": 10},
         seed_base=100,
         methods_by_scale={"smoke": ("sgd+noise", "sgd(kaiming)")},
         plot_x="step",

@@ -1,0 +1,641 @@
+r"""SSO: target-based surrogates for stochastic optimization.
+
+Paper: Jonathan Wilder Lavington, Sharan Vaswani, Reza Babanezhad, Mark Schmidt, Nicolas Le Roux,
+"Target-based Surrogates for Stochastic Optimization", ICML 2023, arXiv:2302.02607. Official code:
+github.com/WilderLavington/Target-Based-Surrogates-For-Stochastic-Optimization.
+
+Objectives of the form :math:`h(\theta) = \ell(f(\theta))` split into a cheap map :math:`f` from
+parameters to **targets** :math:`z` (the logits of a model on a batch, a policy's actions on
+visited states) and a loss :math:`\ell` on the targets whose gradient may be **expensive**
+(expert queries, roll-outs, simulators). SSO spends one expensive gradient per outer step to
+build a surrogate in target space and then takes ``m`` cheap parameter steps on it, on the same
+batch. At outer step :math:`t`, with batch targets :math:`z_t = f_S(\theta_t)` (detached) and
+:math:`\hat G_t = \nabla_z \ell_S(z_t)` (the one oracle call):
+
+.. math::
+
+    \tilde g_t(\theta) = \ell_S(z_t) + \langle \hat G_t, f_S(\theta) - z_t \rangle
+        + \frac{w}{2\eta_t}\,\lVert f_S(\theta) - z_t \rVert^2 ,
+
+where :math:`w = 1/b` when :math:`\ell_S` is the mean over the :math:`b` examples of the batch
+(``loss_reduction="mean"``, the default) and :math:`w = 1` when it is their sum. With mean
+reduction this is the spec's :math:`\frac1b\sum_i [\langle G_i, f_i - z_i\rangle +
+\lVert f_i - z_i\rVert^2/(2\eta)]` with per-example target gradients :math:`G_i = b\,\hat G_i`, so
+``target_lr`` :math:`\eta` is per example, in target units, independent of the batch size. Over the
+targets alone the minimiser is :math:`z_t - \eta G` (an SGD step in target space); minimising over
+:math:`\theta` projects that point onto the targets the model can produce. When every
+:math:`\ell_i` is :math:`L`-smooth in :math:`z_i` and :math:`\eta \le 1/L` the full-batch
+surrogate upper-bounds :math:`h`, is tight at :math:`\theta_t` and has the same gradient there, so
+the inner loop is a majorisation–minimisation step (squared loss ½(z−y)²: L = 1; logistic loss on
+a logit: L = 1/4; softmax cross-entropy on logits: L = 1/2).
+
+Inner loop (official ``sgd_fmdopt.py`` + ``lsopt.py``): ``m = inner_steps`` steps of gradient
+descent on :math:`\tilde g_t` with an Armijo backtracking line search. The step of parameter group
+``g`` is :math:`\kappa\,\mathrm{lr}_g`; :math:`\kappa` is reset to 1 at every outer step (official:
+the inner step is reset to 10, our default ``lr``), multiplied by ``expand`` before every inner
+step and by ``armijo_beta`` on every backtrack until
+
+.. math::
+
+    \tilde g_t(\theta - \kappa D d) \le \tilde g_t(\theta) - c\,\kappa\,\langle d, D d\rangle,
+    \qquad D = \mathrm{diag}(\mathrm{lr}_g),\ d = \nabla\tilde g_t(\theta).
+
+With one group this is the official rule :math:`\alpha = \kappa\,\mathrm{lr}`,
+:math:`\tilde g(\theta-\alpha d) \le \tilde g(\theta) - c\alpha\lVert d\rVert^2`. The inner
+loop stops early when :math:`\lVert d\rVert \le` ``inner_tol``. ``inner="sgd"`` takes fixed steps
+:math:`\theta_g \leftarrow \theta_g - \mathrm{lr}_g d_g` instead; with ``inner_steps=1`` that is
+exactly ``torch.optim.SGD(lr)`` on the batch loss (the surrogate's gradient at
+:math:`\theta_t` is the loss gradient).
+
+The target step :math:`\eta_t` (``target_lr`` = :math:`\eta_0`):
+
+* ``schedule="constant"``: :math:`\eta_0`; ``"sqrt"``: :math:`\eta_0/\sqrt t`; ``"exp"``:
+  :math:`\eta_0\,T^{-t/T}` with ``T = total_steps`` (it keeps decaying after ``T``).
+* ``target_line_search=True`` (official ``sls_fmdopt.py``): start from the previous step times
+  ``ls_expand`` (the first from :math:`\eta_0`), shrink by ``ls_beta`` until the target-space
+  Armijo condition :math:`\ell_S(z_t - \tfrac{\eta}{w}\hat G) \le \ell_S(z_t) - c\,\tfrac{\eta}{w}
+  \lVert\hat G\rVert^2` holds (``c = ls_c``); the inverse step is clamped to [1e-4, 1e4]. These
+  target-loss evaluations are counted in ``target_loss_evals``, not as oracle calls.
+* ``adaptive="adagrad_norm"`` (official ``ada_fmdopt.py``): :math:`1/\eta_t =
+  \sqrt{\sum_{s\le t} w\lVert G_s\rVert^2}/\eta_0 + 10^{-6}` with per-example gradients
+  :math:`G_s = \hat G_s / w` (for ``"sum"`` this is the official sum of squared norms; for
+  ``"mean"`` the mean per-example squared norm, so it does not grow with the batch size).
+
+Choices where the spec was silent or the sources incomplete (the paper's theorems were not
+available):
+
+* ``lr`` is the **inner** step (Armijo's initial step, or the fixed step of ``inner="sgd"``), per
+  param group, so LR schedulers drive it as they drive SGD's lr; :math:`\eta` lives in target space
+  and is shared by all groups (one surrogate): the target-space options must agree across groups.
+  The spec proposed mapping ``lr`` to :math:`\eta`; we did not, because with ``inner_steps=1`` the
+  update does not depend on :math:`\eta` at all.
+* ``expand`` is the per-inner-step growth factor (official: ``2 ** (1 / batches_per_epoch)``,
+  which the optimizer cannot know); default 1.0.
+* A failed line search (no acceptable step in ``max_backtracks`` tries) leaves the parameters
+  where they are and ends the inner loop, so Armijo inner steps never increase the surrogate.
+* Only the batch regulariser (official) and the Euclidean divergence are implemented; the spec's
+  optional "full" anchor regulariser and KL/mirror variants are not.
+
+Scaling note for porting official configs: the code's surrogate is
+``mean(G·f / eta_code + (f − z)²)`` with ``eta_code = 1/stepsize`` and ``G`` from a sum-reduced
+loss, whose target-space minimiser is ``z − (stepsize/2) G``: use ``target_lr = stepsize / 2``.
+
+Example::
+
+    model = torch.nn.Linear(20, 3)
+    opt = SSO(model.parameters(), target_lr=1.0, inner_steps=10)
+    for x, y in loader:
+        loss = opt.step(
+            forward=lambda: model(x),                          # cheap: called up to m+1 times
+            target_loss=lambda z: F.cross_entropy(z, y),       # "expensive": called once
+        )
+    opt.cost(oracle_cost=100.0)   # cost model: oracle calls vs forward passes
+
+The oracle may also be a black box: ``opt.step(forward=..., target_grad=lambda z: G)`` (then
+``step`` returns ``None``). A closure returning ``(forward, target_loss)`` works too. SSO never
+reads or writes ``.grad`` (it uses ``torch.autograd.grad``). Keep the model in one mode
+(``eval()`` or fixed dropout masks) during a step: the surrogate is tight at :math:`\theta_t` only
+if every forward computes the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from optforge._core import (
+    check_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
+
+Reduction = Literal["mean", "sum"]
+_SCHEDULES = ("constant", "sqrt", "exp")
+_INNER = ("armijo", "sgd")
+_REDUCTIONS = ("mean", "sum")
+# Keys that define the single target-space surrogate and so must agree across param groups.
+_SHARED_KEYS = (
+    "target_lr",
+    "inner_steps",
+    "schedule",
+    "total_steps",
+    "target_line_search",
+    "ls_c",
+    "ls_beta",
+    "ls_expand",
+    "adaptive",
+    "inner",
+    "armijo_c",
+    "armijo_beta",
+    "expand",
+    "inner_tol",
+    "max_backtracks",
+    "loss_reduction",
+)
+_ETA_MIN, _ETA_MAX = 1e-4, 1e4  # the official clamp of the inverse target step to [1e-4, 1e4]
+_MIN_STEP = 1e-6  # official minimum inner step before the line search gives up
+
+
+def _reduction_weight(targets: Tensor, reduction: str) -> float:
+    """``w`` of the module docstring: 1/b for a mean over the first dimension, 1 for a sum."""
+    if reduction == "sum":
+        return 1.0
+    return 1.0 / (targets.shape[0] if targets.dim() > 0 else 1)
+
+
+class TargetSurrogateLoss(nn.Module):
+    r"""The SSO surrogate :math:`\ell_t + \langle\hat G, z-z_t\rangle + \frac{w}{2\eta}\|z-z_t\|^2`.
+
+    Built from a snapshot (targets :math:`z_t`, target gradient :math:`\hat G` of the batch loss,
+    optionally the loss value :math:`\ell_t`); called on the current targets :math:`f(\theta)`.
+    Composable with any ``torch.optim`` optimizer for the inner loop.
+
+    Args:
+        targets_t: the batch targets at the snapshot, shape ``(b, ...)`` (detached internally).
+        target_grad: :math:`\nabla_z \ell_S(z_t)`, same shape as ``targets_t``.
+        eta: the target step :math:`\eta > 0` (per example, in target units).
+        reduction: ``"mean"`` if :math:`\ell_S` averages over the ``b`` examples (first
+            dimension), ``"sum"`` if it sums them; sets :math:`w = 1/b` or 1.
+        loss_t: the constant :math:`\ell_S(z_t)` (0 by default).
+    """
+
+    def __init__(
+        self,
+        targets_t: Tensor,
+        target_grad: Tensor,
+        eta: float,
+        reduction: Reduction = "mean",
+        loss_t: float | Tensor = 0.0,
+    ) -> None:
+        super().__init__()
+        check_positive("eta", eta)
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if not isinstance(targets_t, Tensor) or not isinstance(target_grad, Tensor):
+            raise TypeError("targets_t and target_grad must be tensors")
+        if target_grad.shape != targets_t.shape:
+            raise ValueError(
+                f"target_grad has shape {tuple(target_grad.shape)}, expected the targets' shape "
+                f"{tuple(targets_t.shape)}"
+            )
+        self.eta = float(eta)
+        self.reduction = reduction
+        self.weight = _reduction_weight(targets_t, reduction)
+        self.register_buffer("targets_t", targets_t.detach().clone())
+        self.register_buffer("target_grad", target_grad.detach().clone())
+        self.register_buffer("loss_t", torch.as_tensor(loss_t, dtype=targets_t.dtype).detach())
+
+    def forward(self, targets: Tensor) -> Tensor:
+        """The surrogate's value at ``targets`` (= f(θ) on the snapshot's batch)."""
+        if targets.shape != self.targets_t.shape:
+            raise ValueError(
+                f"the model's output has shape {tuple(targets.shape)} but the surrogate's targets "
+                f"have shape {tuple(self.targets_t.shape)}"
+            )
+        diff = targets - self.targets_t
+        linear = (self.target_grad * diff).sum()
+        return self.loss_t + linear + (self.weight / (2.0 * self.eta)) * (diff * diff).sum()
+
+
+def target_gradient(target_loss: Callable[[Tensor], Tensor], targets: Tensor) -> Tensor:
+    """``∇_z target_loss(z)`` at the detached ``targets``: the one "expensive" oracle call.
+
+    One ``torch.autograd.grad`` call (no Jacobian): for per-example-separable losses it gives every
+    example's target gradient at once.
+    """
+    return _loss_and_target_grad(target_loss, targets)[1]
+
+
+def _loss_and_target_grad(
+    target_loss: Callable[[Tensor], Tensor], targets: Tensor
+) -> tuple[Tensor, Tensor]:
+    z = targets.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = target_loss(z)
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"target_loss must return a scalar tensor, got {shape}")
+    if not loss.requires_grad:
+        raise ValueError("target_loss(z) does not depend on z (no gradient path to the targets)")
+    (grad,) = torch.autograd.grad(loss.reshape(()), z, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(z)
+    return loss.detach().reshape(()), grad
+
+
+class SSO(torch.optim.Optimizer):
+    """Stochastic surrogate optimization: one target gradient, ``inner_steps`` surrogate steps.
+
+    See the module docstring for the update rule, the options and the choices made.
+
+    Args:
+        params: parameters or param groups (only ``lr`` may differ between groups).
+        lr: inner step: Armijo's initial step (reset every outer step; official 10) or the fixed
+            step of ``inner="sgd"``. Driven by ``torch.optim.lr_scheduler`` schedulers.
+        target_lr: the target step :math:`\\eta_0 > 0` (per example, in target units).
+        inner_steps: ``m >= 1``, cheap surrogate steps per oracle call.
+        schedule: ``"constant"``, ``"sqrt"`` (η0/√t) or ``"exp"`` (η0·T^(−t/T)).
+        total_steps: ``T`` for ``schedule="exp"`` (required there).
+        target_line_search: choose η by Armijo line search in target space (needs
+            ``target_loss``).
+        ls_c: that line search's Armijo constant.
+        ls_beta: that line search's shrink factor.
+        ls_expand: that line search's growth factor.
+        adaptive: ``None`` or ``"adagrad_norm"`` (AdaGrad-norm in target space).
+        inner: ``"armijo"`` (official) or ``"sgd"`` (fixed steps).
+        armijo_c: inner Armijo constant.
+        armijo_beta: inner backtracking factor.
+        expand: growth factor of the inner step before every inner step (>= 1).
+        inner_tol: stop the inner loop when ‖∇ surrogate‖ <= inner_tol.
+        max_backtracks: line-search tries per inner step.
+        loss_reduction: ``"mean"`` (the target loss averages over the first dimension) or
+            ``"sum"``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 10.0,
+        target_lr: float = 1.0,
+        inner_steps: int = 10,
+        schedule: Literal["constant", "sqrt", "exp"] = "constant",
+        total_steps: int | None = None,
+        target_line_search: bool = False,
+        ls_c: float = 0.5,
+        ls_beta: float = 0.9,
+        ls_expand: float = 2.0,
+        adaptive: Literal["adagrad_norm"] | None = None,
+        inner: Literal["armijo", "sgd"] = "armijo",
+        armijo_c: float = 0.1,
+        armijo_beta: float = 0.9,
+        expand: float = 1.0,
+        inner_tol: float = 1e-6,
+        max_backtracks: int = 100,
+        loss_reduction: Reduction = "mean",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "target_lr": target_lr,
+            "inner_steps": inner_steps,
+            "schedule": schedule,
+            "total_steps": total_steps,
+            "target_line_search": target_line_search,
+            "ls_c": ls_c,
+            "ls_beta": ls_beta,
+            "ls_expand": ls_expand,
+            "adaptive": adaptive,
+            "inner": inner,
+            "armijo_c": armijo_c,
+            "armijo_beta": armijo_beta,
+            "expand": expand,
+            "inner_tol": inner_tol,
+            "max_backtracks": max_backtracks,
+            "loss_reduction": loss_reduction,
+        }
+        _validate(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _validate(param_group)
+        first = self.param_groups[0]
+        for key in _SHARED_KEYS:
+            if param_group[key] != first[key]:
+                raise ValueError(
+                    f"{key} must be the same in every param group (SSO builds one surrogate in "
+                    f"target space); got {param_group[key]!r} and {first[key]!r}. Only lr may "
+                    "differ between groups."
+                )
+
+    # ------------------------------------------------------------------ state and cost model
+    @property
+    def _global(self) -> dict[str, Any]:
+        """Optimizer-wide state, kept in the first parameter's state (as ``torch.optim.LBFGS``)."""
+        state = self.state[self.param_groups[0]["params"][0]]
+        if not state:
+            state.update(
+                step=0,
+                oracle_calls=0,
+                inner_steps=0,
+                forward_evals=0,
+                backtracks=0,
+                target_loss_evals=0,
+                surrogate_increases=0,
+                eta=float("nan"),
+                kappa=1.0,
+                adagrad_sum=0.0,
+                ls_eta=None,
+                surrogate_trace=[],
+            )
+        return state
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Oracle calls, inner steps, forward passes, backtracks, line-search loss evaluations."""
+        g = self._global
+        keys = ("step", "oracle_calls", "inner_steps", "forward_evals", "backtracks")
+        return {k: int(g[k]) for k in (*keys, "target_loss_evals", "surrogate_increases")}
+
+    def cost(self, oracle_cost: float, forward_cost: float = 1.0) -> float:
+        """Cost model ``oracle_cost · oracle_calls + forward_cost · forward_evals``.
+
+        A forward pass (with or without its backward) is the unit of cheap work; set
+        ``oracle_cost`` to what one expensive target gradient costs in the same unit.
+        """
+        check_nonnegative("oracle_cost", oracle_cost)
+        check_nonnegative("forward_cost", forward_cost)
+        g = self._global
+        return oracle_cost * g["oracle_calls"] + forward_cost * g["forward_evals"]
+
+    def target_step(self, t: int | None = None) -> float:
+        """η_t of the schedule (``t``: default the next step); unused with line search/AdaGrad."""
+        group = self.param_groups[0]
+        t = self._global["step"] + 1 if t is None else t
+        return _scheduled_eta(group["target_lr"], group["schedule"], group["total_steps"], t)
+
+    # ------------------------------------------------------------------ the step
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], tuple[Callable[[], Tensor], Callable[[Tensor], Tensor]]]
+        | None = None,
+        *,
+        forward: Callable[[], Tensor] | None = None,
+        target_loss: Callable[[Tensor], Tensor] | None = None,
+        target_grad: Callable[[Tensor], Tensor] | Tensor | None = None,
+    ) -> Tensor | None:
+        """One outer step: one oracle call, then up to ``inner_steps`` surrogate steps.
+
+        Args:
+            closure: optional; returns ``(forward, target_loss)``.
+            forward: recomputes the batch targets ``f(θ)`` with autograd (same batch each call).
+            target_loss: ``z -> scalar loss`` on targets; called once, on detached targets.
+            target_grad: instead of ``target_loss``, a black-box gradient: a tensor shaped like
+                the targets or a callable ``z -> G``.
+
+        Returns:
+            The batch loss at θ_t (``None`` with ``target_grad``).
+        """
+        forward, target_loss = self._resolve(closure, forward, target_loss, target_grad)
+        group0 = self.param_groups[0]
+        for key in _SHARED_KEYS:
+            for group in self.param_groups[1:]:
+                if group[key] != group0[key]:
+                    raise ValueError(f"{key} must be the same in every param group")
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        lrs = [float(g["lr"]) for g in self.param_groups for p in g["params"] if p.requires_grad]
+        if not params:
+            raise ValueError("SSO has no parameter that requires grad")
+        state = self._global
+
+        # 1. targets at θ_t (graph kept for the first inner step) and the one oracle call.
+        out = self._forward(forward, None)
+        if not out.requires_grad:
+            raise ValueError(
+                "forward() output does not depend on the parameters (no gradient path): it must "
+                "recompute the model's targets from the optimized parameters"
+            )
+        z_t = out.detach()
+        if target_loss is not None:
+            loss_t, grad = _loss_and_target_grad(target_loss, z_t)
+        else:
+            loss_t = None
+            grad = target_grad(z_t) if callable(target_grad) else target_grad
+            if not isinstance(grad, Tensor):
+                raise TypeError(f"target_grad must be a tensor, got {type(grad).__name__}")
+            if grad.shape != z_t.shape:
+                raise ValueError(
+                    f"target_grad has shape {tuple(grad.shape)} but the model's targets have "
+                    f"shape {tuple(z_t.shape)}"
+                )
+            grad = grad.detach().to(z_t.dtype)
+        state["oracle_calls"] += 1
+        if not torch.isfinite(grad).all():
+            raise FloatingPointError("the target gradient contains NaN or inf")
+        state["step"] += 1
+
+        # 2. the target step η_t.
+        reduction = group0["loss_reduction"]
+        weight = _reduction_weight(z_t, reduction)
+        eta = self._choose_eta(group0, state, z_t, grad, loss_t, target_loss, weight)
+        state["eta"] = eta
+        # The constant ℓ_S(z_t) is left out: it cancels in every comparison, and without it
+        # float32 keeps the small decreases of the line search (the trace is relative to it).
+        surrogate = TargetSurrogateLoss(z_t, grad, eta, reduction)
+
+        # 3. the inner loop on the surrogate (same batch, no oracle call).
+        self._inner_loop(group0, state, params, lrs, forward, out, surrogate)
+        return loss_t
+
+    def _resolve(
+        self,
+        closure: Any,
+        forward: Any,
+        target_loss: Any,
+        target_grad: Any,
+    ) -> tuple[Callable[[], Tensor], Callable[[Tensor], Tensor] | None]:
+        if closure is not None:
+            if forward is not None or target_loss is not None or target_grad is not None:
+                raise ValueError("pass either a closure or forward=/target_loss=, not both")
+            with torch.enable_grad():
+                returned = closure()
+            if not (isinstance(returned, tuple) and len(returned) == 2):
+                raise TypeError(
+                    "SSO's closure must return a pair (forward, target_loss) of callables: "
+                    "forward() -> targets f(θ), target_loss(z) -> scalar loss; got "
+                    f"{type(returned).__name__}"
+                )
+            forward, target_loss = returned
+        if forward is None:
+            raise ValueError(
+                "SSO.step needs forward= and target_loss= (or target_grad=), or a closure "
+                "returning (forward, target_loss)"
+            )
+        if not callable(forward):
+            raise TypeError(f"forward must be callable, got {type(forward).__name__}")
+        if (target_loss is None) == (target_grad is None):
+            raise ValueError("pass exactly one of target_loss and target_grad")
+        if target_loss is not None and not callable(target_loss):
+            raise TypeError(f"target_loss must be callable, got {type(target_loss).__name__}")
+        return forward, target_loss
+
+    def _forward(
+        self, forward: Callable[[], Tensor], shape: torch.Size | None, trial: bool = False
+    ) -> Tensor:
+        with torch.enable_grad():
+            out = forward()
+        self._global["forward_evals"] += 1
+        if not isinstance(out, Tensor):
+            raise TypeError(f"forward() must return a tensor of targets, got {type(out).__name__}")
+        if shape is not None and out.shape != shape:
+            raise ValueError(
+                f"forward() returned shape {tuple(out.shape)} but the targets of this step have "
+                f"shape {tuple(shape)}: the model's output must match the targets"
+            )
+        if not trial and not torch.isfinite(out.detach()).all():
+            raise FloatingPointError("forward() returned NaN or inf targets")
+        return out
+
+    def _choose_eta(
+        self,
+        group: dict[str, Any],
+        state: dict[str, Any],
+        z_t: Tensor,
+        grad: Tensor,
+        loss_t: Tensor | None,
+        target_loss: Callable[[Tensor], Tensor] | None,
+        weight: float,
+    ) -> float:
+        eta0 = float(group["target_lr"])
+        if group["adaptive"] == "adagrad_norm":
+            state["adagrad_sum"] += float((grad.double() ** 2).sum()) / weight
+            return 1.0 / (math.sqrt(state["adagrad_sum"]) / eta0 + 1e-6)
+        if group["target_line_search"]:
+            if target_loss is None or loss_t is None:
+                raise ValueError("target_line_search=True needs target_loss (not target_grad)")
+            prev = state["ls_eta"]
+            eta = eta0 if prev is None else prev * group["ls_expand"]
+            eta = min(max(eta, _ETA_MIN), _ETA_MAX)
+            grad_sq = float((grad.double() ** 2).sum())
+            with torch.no_grad():
+                for _ in range(group["max_backtracks"]):
+                    trial = float(target_loss(z_t - (eta / weight) * grad))
+                    state["target_loss_evals"] += 1
+                    if trial <= float(loss_t) - group["ls_c"] * (eta / weight) * grad_sq:
+                        break
+                    if eta * group["ls_beta"] < _ETA_MIN:
+                        break
+                    eta *= group["ls_beta"]
+            eta = min(max(eta, _ETA_MIN), _ETA_MAX)
+            state["ls_eta"] = eta
+            return eta
+        return _scheduled_eta(eta0, group["schedule"], group["total_steps"], state["step"])
+
+    def _inner_loop(
+        self,
+        group: dict[str, Any],
+        state: dict[str, Any],
+        params: list[Tensor],
+        lrs: list[float],
+        forward: Callable[[], Tensor],
+        out: Tensor,
+        surrogate: TargetSurrogateLoss,
+    ) -> None:
+        shape = out.shape
+        armijo = group["inner"] == "armijo"
+        kappa = 1.0
+        max_lr = max(lrs)
+        value = surrogate(out)
+        trace = [float(value.detach())]
+        for k in range(group["inner_steps"]):
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+            pairs = zip(params, grads, strict=True)
+            dirs = [torch.zeros_like(p) if g is None else g for p, g in pairs]
+            grad_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in dirs))
+            if grad_norm <= group["inner_tol"]:
+                break
+            last = k == group["inner_steps"] - 1
+            if not armijo:
+                with torch.no_grad():
+                    for p, d, lr in zip(params, dirs, lrs, strict=True):
+                        p.add_(d, alpha=-lr)
+                state["inner_steps"] += 1
+                if last:
+                    break
+                new_value = surrogate(self._forward(forward, shape))
+                if float(new_value.detach()) > trace[-1]:
+                    state["surrogate_increases"] += 1
+                value = new_value
+                trace.append(float(value.detach()))
+                continue
+            kappa *= group["expand"]
+            decrease = sum(
+                lr * float((d.double() ** 2).sum()) for d, lr in zip(dirs, lrs, strict=True)
+            )
+            start = [p.detach().clone() for p in params]
+            base = float(value.detach())
+            accepted = False
+            for _ in range(group["max_backtracks"]):
+                with torch.no_grad():
+                    for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
+                        torch.add(p0, d, alpha=-kappa * lr, out=p)
+                # Trial points keep their graph so the accepted one serves the next inner step.
+                trial = surrogate(self._forward(forward, shape, trial=True))
+                if float(trial.detach()) <= base - group["armijo_c"] * kappa * decrease:
+                    accepted = True
+                    break
+                state["backtracks"] += 1
+                kappa *= group["armijo_beta"]
+                if kappa * max_lr < _MIN_STEP:
+                    break
+            if not accepted:
+                with torch.no_grad():
+                    for p, p0 in zip(params, start, strict=True):
+                        p.copy_(p0)
+                break
+            state["inner_steps"] += 1
+            value = trial
+            trace.append(float(value.detach()))
+        state["kappa"] = kappa
+        state["surrogate_trace"] = trace
+        for p in params:
+            if not torch.isfinite(p).all():
+                raise FloatingPointError(
+                    "SSO produced non-finite parameters; lower lr (inner step) or target_lr"
+                )
+
+
+def _scheduled_eta(eta0: float, schedule: str, total_steps: int | None, t: int) -> float:
+    if t < 1:
+        raise ValueError(f"t must be >= 1, got {t}")
+    if schedule == "constant":
+        return eta0
+    if schedule == "sqrt":
+        return eta0 / math.sqrt(t)
+    assert total_steps is not None
+    return eta0 * float(total_steps) ** (-t / total_steps)
+
+
+def _validate(group: dict[str, Any]) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_positive("target_lr", group["target_lr"])
+    try:
+        check_positive_int("inner_steps", group["inner_steps"])
+    except ValueError as err:
+        raise ValueError(f"{err} (inner_steps is m, the surrogate steps per oracle call)") from err
+    if group["schedule"] not in _SCHEDULES:
+        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {group['schedule']!r}")
+    if group["total_steps"] is not None:
+        check_positive_int("total_steps", group["total_steps"])
+    if group["schedule"] == "exp" and group["total_steps"] is None:
+        raise ValueError('total_steps is required with schedule="exp"')
+    if group["total_steps"] is not None and group["total_steps"] < 2 and group["schedule"] == "exp":
+        raise ValueError("total_steps must be >= 2 with schedule='exp'")
+    if not isinstance(group["target_line_search"], bool):
+        raise ValueError(f"target_line_search must be a bool, got {group['target_line_search']!r}")
+    check_in_range("ls_c", group["ls_c"], 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_in_range("ls_beta", group["ls_beta"], 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_in_range("ls_expand", group["ls_expand"], 1.0, math.inf)
+    if group["adaptive"] not in (None, "adagrad_norm"):
+        raise ValueError(f"adaptive must be None or 'adagrad_norm', got {group['adaptive']!r}")
+    if group["adaptive"] is not None and group["target_line_search"]:
+        raise ValueError("adaptive and target_line_search are exclusive ways to choose target_lr")
+    if group["inner"] not in _INNER:
+        raise ValueError(f"inner must be one of {_INNER}, got {group['inner']!r}")
+    check_in_range(
+        "armijo_c", group["armijo_c"], 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
+    check_in_range(
+        "armijo_beta", group["armijo_beta"], 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
+    check_in_range("expand", group["expand"], 1.0, math.inf)
+    check_nonnegative("inner_tol", group["inner_tol"])
+    check_positive_int("max_backtracks", group["max_backtracks"])
+    if group["loss_reduction"] not in _REDUCTIONS:
+        raise ValueError(
+            f"loss_reduction must be one of {_REDUCTIONS}, got {group['loss_reduction']!r}"
+        )

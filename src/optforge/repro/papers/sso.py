@@ -1,0 +1,478 @@
+"""Reproduction ``sso``: more cheap surrogate steps per expensive target gradient lower the loss
+at equal oracle calls (spec ``target_surrogates_sso.md`` §6, R1 and R3).
+
+Task 1 (R1, supervised): ill-conditioned synthetic logistic regression. ``n`` examples, ``d``
+features with scales ``10**linspace(-1, 1)``, ``w* = 3 N(0, 1) / s / sqrt(d)``, labels
+``Bernoulli(sigmoid(X w*))``; a linear model without bias and ``BCEWithLogitsLoss`` (mean). Each
+arm gets ``steps`` target gradients on batches of ``batch_size`` drawn with replacement (the same
+batch sequence for every arm of a seed). Metric: full training loss gap ``h(θ_T) − f*`` with
+``f*`` from ``torch.optim.LBFGS`` (strong Wolfe) on the full data; each arm keeps its best
+step size of a grid (per seed, by final gap): SGD lr {1e-3 … 1}, Adam lr {1e-3 … 0.3}, SSO
+η ∈ {0.3, 1, 4} (inner Armijo: initial step 10, c = 0.5, β = 0.5, as the spec's prototype).
+
+Task 2 (R3, online imitation learning): a linear-quadratic control problem with an analytic
+expert. State x ∈ R⁴, ``x' = A x + B u + 0.01 ε``, A slightly unstable, expert ``u = −K x``
+with ``K`` from discrete LQR (``scipy.linalg.solve_discrete_are``, Q = I, R = 1). The learner is
+an MLP 4 → 32 (tanh) → 1. DAgger with β = 0: each round rolls the current learner out for
+``episodes × horizon`` = 100 environment steps (one oracle call = one round), labels the visited
+states with the expert's actions, and updates on the squared action error ½(u − u*)² of that
+round only — one ``torch.optim`` step for SGD/Adam (online gradient descent), one SSO step with
+m inner steps. Metric: the learner's average quadratic cost over 5 fixed evaluation roll-outs
+divided by the expert's cost on the same starts (1.0 = expert); arms pick their step from a grid
+by the mean log cost ratio over rounds.
+
+Every arm runs both tasks on the same seed; the curves are recorded at 21 evenly spaced oracle
+budgets (``checkpoint`` 0 … 20). Wall time per arm is recorded: in the supervised task the
+target gradient is cheap, so SSO costs more time per oracle call — the method pays off only
+when the oracle dominates (imitation learning, simulators).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from optforge.optim import SSO
+from optforge.repro.registry import Claim, Reproduction, Results, register
+
+_LOGREG = {
+    "n": 4000,
+    "d": 100,
+    "batch_size": 100,
+    "steps": 300,
+    "sgd_lrs": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0],
+    "adam_lrs": [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3],
+    "sso_etas": [0.3, 1.0, 4.0],
+    "inner_lr": 10.0,
+    "armijo_c": 0.5,
+    "armijo_beta": 0.5,
+    "lbfgs_iters": 500,
+}
+_IL = {
+    "il_rounds": 20,
+    "il_episodes": 4,
+    "il_horizon": 25,
+    "il_eval_episodes": 5,
+    "il_eval_horizon": 50,
+    "il_hidden": 32,
+    "il_ogd_lrs": [0.01, 0.03, 0.1, 0.3, 1.0],
+    "il_adam_lrs": [1e-3, 3e-3, 1e-2, 3e-2, 0.1],
+    "il_etas": [0.3, 1.0],
+    "il_inner_lr": 1.0,
+}
+CONFIGS = {
+    "smoke": {
+        **_LOGREG,
+        **_IL,
+        "n": 1000,
+        "d": 20,
+        "batch_size": 50,
+        "steps": 60,
+        "sgd_lrs": [0.1, 0.3, 1.0],
+        "adam_lrs": [0.01, 0.03, 0.1],
+        "sso_etas": [1.0],
+        "lbfgs_iters": 200,
+        "il_rounds": 10,
+        "il_ogd_lrs": [0.1, 0.3],
+        "il_adam_lrs": [0.01, 0.03],
+        "il_etas": [1.0],
+    },
+    "quick": {**_LOGREG, **_IL},
+    "full": {**_LOGREG, **_IL, "n": 50000, "d": 1000, "steps": 1000, "il_rounds": 100},
+}
+_CHECKPOINTS = 20
+
+
+# ---------------------------------------------------------------- task 1: logistic regression
+def _logreg_data(config: Mapping[str, Any], seed: int, device: str) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    n, d = config["n"], config["d"]
+    scales = torch.logspace(-1, 1, d, dtype=torch.float64)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64) * scales
+    w_star = 3.0 * torch.randn(d, generator=gen, dtype=torch.float64) / scales / math.sqrt(d)
+    y = torch.bernoulli(torch.sigmoid(x @ w_star), generator=gen)
+    return x.to(device), y.to(device)
+
+
+def _full_loss(w: Tensor, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float(nn.functional.binary_cross_entropy_with_logits(x @ w, y))
+
+
+@functools.lru_cache(maxsize=8)
+def _problem(n: int, d: int, seed: int, iters: int, device: str) -> tuple[Tensor, Tensor, float]:
+    """Data and ``f*`` of one seed, computed once for every step size of an arm."""
+    x, y = _logreg_data({"n": n, "d": d}, seed, device)
+    return x, y, _f_star(x, y, iters)
+
+
+def _f_star(x: Tensor, y: Tensor, iters: int) -> float:
+    w = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w],
+        lr=1.0,
+        max_iter=iters,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(x @ w, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return _full_loss(w.detach(), x, y)
+
+
+def _logreg_run(
+    config: Mapping[str, Any], seed: int, device: str, make_opt: Callable, is_sso: bool
+) -> tuple[float, list[float]]:
+    """Final gap and the gap curve of one step size (same batches for every arm of a seed)."""
+    x, y, f_star = _problem(config["n"], config["d"], seed, config["lbfgs_iters"], device)
+    steps, b = config["steps"], config["batch_size"]
+    batches = torch.randint(
+        0, x.shape[0], (steps, b), generator=torch.Generator().manual_seed(1000 + seed)
+    ).to(device)
+    w = torch.zeros(x.shape[1], dtype=x.dtype, device=device, requires_grad=True)
+    opt = make_opt([w])
+    every = max(1, steps // _CHECKPOINTS)
+    curve = [_full_loss(w.detach(), x, y) - f_star]
+    for t in range(steps):
+        xb, yb = x[batches[t]], y[batches[t]]
+        if is_sso:
+            opt.step(
+                forward=lambda xb=xb: xb @ w,
+                target_loss=lambda z, yb=yb: nn.functional.binary_cross_entropy_with_logits(z, yb),
+            )
+        else:
+            opt.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(xb @ w, yb).backward()
+            opt.step()
+        if (t + 1) % every == 0 and len(curve) <= _CHECKPOINTS:
+            curve.append(_full_loss(w.detach(), x, y) - f_star)
+    gap = _full_loss(w.detach(), x, y) - f_star
+    return (gap if math.isfinite(gap) else math.inf), curve
+
+
+# ---------------------------------------------------------------- task 2: LQR imitation
+def _lqr_system(device: str) -> tuple[Tensor, Tensor, Tensor]:
+    from scipy.linalg import solve_discrete_are
+
+    a = np.array(
+        [
+            [1.02, 0.10, 0.00, 0.00],
+            [0.00, 0.98, 0.10, 0.00],
+            [0.00, 0.00, 1.01, 0.10],
+            [0.05, 0.00, 0.00, 0.97],
+        ]
+    )
+    b = np.array([[0.0], [0.0], [0.0], [0.1]])
+    q, r = np.eye(4), np.eye(1)
+    p = solve_discrete_are(a, b, q, r)
+    k = np.linalg.solve(r + b.T @ p @ b, b.T @ p @ a)
+    as_t = lambda m: torch.tensor(m, dtype=torch.float64, device=device)  # noqa: E731
+    return as_t(a), as_t(b), as_t(k)
+
+
+def _rollout(
+    policy: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    a: Tensor,
+    b: Tensor,
+    horizon: int,
+    noise: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Roll out ``policy`` from every row of ``x0``; visited states and the quadratic cost."""
+    x, states, cost = x0, [], torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+    for k in range(horizon):
+        states.append(x)
+        u = policy(x).clamp(-20.0, 20.0)
+        cost = cost + (x * x).sum(1) + (u * u).sum(1)
+        x = x @ a.T + u @ b.T
+        if noise is not None:
+            x = x + 0.01 * noise[k]
+        x = x.clamp(-1e3, 1e3)
+    return torch.cat(states), cost
+
+
+def _il_run(
+    config: Mapping[str, Any], seed: int, device: str, make_opt: Callable, is_sso: bool
+) -> list[float]:
+    """Cost-ratio curve (learner / expert) over DAgger rounds for one step size."""
+    a, b, k = _lqr_system(device)
+    expert = lambda s: -(s @ k.T)  # noqa: E731
+    gen = torch.Generator().manual_seed(2000 + seed)
+    hidden = config["il_hidden"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3000 + seed)
+        policy = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+    policy = policy.to(device=device, dtype=torch.float64)
+    e, h = config["il_episodes"], config["il_horizon"]
+    x_eval = torch.randn(config["il_eval_episodes"], 4, generator=gen, dtype=torch.float64).to(
+        device
+    )
+    eval_h = config["il_eval_horizon"]
+    _, expert_cost = _rollout(expert, x_eval, a, b, eval_h, None)
+
+    def ratio() -> float:
+        with torch.no_grad():
+            _, c = _rollout(policy, x_eval, a, b, eval_h, None)
+        return float(c.mean() / expert_cost.mean())
+
+    opt = make_opt(list(policy.parameters()))
+    curve = [ratio()]
+    for _ in range(config["il_rounds"]):
+        x0 = torch.randn(e, 4, generator=gen, dtype=torch.float64).to(device)
+        noise = torch.randn(h, e, 4, generator=gen, dtype=torch.float64).to(device)
+        with torch.no_grad():
+            states, _ = _rollout(policy, x0, a, b, h, noise)
+            labels = expert(states)  # the oracle: expert actions on the visited states
+
+        def target_loss(z: Tensor, labels: Tensor = labels) -> Tensor:
+            return 0.5 * ((z - labels) ** 2).sum(1).mean()
+
+        if is_sso:
+            opt.step(forward=lambda s=states: policy(s), target_loss=target_loss)
+        else:
+            opt.zero_grad()
+            target_loss(policy(states)).backward()
+            opt.step()
+        curve.append(ratio())
+    # Curves are plotted at 21 checkpoints; resample evenly when there are more rounds.
+    idx = np.linspace(0, len(curve) - 1, _CHECKPOINTS + 1).round().astype(int)
+    return [curve[i] for i in idx]
+
+
+def _mean_log(curve: list[float]) -> float:
+    vals = [math.log(c) if math.isfinite(c) and c > 0 else 50.0 for c in curve]
+    return float(np.mean(vals))
+
+
+# ---------------------------------------------------------------- arms
+def _arm(
+    logreg_grid: Callable[[Mapping[str, Any]], list[tuple[float, Callable]]],
+    il_grid: Callable[[Mapping[str, Any]], list[tuple[float, Callable]]],
+    is_sso: bool,
+) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
+    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        best = (math.inf, math.nan, [])
+        for step, make in logreg_grid(config):
+            gap, curve = _logreg_run(config, seed, device, make, is_sso)
+            if gap < best[0]:
+                best = (gap, step, curve)
+        logreg_time = time.perf_counter() - start
+        start = time.perf_counter()
+        best_il = (math.inf, math.nan, [])
+        for step, make in il_grid(config):
+            curve = _il_run(config, seed, device, make, is_sso)
+            score = _mean_log(curve)
+            if score < best_il[0]:
+                best_il = (score, step, curve)
+        il_time = time.perf_counter() - start
+        il_curve = best_il[2]
+        reach = next((i for i, c in enumerate(il_curve) if c <= 1.2), len(il_curve))
+        return {
+            "gap": best[0],
+            "best_step": best[1],
+            "il_final_ratio": il_curve[-1],
+            "il_mean_log_ratio": best_il[0],
+            "il_checkpoints_to_1.2": float(reach),
+            "il_best_step": best_il[1],
+            "logreg_wall_s": logreg_time,
+            "il_wall_s": il_time,
+            "checkpoint": list(range(len(best[2]))),
+            "loss_gap": best[2],
+            "il_cost_ratio": il_curve,
+        }
+
+    return run
+
+
+def _sso_arm(m: int) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
+    def logreg(config: Mapping[str, Any]) -> list[tuple[float, Callable]]:
+        return [
+            (
+                eta,
+                lambda p, eta=eta: SSO(
+                    p,
+                    lr=config["inner_lr"],
+                    target_lr=eta,
+                    inner_steps=m,
+                    armijo_c=config["armijo_c"],
+                    armijo_beta=config["armijo_beta"],
+                ),
+            )
+            for eta in config["sso_etas"]
+        ]
+
+    def il(config: Mapping[str, Any]) -> list[tuple[float, Callable]]:
+        return [
+            (
+                eta,
+                lambda p, eta=eta: SSO(
+                    p,
+                    lr=config["il_inner_lr"],
+                    target_lr=eta,
+                    inner_steps=m,
+                    armijo_c=config["armijo_c"],
+                    armijo_beta=config["armijo_beta"],
+                ),
+            )
+            for eta in config["il_etas"]
+        ]
+
+    return _arm(logreg, il, True)
+
+
+def _torch_arm(
+    cls: type[torch.optim.Optimizer], logreg_key: str, il_key: str
+) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
+    def grid(key: str) -> Callable[[Mapping[str, Any]], list[tuple[float, Callable]]]:
+        return lambda config: [(lr, lambda p, lr=lr: cls(p, lr=lr)) for lr in config[key]]
+
+    return _arm(grid(logreg_key), grid(il_key), False)
+
+
+METHODS = {
+    "sgd": _torch_arm(torch.optim.SGD, "sgd_lrs", "il_ogd_lrs"),
+    "adam": _torch_arm(torch.optim.Adam, "adam_lrs", "il_adam_lrs"),
+    "sso-m1": _sso_arm(1),
+    "sso-m5": _sso_arm(5),
+    "sso-m20": _sso_arm(20),
+}
+
+
+def _worst_ratio(r: Results, a: str, b: str, metric: str) -> float:
+    return float(np.max(r.values(a, metric) / r.values(b, metric)))
+
+
+def _monotone_in_m(r: Results) -> float:
+    """max(median gap m=20 / m=5, median gap m=5 / (1.02 · m=1)); <= 1 means monotone."""
+    g1, g5, g20 = (r.median(f"sso-m{m}", "gap") for m in (1, 5, 20))
+    return max(g20 / g5, g5 / (1.02 * g1))
+
+
+def _m1_vs_sgd(r: Results) -> float:
+    sgd = r.values("sgd", "gap")
+    return float(np.max(np.abs(r.values("sso-m1", "gap") - sgd) / sgd))
+
+
+def _il_reach_margin(r: Results) -> float:
+    """Worst seed: checkpoints to reach 1.2× expert cost, SSO m=20 minus the faster baseline."""
+    key = "il_checkpoints_to_1.2"
+    best_baseline = np.minimum(r.values("sgd", key), r.values("adam", key))
+    return float(np.max(r.values("sso-m20", key) - best_baseline))
+
+
+_GAP_STATEMENT = (
+    "Experiments on supervised learning and imitation learning indicate the benefits of "
+    "target optimization and the effectiveness of SSO: more cheap surrogate steps per "
+    "expensive gradient lower the loss at equal numbers of expensive gradient calls."
+)
+
+CLAIMS = [
+    Claim(
+        name="more-inner-steps-help",
+        statement=_GAP_STATEMENT,
+        description="worst seed gap(SSO m=20) / gap(SSO m=1), logistic regression",
+        metric=lambda r: _worst_ratio(r, "sso-m20", "sso-m1", "gap"),
+        op="<=",
+        threshold=0.9,
+        scales=("smoke",),
+    ),
+    Claim(
+        name="il-sso-beats-ogd",
+        statement=_GAP_STATEMENT,
+        description="worst seed mean log cost ratio: SSO m=20 minus OGD (torch SGD), imitation",
+        metric=lambda r: float(np.max(r.paired("sso-m20", "sgd", "il_mean_log_ratio"))),
+        op="<",
+        threshold=0.0,
+        scales=("smoke",),
+    ),
+    Claim(
+        name="sso-m20-beats-sgd-logreg",
+        statement=_GAP_STATEMENT,
+        description="worst seed gap(SSO m=20, tuned η) / gap(best-lr torch SGD), b = 100",
+        metric=lambda r: _worst_ratio(r, "sso-m20", "sgd", "gap"),
+        op="<=",
+        threshold=0.85,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="gap-monotone-in-m",
+        statement=_GAP_STATEMENT,
+        description="max(med gap m20/m5, med gap m5/(1.02 m1)); <= 1 means gap(20)<=gap(5)<=gap(1)",
+        metric=_monotone_in_m,
+        op="<=",
+        threshold=1.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="m1-matches-sgd",
+        statement="With a single inner step SSO takes an SGD step (spec: SSO m = 1 ≈ SGD).",
+        description="worst seed |gap(SSO m=1) − gap(SGD)| / gap(SGD) (m=1 uses Armijo, i.e. SLS)",
+        metric=_m1_vs_sgd,
+        op="<=",
+        threshold=0.15,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="sso-m20-beats-adam-logreg",
+        statement=_GAP_STATEMENT,
+        description="worst seed gap(SSO m=20) / gap(best-lr torch Adam); Adam is a paper baseline",
+        metric=lambda r: _worst_ratio(r, "sso-m20", "adam", "gap"),
+        op="<=",
+        threshold=1.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="il-fewer-rounds-to-expert",
+        statement=(
+            "In online imitation learning SSO with m >= 10 gets within 1.2x of the expert's cost "
+            "in fewer rounds (environment interactions) than OGD (spec §6 R3)."
+        ),
+        description="worst seed: checkpoints to 1.2x expert, SSO m=20 minus min(SGD, Adam)",
+        metric=_il_reach_margin,
+        op="<=",
+        threshold=-1.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="il-more-inner-steps-help",
+        statement=_GAP_STATEMENT,
+        description="worst seed mean log cost ratio over rounds: SSO m=20 minus SSO m=1",
+        metric=lambda r: float(np.max(r.paired("sso-m20", "sso-m1", "il_mean_log_ratio"))),
+        op="<",
+        threshold=0.0,
+        scales=("quick", "full"),
+    ),
+]
+
+register(
+    Reproduction(
+        name="sso",
+        title="Target-based Surrogates for Stochastic Optimization",
+        arxiv="2302.02607",
+        spec="target_surrogates_sso.md",
+        configs=CONFIGS,
+        methods=METHODS,
+        claims=CLAIMS,
+        seeds={"smoke": 1, "quick": 3, "full": 3},
+        seed_base=100,
+        plot_x="checkpoint",
+        plot_y=("loss_gap", "il_cost_ratio"),
+        plot_logy=True,
+    )
+)

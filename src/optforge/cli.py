@@ -96,7 +96,10 @@ def reproduce_command(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds (default: per scale).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads per trial.")] = 1,
-    executor: Annotated[str, typer.Option(help="Trial executor (local).")] = "local",
+    executor: Annotated[str, typer.Option(help="Trial executor: local | processes.")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes for --executor processes.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results store directory.")] = Path("optforge-runs"),
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run record(s) as JSON.")
@@ -114,7 +117,7 @@ def reproduce_command(
         chosen = all_reproductions() if run_all else [get(n) for n in names or []]
         for reproduction in chosen:
             check_extras(reproduction)
-        runner = make_executor(executor)
+        runner = make_executor(executor, workers)
     except (ValueError, ImportError) as err:
         raise CliError(str(err)) from err
     except KeyError as err:

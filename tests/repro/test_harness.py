@@ -9,6 +9,7 @@ import pytest
 from optforge import cli
 from optforge.repro import (
     Claim,
+    ProcessesExecutor,
     Reproduction,
     Results,
     RunStore,
@@ -217,3 +218,16 @@ def test_cli_list_json(capsys, toy):
 def test_cli_report_on_an_empty_store_is_an_error(tmp_path, capsys):
     code, _, err = _cli(["report", "--out", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no runs" in err
+
+
+def test_processes_executor_matches_local():
+    reproduction = get("gns")  # the fastest smoke scale
+    local = run_reproduction(reproduction, "smoke")
+    pooled = run_reproduction(reproduction, "smoke", executor=ProcessesExecutor(workers=2))
+    assert pooled["metrics"] == local["metrics"]
+    assert pooled["run_info"]["executor"] == "processes"
+
+
+def test_workers_need_the_processes_executor(capsys):
+    code, _, err = _cli(["reproduce", "gradient-noise", "--workers", "2"], capsys)
+    assert code == 2 and "--workers" in err

@@ -356,10 +356,49 @@ def per_sample_grads(
     return {k: torch.cat([p[k] for p in parts]) for k in params}
 
 
-def _flat_chunk(fn: Callable[..., Any], params: dict[str, Tensor], x: Tensor, y: Tensor, dtype):
+def _chunk_grads(
+    fn: Callable[..., Any], params: dict[str, Tensor], x: Tensor, y: Tensor, dtype: torch.dtype
+) -> tuple[list[Tensor], Tensor]:
+    """Per-example gradients of a chunk as ``(b, p_t)`` matrices we own (safe to overwrite)."""
     grads, losses = fn(params, x, y)
-    flat = torch.cat([g.reshape(g.shape[0], -1).to(dtype) for g in grads.values()], dim=1)
-    return flat, losses
+    mats = []
+    for g in (grads[k] for k in params):  # the order of params (and of .grad write-back)
+        mat = g.reshape(g.shape[0], -1)
+        if mat.dtype != dtype:
+            mat = mat.to(dtype)
+        elif not mat.is_contiguous():
+            mat = mat.contiguous()
+        mats.append(mat)
+    return mats, losses
+
+
+def _consume(mats: list[Tensor], ref: Tensor | str | None) -> GradStats:
+    """:meth:`GradStats.from_samples` of the concatenated ``mats`` without concatenating them,
+    centring **in place** (no ``(b, p)`` temporaries; column sums as matrix-vector products).
+
+    ``ref="self"`` takes the inner products with this chunk's own mean.
+    """
+    n = mats[0].shape[0]
+    ones = torch.ones(1, n, dtype=mats[0].dtype, device=mats[0].device)
+    sums = [(ones @ m).squeeze(0) for m in mats]
+    total = torch.cat(sums)
+    direction = total / n if isinstance(ref, str) else ref
+    a = None
+    offset = 0
+    m2s = []
+    for m, col_sum in zip(mats, sums, strict=True):
+        width = m.shape[1]
+        if direction is not None:
+            part = m @ direction[offset : offset + width].to(m.dtype)
+            a = part if a is None else a + part
+        m.sub_(col_sum / n)
+        m.mul_(m)
+        m2s.append((ones @ m).squeeze(0))
+        offset += width
+    if direction is None:
+        return GradStats(n, total, torch.cat(m2s))
+    assert a is not None
+    return GradStats(n, total, torch.cat(m2s), direction, a.sum(), (a - a.mean()).pow(2).sum())
 
 
 def _distributed(process_group: Any) -> bool:
@@ -413,28 +452,25 @@ def batch_grad_stats(
     device = next(iter(params.values())).device
     chunks = [(inputs[i : i + step], targets[i : i + step]) for i in range(0, b, step)]
 
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum: Tensor | float = 0.0
+    if inner_product and len(chunks) == 1 and not sync:
+        mats, losses = _chunk_grads(fn, params, inputs, targets, dtype)
+        return _consume(mats, "self"), losses.detach().mean()
     stats = GradStats.empty(numel, dtype, device)
-    cached: Tensor | None = None
     for x, y in chunks:
-        flat, losses = _flat_chunk(fn, params, x, y, dtype)
-        loss_sum += losses.detach().double().sum()
-        stats = stats.merge(GradStats.from_samples(flat))
-        if len(chunks) == 1:
-            cached = flat
+        mats, losses = _chunk_grads(fn, params, x, y, dtype)
+        loss_sum = loss_sum + losses.detach().sum()
+        stats = stats.merge(_consume(mats, None))
     if sync:
         stats = stats.all_reduce(process_group)
-    if inner_product:
+    if inner_product:  # second pass: inner products with the (global) mean
         ref = stats.mean
-        if cached is not None:
-            ip_stats = GradStats.from_samples(cached, ref)
-        else:
-            ip_stats = GradStats.empty(numel, dtype, device, ref)
-            for x, y in chunks:
-                flat, _ = _flat_chunk(fn, params, x, y, dtype)
-                ip_stats = ip_stats.merge(GradStats.from_samples(flat, ref))
+        ip_stats = GradStats.empty(numel, dtype, device, ref)
+        for x, y in chunks:
+            mats, _ = _chunk_grads(fn, params, x, y, dtype)
+            ip_stats = ip_stats.merge(_consume(mats, ref))
         stats = ip_stats.all_reduce(process_group) if sync else ip_stats
-    return stats, (loss_sum / b).to(inputs.dtype if inputs.is_floating_point() else torch.float32)
+    return stats, loss_sum / b  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------

@@ -182,15 +182,19 @@ def gns_minimize(
             tensor, a callable ``x -> (d, d)`` or a
             :class:`~optforge.optim.hessian_approx.HessianApprox`.
         metric: SPD ``B`` defining the norms (default identity).
-        gamma0: initial γ. gamma_min: floor of γ after an accepted step.
-        lambda_eps: guard in ``λ = ‖g‖_*/(γ + lambda_eps)``. lambda_min: floor of λ.
+        gamma0: initial γ.
+        gamma_min: floor of γ after an accepted step.
+        lambda_eps: guard in ``λ = ‖g‖_*/(γ + lambda_eps)``.
+        lambda_min: floor of λ.
         max_search: trials per outer iteration.
         acceptance: ``"func"`` (Algorithm 1) or ``"grad"`` (Super-Universal-Newton-type test).
         maxiter: outer iterations.
-        ftol, f_star: stop when ``f − f_star <= ftol`` (both needed).
+        ftol: stop when ``f − f_star <= ftol`` (needs ``f_star``).
+        f_star: the optimal value, for ``ftol``.
         gtol: stop when ``‖∇f‖_* <= gtol`` (default: only the exact zero gradient).
         solver: ``"auto"``, ``"cholesky"``, ``"cg"`` or ``"sherman_morrison"``.
-        cg_tol, cg_maxiter: CG tolerance (relative residual) and iteration cap.
+        cg_tol: CG tolerance (relative residual).
+        cg_maxiter: CG iteration cap.
         max_dense_dim: largest ``d`` a dense (d, d) Hessian is formed for.
         on_exhausted: after ``max_search`` rejections take the last trial (``"accept"``, as the
             reference code, counted) or stop (``"stop"``).
@@ -322,8 +326,9 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
 
     Args:
         params: parameters or param groups.
-        hessian, metric, gamma0, gamma_min, lambda_eps, lambda_min, max_search, acceptance,
-            solver, cg_tol, cg_maxiter, max_dense_dim, on_exhausted: as in :func:`gns_minimize`.
+        hessian: as in :func:`gns_minimize` (likewise ``metric``, ``gamma0``, ``gamma_min``,
+            ``lambda_eps``, ``lambda_min``, ``max_search``, ``acceptance``, ``solver``,
+            ``cg_tol``, ``cg_maxiter``, ``max_dense_dim`` and ``on_exhausted``).
         gtol: a step with ``‖∇f‖_* <= gtol`` does nothing (like LBFGS's ``tolerance_grad``):
             at the optimum the acceptance test only compares rounding errors, and every step
             would exhaust ``max_search`` closure calls. Raise it for float32 losses (~1e-6).

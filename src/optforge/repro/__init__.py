@@ -4,7 +4,7 @@ Paper modules live in ``optforge.repro.papers`` and register themselves; see
 :mod:`optforge.repro.registry` for the contract.
 """
 
-from optforge.repro.executors import Executor, LocalExecutor, make_executor
+from optforge.repro.executors import Executor, LocalExecutor, ProcessesExecutor, make_executor
 from optforge.repro.registry import (
     SCALES,
     Claim,
@@ -22,6 +22,7 @@ __all__ = [
     "Claim",
     "Executor",
     "LocalExecutor",
+    "ProcessesExecutor",
     "Reproduction",
     "Results",
     "RunStore",

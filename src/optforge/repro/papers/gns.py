@@ -412,6 +412,9 @@ register(
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,
+        methods_by_scale={  # smoke: only the arms its claims read
+            "smoke": ["lse/gns-exact", "lse/gns-wgn", "lse/gns-gd-B", *_APPROX, "logreg/sgd"]
+        },
         plot_x="step",
         plot_y=("lse_gap", "logreg_gap", "cheb_p4_f"),
         plot_logy=True,

@@ -224,7 +224,14 @@ def test_processes_executor_matches_local():
     reproduction = get("gns")  # the fastest smoke scale
     local = run_reproduction(reproduction, "smoke")
     pooled = run_reproduction(reproduction, "smoke", executor=ProcessesExecutor(workers=2))
-    assert pooled["metrics"] == local["metrics"]
+
+    def untimed(metrics):  # wall-clock metrics differ between runs by nature
+        return {
+            method: {seed: {k: v for k, v in m.items() if "time" not in k} for seed, m in d.items()}
+            for method, d in metrics.items()
+        }
+
+    assert untimed(pooled["metrics"]) == untimed(local["metrics"])
     assert pooled["run_info"]["executor"] == "processes"
 
 

@@ -30,7 +30,8 @@ the inner expectation across iterations with a moving average and uses it in the
 :math:`v_t = (1-\beta)v_{t-1} + \beta G_t,\ \theta_{t+1} = \theta_t - \eta v_t` is
 ``torch.optim.SGD(params, lr=η, momentum=1-β, dampening=1-β)`` (see :func:`meco_momentum_sgd`);
 with neural energies the spec proposes Adam. ``estimator="storm"`` replaces the moving average
-by the STORM recursion :math:`u_t = (1-\gamma)(u_{t-1} - \hat g_t(\theta_{t-1})) + \hat g_t(\theta_t)`
+by the STORM recursion
+:math:`u_t = (1-\gamma)(u_{t-1} - \hat g_t(\theta_{t-1})) + \hat g_t(\theta_t)`
 (same noise batch evaluated at the previous parameters through ``torch.func.functional_call``).
 
 Example::
@@ -146,6 +147,7 @@ class MECOLoss(nn.Module):
         self._prev_params: dict[str, Tensor] | None = None
         self.last_ess = float("nan")
         self.storm_fallbacks = 0
+        self._warned_ess = False
         self._last_data_term: Tensor | None = None
 
     def forward(
@@ -171,6 +173,8 @@ class MECOLoss(nn.Module):
             :meth:`nll_estimate`).
         """
         _check_batch("x_data", x_data)
+        if self.estimator == "storm" and not isinstance(energy, nn.Module):
+            raise TypeError("estimator='storm' needs energy to be an nn.Module")
         n_noise = self.num_noise if self.num_noise is not None else x_data.shape[0]
         if z_noise is None:
             z_noise = self._sample(n_noise, x_data)
@@ -252,8 +256,7 @@ class MECOLoss(nn.Module):
         self.log_u = new.detach().to(self.log_u.device)
         self.num_steps += 1
         if self.estimator == "storm":
-            if not isinstance(energy, nn.Module):
-                raise TypeError("estimator='storm' needs energy to be an nn.Module")
+            assert isinstance(energy, nn.Module)
             self._prev_params = {k: p.detach().clone() for k, p in energy.named_parameters()}
 
     def _storm_update(
@@ -279,10 +282,12 @@ class MECOLoss(nn.Module):
         n = log_w.shape[0]
         ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
         self.last_ess = ess
-        if ess < ESS_WARN_FRACTION * n:
+        if ess < ESS_WARN_FRACTION * n and not self._warned_ess:
+            self._warned_ess = True
             warnings.warn(
                 f"MECOLoss: effective sample size of the noise batch is {ess:.1f} of {n} "
-                "(< 1%): the noise distribution is badly matched to the model",
+                "(< 1%): the noise distribution is badly matched to the model (warned once; "
+                "see MECOLoss.last_ess)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -564,9 +569,7 @@ def _eval_energy(energy: Energy, x: Tensor, name: str) -> Tensor:
     if f.dim() == 2 and f.shape[1] == 1:
         f = f[:, 0]
     if f.shape != (x.shape[0],):
-        raise ValueError(
-            f"energy({name}) must return shape ({x.shape[0]},), got {tuple(f.shape)}"
-        )
+        raise ValueError(f"energy({name}) must return shape ({x.shape[0]},), got {tuple(f.shape)}")
     return check_finite(f"energy({name})", f)
 
 
@@ -623,7 +626,7 @@ def _sample_device(noise: Any, like: Tensor) -> torch.device:
 def _sample_noise(noise: Any, n: int, generator: torch.Generator) -> Tensor:
     """Draw ``n`` samples of ``noise`` from ``generator`` (never from the global stream)."""
     dist = torch.distributions
-    base, event = noise, ()
+    base = noise
     if isinstance(noise, dist.Independent):
         base = noise.base_dist
     shape = (n, *noise.batch_shape, *noise.event_shape)
@@ -634,9 +637,9 @@ def _sample_noise(noise: Any, n: int, generator: torch.Generator) -> Tensor:
         r = torch.rand(shape, generator=generator, device=base.low.device, dtype=base.low.dtype)
         return base.low + (base.high - base.low) * r
     if isinstance(noise, dist.MultivariateNormal):
-        eps = torch.randn(shape, generator=generator, device=noise.loc.device, dtype=noise.loc.dtype)
+        loc = noise.loc
+        eps = torch.randn(shape, generator=generator, device=loc.device, dtype=loc.dtype)
         return noise.loc + (noise._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
-    del event
     if not callable(getattr(noise, "sample", None)):
         raise TypeError(
             f"noise of type {type(noise).__name__} has no sample(); pass z_noise explicitly"

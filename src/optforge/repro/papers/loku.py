@@ -1,0 +1,518 @@
+"""Reproduction ``loku``: inverted hinge loss + Fisher-initialised LoRA unlearning on "TinyTOFU"
+(spec ``loku.md`` §6).
+
+Set-up (all synthetic, no download): fictitious authors, each with a two-syllable name and one
+value token per attribute (birthplace, genre, birth year, award, parent's job, book); two question
+phrasings per (author, attribute), ``Q: <question> A: <value> <eos>``, loss only on the answer
+and ``<eos>``; plus "world facts" (``Q: capital of <country> ? A: <city>``) that must survive.
+A tiny ``transformers`` ``LlamaForCausalLM`` built from a config (random init) is trained on
+everything (the "base" model) and, separately, on everything but the forget authors (the
+"retain-only" oracle, used for Forget Quality); both are cached per process, so every arm of a seed
+starts from the same base model. The forget set is the first phrasing of the forget authors'
+questions; retain batches are drawn from the other authors.
+
+Arms (all ``optforge.unlearning.Unlearner``; LoRA from ``peft``): ``ga`` (gradient ascent, all
+parameters), ``ga+lora`` (GA on LoRA adapters), ``ihl+lora`` (IHL + retain NLL, standard LoRA init)
+and ``ihl+fila`` (IHL + retain NLL, adapters initialised with FILA). Unlearning runs ``epochs``
+passes over the forget set with a constant learning rate; after every epoch the forget, retain
+and world-fact answer accuracies (next-token argmax = the value token) are recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.unlearning import (
+    FilaConfig,
+    Unlearner,
+    answer_accuracy,
+    answer_logprob,
+    answer_probability,
+    forget_quality,
+    initialize_fila,
+    model_utility,
+    truth_ratio,
+)
+
+_ATTRIBUTES = (  # name, number of values, phrasing-1 words, phrasing-2 words
+    ("birthplace", 16, ("where", "was"), ("born", "in")),
+    ("genre", 10, ("what", "genre"), ("writes",)),
+    ("year", 20, ("when", "was"), ("born",)),
+    ("award", 10, ("which", "award"), ("won",)),
+    ("parent", 12, ("what", "job"), ("parent", "has")),
+    ("book", 24, ("which", "book"), ("wrote",)),
+)
+_SEQ_LEN = 16
+
+_BASE: dict[str, Any] = {
+    "n_syllables": 30,
+    "hidden": 64,
+    "mlp": 128,
+    "layers": 2,
+    "heads": 4,
+    "base_lr": 3e-3,
+    "base_batch": 64,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "batch_size": 8,  # forget batch (and retain batch) size during unlearning
+    "dtype": "float32",
+    "lr_full": 1e-3,
+    "lr_lora": 1e-3,
+    "forget_threshold": 0.1,
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        **_BASE,
+        "n_authors": 12,
+        "n_attributes": 3,
+        "n_forget": 2,
+        "n_world": 12,
+        "base_epochs": 80,
+        "base_batch": 128,
+        "epochs": 8,
+        "oracle": False,
+    },
+    "quick": {
+        **_BASE,
+        "n_authors": 40,
+        "n_attributes": 6,
+        "n_forget": 4,
+        "n_world": 40,
+        "base_epochs": 100,
+        "epochs": 20,
+        "oracle": True,
+    },
+    "full": {
+        **_BASE,
+        "n_authors": 200,
+        "n_attributes": 6,
+        "n_forget": 20,
+        "n_world": 100,
+        "hidden": 256,
+        "mlp": 512,
+        "layers": 4,
+        "base_epochs": 100,
+        "epochs": 20,
+        "oracle": True,
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+class _Vocab:
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, word: str) -> int:
+        return self.ids.setdefault(word, len(self.ids))
+
+
+def _freeze(config: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, v) for k, v in config.items()))
+
+
+@cache
+def _data(frozen: tuple, seed: int) -> dict[str, Any]:
+    """Token tensors of TinyTOFU for one seed (authors' names and attributes drawn from it)."""
+    config = dict(frozen)
+    rng = np.random.default_rng(seed)
+    vocab = _Vocab()
+    pad, eos = vocab("<pad>"), vocab("<eos>")
+    q_tok, a_tok, qm = vocab("Q:"), vocab("A:"), vocab("?")
+    attrs = _ATTRIBUTES[: config["n_attributes"]]
+    n_auth = config["n_authors"]
+    pairs = rng.permutation(config["n_syllables"] ** 2)[:n_auth]
+    names = [(vocab(f"syl{p // config['n_syllables']}"), vocab(f"syl{p % config['n_syllables']}"))
+             for p in pairs]  # fmt: skip
+    values = np.stack([rng.integers(0, k, size=n_auth) for _, k, _, _ in attrs], axis=1)
+
+    def encode(words: list[int], answer: int) -> tuple[list[int], list[int]]:
+        ids = [*words, answer, eos]
+        labels = [-100] * len(words) + [answer, eos]
+        ids += [pad] * (_SEQ_LEN - len(ids))
+        labels += [-100] * (_SEQ_LEN - len(labels))
+        return ids, labels
+
+    def question(author: int, a: int, phrasing: int) -> list[int]:
+        name, p1, p2 = list(names[author]), attrs[a][2], attrs[a][3]
+        if phrasing == 0:
+            body = [vocab(w) for w in p1] + name + [vocab(f"{attrs[a][0]}?")]
+        else:
+            body = name + [vocab(w) for w in p2] + [vocab(f"of:{attrs[a][0]}")]
+        return [q_tok, *body, qm, a_tok]
+
+    value_tok = [[vocab(f"{name}={v}") for v in range(k)] for name, k, _, _ in attrs]
+    rows: dict[str, list] = {"forget": [], "forget_para": [], "retain": [], "retain_p1": []}
+    perturbed: list[list[list[int]]] = []
+    for author in range(n_auth):
+        for a in range(len(attrs)):
+            true = value_tok[a][values[author, a]]
+            for phrasing in (0, 1):
+                item = encode(question(author, a, phrasing), true)
+                if author < config["n_forget"]:
+                    rows["forget" if phrasing == 0 else "forget_para"].append(item)
+                else:
+                    rows["retain"].append(item)
+                    if phrasing == 0:
+                        rows["retain_p1"].append(item)
+            if author < config["n_forget"]:
+                wrong = [v for v in range(len(value_tok[a])) if v != values[author, a]]
+                picks = rng.choice(wrong, size=3, replace=False)
+                perturbed.append(
+                    [encode(question(author, a, 1), value_tok[a][v])[0] for v in picks]
+                )
+    world = [
+        encode(
+            [q_tok, vocab("capital"), vocab("of"), vocab(f"cty{j}"), qm, a_tok], vocab(f"cap{j}")
+        )
+        for j in range(config["n_world"])
+    ]
+
+    def tensors(items: list) -> dict[str, torch.Tensor]:
+        ids = torch.tensor([i for i, _ in items])
+        labels = torch.tensor([lab for _, lab in items])
+        return {"input_ids": ids, "labels": labels}
+
+    out = {k: tensors(v) for k, v in rows.items()}
+    out["world"] = tensors(world)
+    # perturbed forget answers for the truth ratio: (N, 3, T) with the same label positions
+    out["perturbed_ids"] = torch.tensor(perturbed)
+    out["vocab_size"] = len(vocab.ids)
+    return out
+
+
+def _answer_only(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Labels on the value token only (drop the trivially predictable ``<eos>``)."""
+    labels = batch["labels"].clone()
+    first = (labels != -100).int().argmax(-1)
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[torch.arange(len(labels)), first] = True
+    return {"input_ids": batch["input_ids"], "labels": labels.masked_fill(~keep, -100)}
+
+
+def _batches(
+    data: Mapping[str, torch.Tensor], batch_size: int, generator: torch.Generator, device: str
+) -> list[dict[str, torch.Tensor]]:
+    order = torch.randperm(len(data["input_ids"]), generator=generator)
+    return [
+        {k: v[order[i : i + batch_size]].to(device) for k, v in data.items()}
+        for i in range(0, len(order), batch_size)
+    ]
+
+
+def _concat(*parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in ("input_ids", "labels")}
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def _new_model(config: Mapping[str, Any], vocab_size: int, seed: int, device: str):
+    from optforge._core import require
+
+    transformers = require("transformers", "llm")
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=config["hidden"],
+        intermediate_size=config["mlp"],
+        num_hidden_layers=config["layers"],
+        num_attention_heads=config["heads"],
+        num_key_value_heads=config["heads"],
+        max_position_embeddings=32,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.LlamaForCausalLM(cfg)
+    return model.to(device)
+
+
+def _train_lm(
+    config: Mapping[str, Any], train: Mapping[str, torch.Tensor], vocab_size: int, seed: int,
+    device: str,
+):  # fmt: skip
+    """Fine-tune a fresh tiny Llama on ``train`` (AdamW, one-cycle lr, wd 0.01)."""
+    from optforge.unlearning import gradient_ascent_loss
+    from optforge.unlearning.loku import causal_lm_logits
+
+    model = _new_model(config, vocab_size, seed, device)
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    steps_per_epoch = -(-len(train["input_ids"]) // config["base_batch"])
+    opt = torch.optim.AdamW(model.parameters(), lr=config["base_lr"], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=config["base_lr"],
+        total_steps=config["base_epochs"] * steps_per_epoch,
+        pct_start=0.1,
+    )
+    model.train()
+    for _ in range(config["base_epochs"]):
+        for batch in _batches(train, config["base_batch"], gen, device):
+            loss = -gradient_ascent_loss(causal_lm_logits(model, batch), batch["labels"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return model
+
+
+@cache
+def _trained(frozen: tuple, seed: int, which: str, device: str) -> dict[str, torch.Tensor]:
+    """State dict of the base (``which="base"``) or retain-only (``"oracle"``) model (cached)."""
+    config = dict(frozen)
+    data = _data(frozen, seed)
+    parts = [data["retain"], data["world"]]
+    if which == "base":
+        parts += [data["forget"], data["forget_para"]]
+    model = _train_lm(config, _concat(*parts), data["vocab_size"], seed + (which == "oracle"),
+                      device)  # fmt: skip
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _load(config: Mapping[str, Any], seed: int, which: str, device: str):
+    frozen = _freeze(config)
+    data = _data(frozen, seed)
+    model = _new_model(config, data["vocab_size"], seed, device)
+    model.load_state_dict(_trained(frozen, seed, which, device))
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _truth_ratios(model, data: Mapping[str, torch.Tensor], device: str) -> torch.Tensor:
+    para = _answer_only({k: v.to(device) for k, v in data["forget_para"].items()})
+    para_lp = answer_logprob(model, para)
+    pert = data["perturbed_ids"].to(device)
+    n, k, t = pert.shape
+    pert_batch = {
+        "input_ids": pert.reshape(n * k, t),
+        "labels": para["labels"].repeat_interleave(k, 0),
+    }
+    pert_batch["labels"] = torch.where(
+        pert_batch["labels"] != -100, pert_batch["input_ids"], pert_batch["labels"]
+    )
+    pert_lp = answer_logprob(model, pert_batch).reshape(n, k)
+    return truth_ratio(para_lp, pert_lp).cpu()
+
+
+def _evaluate(model, data: Mapping[str, torch.Tensor], device: str) -> dict[str, float]:
+    model.eval()
+    out = {}
+    for name, key in (("forget", "forget"), ("retain", "retain"), ("world", "world")):
+        batch = _answer_only({k: v.to(device) for k, v in data[key].items()})
+        out[f"{name}_acc"] = float(answer_accuracy(model, batch).mean())
+        out[f"{name}_prob"] = float(answer_probability(model, batch).mean())
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Arms
+# --------------------------------------------------------------------------------------------
+
+
+def _lora(model, config: Mapping[str, Any]):
+    from optforge._core import require
+
+    peft = require("peft", "llm")
+    lora_config = peft.LoraConfig(
+        r=config["lora_r"],
+        lora_alpha=config["lora_alpha"],
+        lora_dropout=0.0,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+    )
+    with torch.random.fork_rng(devices=[]):  # peft draws lora_A with the global RNG
+        torch.manual_seed(0)
+        return peft.get_peft_model(model, lora_config)
+
+
+def _unlearn(
+    config: Mapping[str, Any],
+    seed: int,
+    device: str,
+    *,
+    forget_loss: str,
+    retain: bool,
+    param: str,
+) -> dict[str, Any]:
+    frozen = _freeze(config)
+    data = _data(frozen, seed)
+    model = _load(config, seed, "base", device)
+    base_metrics = _evaluate(model, data, device)
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    bs = config["batch_size"]
+    forget_batches = _batches(data["forget"], bs, gen, device)
+    retain_pool = data["retain"]
+    if param == "full":
+        lr = config["lr_full"]
+    else:
+        model = _lora(model, config)
+        lr = config["lr_lora"]
+        if param == "fila":
+            fisher_retain = _batches(retain_pool, bs, gen, device)[: len(forget_batches)]
+            initialize_fila(model, forget_batches, fisher_retain, FilaConfig())
+    unlearner = Unlearner(
+        model, forget_loss=forget_loss, retain_loss="nll" if retain else "none", lr=lr
+    )
+    curves: dict[str, list[float]] = {"epoch": [0.0]}
+    for key, val in base_metrics.items():
+        curves[key] = [val]
+    for _epoch in range(1, config["epochs"] + 1):
+        retain_batches = _batches(retain_pool, bs, gen, device) if retain else None
+        for i, fb in enumerate(_batches(data["forget"], bs, gen, device)):
+            unlearner.step(fb, retain_batches[i % len(retain_batches)] if retain else None)
+        metrics = _evaluate(model, data, device)
+        curves["epoch"].append(float(_epoch))
+        for key, val in metrics.items():
+            curves[key].append(val)
+    forget = np.array(curves["forget_acc"][1:])
+    hit = np.nonzero(forget <= config["forget_threshold"])[0]
+    epochs_to_forget = float(hit[0] + 1) if hit.size else float(config["epochs"] + 1)
+    at = int(hit[0] + 1) if hit.size else config["epochs"]
+    out: dict[str, Any] = {
+        "base_forget_acc": base_metrics["forget_acc"],
+        "base_retain_acc": base_metrics["retain_acc"],
+        "base_world_acc": base_metrics["world_acc"],
+        "final_forget_acc": curves["forget_acc"][-1],
+        "final_retain_acc": curves["retain_acc"][-1],
+        "final_world_acc": curves["world_acc"][-1],
+        "epochs_to_forget": epochs_to_forget,
+        "retain_acc_at_forget": curves["retain_acc"][at],
+        "world_acc_at_forget": curves["world_acc"][at],
+        "model_utility": model_utility(
+            [curves[k][-1] for k in ("retain_acc", "retain_prob", "world_acc", "world_prob")]
+        ),
+        "batch_size": float(bs),
+        "seed": float(seed),
+        **curves,
+    }
+    if config["oracle"]:
+        oracle = _load(config, seed, "oracle", device)
+        tr_oracle = _truth_ratios(oracle, data, device)
+        out["oracle_forget_acc"] = _evaluate(oracle, data, device)["forget_acc"]
+        out["forget_quality"] = forget_quality(_truth_ratios(model, data, device), tr_oracle)
+    return out
+
+
+def _arm(forget_loss: str, retain: bool, param: str):
+    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+        return _unlearn(config, seed, device, forget_loss=forget_loss, retain=retain, param=param)
+
+    return run
+
+
+METHODS = {
+    "ga": _arm("ga", retain=False, param="full"),
+    "ga+lora": _arm("ga", retain=False, param="lora"),
+    "ihl+lora": _arm("ihl", retain=True, param="lora"),
+    "ihl+fila": _arm("ihl", retain=True, param="fila"),
+}
+
+
+def _paired_max(a: str, b: str, metric: str):
+    def value(r: Results) -> float:
+        return float(np.max(r.paired(a, b, metric)))
+
+    return value
+
+
+CLAIMS = [
+    Claim(
+        name="base-model-knows-everything",
+        statement="(protocol) the model is first fine-tuned until it knows every fictitious fact.",
+        metric=lambda r: min(
+            r.min("ihl+lora", "base_forget_acc"), r.min("ihl+lora", "base_retain_acc")
+        ),
+        op=">=",
+        threshold=0.98,
+    ),
+    Claim(
+        name="ga-destroys-retained-knowledge",
+        statement="GA is unstable and causes catastrophic forgetting of retained knowledge; "
+        "GA+LoRA gives a poor trade-off.",
+        metric=lambda r: r.max("ga+lora", "final_retain_acc"),
+        op="<=",
+        threshold={"smoke": 0.5, "quick": 0.5, "full": 0.5},
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="ihl-lora-keeps-retained-knowledge",
+        statement="IHL yields stable unlearning that keeps retained knowledge.",
+        metric=lambda r: r.min("ihl+lora", "final_retain_acc"),
+        op=">=",
+        threshold=0.9,
+    ),
+    Claim(
+        name="fila-forgets-in-fewer-epochs",
+        statement="FILA makes LoRA unlearning faster: IHL+FILA reaches the forget threshold in "
+        "fewer epochs than IHL+LoRA (every seed).",
+        metric=_paired_max("ihl+fila", "ihl+lora", "epochs_to_forget"),
+        op="<",
+        threshold=0.0,
+    ),
+    Claim(
+        name="fila-keeps-retained-knowledge",
+        statement="IHL+FILA forgets at similar retain accuracy (retain acc >= 0.8 when the forget "
+        "threshold is reached, every seed).",
+        metric=lambda r: r.min("ihl+fila", "retain_acc_at_forget"),
+        op=">=",
+        threshold=0.8,
+    ),
+    Claim(
+        name="oracle-does-not-know-forget-set",
+        statement="(protocol) the retain-only model answers the forget questions at about chance.",
+        metric=lambda r: r.max("ihl+lora", "oracle_forget_acc"),
+        op="<=",
+        threshold=0.3,
+        scales=("quick", "full"),
+    ),
+]
+
+register(
+    Reproduction(
+        name="loku",
+        title="Towards Robust and Parameter-Efficient Knowledge Unlearning for LLMs (LoKU: "
+        "inverted hinge loss + Fisher-initialised LoRA)",
+        arxiv="2408.06621",
+        spec="loku.md",
+        configs=CONFIGS,
+        methods=METHODS,
+        claims=CLAIMS,
+        seeds={"smoke": 1, "quick": 2, "full": 3},
+        seed_base=100,
+        methods_by_scale={"smoke": ("ihl+lora", "ihl+fila")},
+        extras=("llm",),
+        plot_x="epoch",
+        plot_y=("forget_acc", "retain_acc", "world_acc"),
+        summary="TinyTOFU: a tiny Llama fine-tuned on fictitious authors unlearns 10% of them; "
+        "GA vs IHL, LoRA vs FILA-initialised LoRA.",
+    )
+)

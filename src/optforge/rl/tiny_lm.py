@@ -1,0 +1,139 @@
+"""A tiny causal transformer in plain torch, for CPU-sized policy-gradient experiments.
+
+It follows the Hugging Face calling convention (``model(input_ids=..., attention_mask=...)``
+returns an object with ``.logits`` of shape ``[N, T, V]``; ``get_output_embeddings()`` returns the
+LM head) so everything in :mod:`optforge.rl` that accepts an ``AutoModelForCausalLM`` accepts it
+too. Every parameter lives in an ``nn.Linear``, ``nn.Embedding`` or ``nn.LayerNorm``, so
+:func:`optforge.rl.score_sqnorms` with ``method="ghost"`` is exact for it (no parameter left out).
+
+Architecture: token + learned position embeddings, ``n_layers`` pre-LN blocks (single- or
+multi-head causal self-attention, GELU MLP), final LayerNorm, untied linear head.
+
+Example::
+
+    model = TinyCausalLM(vocab_size=10, d_model=64, n_layers=1, max_len=16,
+                         generator=torch.Generator().manual_seed(0))
+    logits = model(input_ids=torch.randint(10, (2, 8))).logits   # [2, 8, 10]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optforge._core import check_positive_int
+
+
+@dataclass
+class CausalLMOutput:
+    """Minimal stand-in for ``transformers``' ``CausalLMOutput``: only ``logits``."""
+
+    logits: Tensor
+
+
+class _Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_mlp: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.o = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_mlp)
+        self.fc2 = nn.Linear(d_mlp, d_model)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        n, t, d = x.shape
+        h = self.ln1(x)
+        heads = (n, t, self.n_heads, d // self.n_heads)
+        q, k, v = (proj(h).view(heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.n_heads)
+        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        if key_mask is not None:
+            # padded keys are never attended to; a fully padded row keeps its own position
+            allowed = allowed & (
+                key_mask[:, None, None, :].bool() | torch.eye(t, device=x.device, dtype=torch.bool)
+            )
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        att = torch.softmax(scores, dim=-1) @ v
+        x = x + self.o(att.transpose(1, 2).reshape(n, t, d))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class TinyCausalLM(nn.Module):
+    """Tiny pre-LN causal transformer returning ``CausalLMOutput(logits)``.
+
+    Args:
+        vocab_size: Number of tokens.
+        d_model: Width of the residual stream.
+        n_layers: Number of transformer blocks.
+        n_heads: Attention heads (must divide ``d_model``).
+        d_mlp: Hidden width of the MLP.
+        max_len: Longest sequence (learned positions).
+        generator: Generator for the initialisation (default: seeded from ``torch.initial_seed()``
+            so the global RNG is untouched).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 64,
+        n_layers: int = 1,
+        n_heads: int = 1,
+        d_mlp: int = 128,
+        max_len: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in [
+            ("vocab_size", vocab_size),
+            ("d_model", d_model),
+            ("n_layers", n_layers),
+            ("n_heads", n_heads),
+            ("d_mlp", d_mlp),
+            ("max_len", max_len),
+        ]:
+            check_positive_int(name, value)
+        if d_model % n_heads:
+            raise ValueError(
+                f"n_heads must divide d_model, got n_heads={n_heads}, d_model={d_model}"
+            )
+        self.max_len = max_len
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(_Block(d_model, n_heads, d_mlp) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+        gen = (
+            generator
+            if generator is not None
+            else torch.Generator().manual_seed(torch.initial_seed())
+        )
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    module.weight.normal_(0.0, 0.02, generator=gen)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.zero_()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head (Hugging Face's name for it)."""
+        return self.head
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> CausalLMOutput:
+        """Logits ``[N, T, V]`` for token ids ``[N, T]`` (``attention_mask`` 1 = real token)."""
+        n, t = input_ids.shape
+        if t > self.max_len:
+            raise ValueError(f"input_ids has length {t} > max_len={self.max_len}")
+        # positions are looked up per sample ([N, T]) so per-sample gradients stay separable
+        positions = torch.arange(t, device=input_ids.device).expand(n, t)
+        x = self.tok(input_ids) + self.pos(positions)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return CausalLMOutput(logits=self.head(self.ln_f(x)))

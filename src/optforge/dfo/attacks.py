@@ -9,7 +9,7 @@ Neural Network Surrogates", arXiv 2510.01461 (2025). The operator follows the of
 * loss ``"soft_ce"`` (faithful): ``L(d) = -Σ_j u_j log softmax(Φ(x+d) - Φ(x))_j``. At ``d = 0``
   the logits are 0, so ``-∇_z L = u - mean(u)·1`` and
 
-  .. math:: d_{\\text{FGSM}} = r\\,\\operatorname{sign}\\big(J_Φ(x)^\\top (u - \\bar u\\,\\mathbf 1)\\big)
+  ``d_FGSM = r · sign(J_Φ(x)ᵀ (u - mean(u)·1))``
 
   (a corner of the ℓ∞ ball; entries are 0 where the gradient is exactly 0). Soft-target cross
   entropy is blind to the component of ``u`` along ``1``.

@@ -116,7 +116,7 @@ class OptimResult:
         stop_reason: ``"r_min"``, ``"budget"``, ``"time"``, ``"iters"`` or ``"converged"``.
         sense: ``"min"`` or ``"max"``.
         values: Objective value of every counted evaluation, in order (problem sense).
-        trace: One dict per iteration: ``k``, ``f``, ``n_evals``, ``time``, ``status`` and the radii.
+        trace: One dict per iteration: ``k``, ``f``, ``n_evals``, ``time``, ``status``, radii.
     """
 
     x_best: torch.Tensor
@@ -431,9 +431,9 @@ class DirectSearchBase:
         if time.perf_counter() - self._start >= self.budget.max_time_s:
             raise _Stop("time")
         value = yield y
-        if value is None or not math.isfinite(value):
-            if first:
-                raise ValueError(f"the objective at x0 is not finite ({value}); check fn/phi")
+        if first and not math.isfinite(value):
+            raise ValueError(f"the objective at x0 is not finite ({value}); check fn/phi")
+        if math.isnan(value) or value == -math.inf:  # +inf is a legitimate barrier value
             if self.nonfinite == "raise":
                 raise ValueError(f"the objective returned a non-finite value ({value})")
             if not self._warned:
@@ -460,8 +460,8 @@ class CDSM(DirectSearchBase):
         bounds: Optional ``(lower, upper)`` box; points outside are rejected without evaluation.
         budget: Number of evaluations (int) or a :class:`Budget`.
         generator: ``torch.Generator``, seed or ``None``.
-        nonfinite: ``"reject"`` (a NaN/inf value is a failed, counted trial; warns once) or
-            ``"raise"``.
+        nonfinite: ``"reject"`` (a NaN or ``-inf`` value is a failed, counted trial; warns
+            once) or ``"raise"``. ``+inf`` is the extreme-barrier value of an infeasible point.
 
     Example::
 

@@ -94,7 +94,9 @@ class HybridConfig(CDSMConfig):
         check_positive("r_atk_min", self.r_atk_min)
         check_positive("r_atk_max", self.r_atk_max)
         if self.r_atk_min > self.r_atk_max:
-            raise ValueError(f"r_atk_min ({self.r_atk_min}) must be <= r_atk_max ({self.r_atk_max})")
+            raise ValueError(
+                f"r_atk_min ({self.r_atk_min}) must be <= r_atk_max ({self.r_atk_max})"
+            )
         check_nonnegative("tau", self.tau)
         for name in ("atk_grow_skip", "atk_grow", "atk_shrink"):
             if getattr(self, name) < 1:
@@ -136,6 +138,7 @@ class HybridAttackCDSM(CDSM):
         self.attack = attack if attack is not None else DirectionalAttack()
         self.model = problem.attack_model()
         self.r_atk = min(max(config.r0, config.r_atk_min), config.r_atk_max)
+        self._gain = 0.0
         super().__init__(
             x0,
             config,
@@ -146,7 +149,7 @@ class HybridAttackCDSM(CDSM):
         )
 
     def _radii(self) -> dict[str, float]:
-        return {"r_dsm": self.r, "r_atk": self.r_atk}
+        return {"r_dsm": self.r, "r_atk": self.r_atk, "atk_gain": self._gain}
 
     def _converged(self) -> bool:
         return self.r <= self.config.r_min and self.r_atk <= self.config.r_atk_min
@@ -165,6 +168,7 @@ class HybridAttackCDSM(CDSM):
         y = self._attack_step()
         fy = yield from self._evaluate(y)
         gain = self.fx - fy  # increase of f̃ = decrease of F
+        self._gain = gain
         if gain / (abs(self.fx) + 1e-10) >= cfg.tau:
             self._move(y, fy)
             self.r_atk = min(cfg.r_atk_max, max(cfg.r_atk_min, cfg.atk_grow_skip * self.r_atk))

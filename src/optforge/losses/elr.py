@@ -133,12 +133,12 @@ def update_ema_targets_(buffer: Tensor, index: Tensor, probs: Tensor, beta: floa
     check_in_range("beta", beta, 0.0, 1.0, high_inclusive=False)
     probs = probs.detach().to(buffer.dtype)
     normalised = probs / probs.sum(dim=1, keepdim=True)
-    new_rows = buffer.index_select(0, index).mul_(beta).add_(normalised, alpha=1.0 - beta)
+    new_rows = buffer.index_select(0, index).lerp_(normalised, 1.0 - beta)
     buffer.index_copy_(0, index, new_rows)
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
-    r"""The sigmoid-shaped ramp ``exp(-5 (1 - min(step, length) / length)^2)`` (1 if ``length == 0``).
+    r"""The ramp ``exp(-5 (1 - min(step, length) / length)^2)``, or 1 if ``length == 0``.
 
     Used by ELR+ for the EMA decay and the λ ramp (Laine & Aila's temporal-ensembling ramp).
 
@@ -341,7 +341,8 @@ def _validate_batch(
                 raise TypeError(f"class-id target must be an integer tensor, got {target.dtype}")
             if target.shape[0] != n:
                 raise ValueError(f"target has {target.shape[0]} entries for a batch of {n}")
-            if bool(((target < 0) | (target >= num_classes)).any()):
+            low, high = torch.aminmax(target)
+            if int(low) < 0 or int(high) >= num_classes:
                 raise ValueError(f"target labels must lie in [0, {num_classes})")
         elif target.shape != logits.shape:
             raise ValueError(
@@ -358,7 +359,8 @@ def _validate_batch(
             f"index must have shape ({n},) (one per example), got {tuple(index.shape)}"
         )
     index = index.to(device=device, dtype=torch.long)
-    if bool(((index < 0) | (index >= num_examples)).any()):
+    low, high = torch.aminmax(index)
+    if int(low) < 0 or int(high) >= num_examples:
         raise IndexError(f"index values must lie in [0, num_examples={num_examples})")
     if torch.unique(index).numel() != n:
         warnings.warn(
@@ -476,8 +478,10 @@ class ELRPlusLoss(nn.Module):
 
         t_i &\leftarrow \beta t_i + (1-\beta)\,\frac{\operatorname{softmax}(\bar f(x_i))}{\cdot},
         \qquad q = m\, t_{idx} + (1-m)\, t_{idx[\pi]} \\
-        L &= -\tfrac{1}{N}\sum_i \sum_c \tilde y_{ic} \log\operatorname{softmax}(f(\tilde x_i))_c
-            + w(s)\,\lambda\,\tfrac{1}{N}\sum_i \log(1 - \langle\operatorname{clamp}(p_i), q_i\rangle)
+        L &= -\tfrac{1}{N}\sum_i \sum_c \tilde y_{ic} \log \tilde p_{ic}
+            + w(s)\,\lambda\,\tfrac{1}{N}\sum_i
+              \log(1 - \langle\operatorname{clamp}(\tilde p_i), q_i\rangle),
+        \qquad \tilde p_i = \operatorname{softmax}(f(\tilde x_i))
 
     with ``w(s) = sigmoid_rampup(s, coef_ramp_steps)``. With ``reweight_labels=True`` (the
     official CIFAR-100 path) the soft labels are multiplied by ``q`` and re-normalised first.

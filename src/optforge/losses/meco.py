@@ -77,7 +77,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from optforge._core import check_finite, check_in_range, check_positive, check_positive_int
+from optforge._core import (
+    check_finite,
+    check_in_range,
+    check_positive,
+    check_positive_int,
+    make_generator,
+)
 
 Energy = Callable[[Tensor], Tensor]
 EnergySign = Literal["logdensity", "energy"]
@@ -195,14 +201,15 @@ class MECOLoss(nn.Module):
         self._update_log_u(energy, z_noise, log_q, log_omega_z, log_g.detach())
         self._record_ess(log_w.detach() + log_omega_z)
         self._last_data_term = data_term.detach()
-        log_u = self.log_u.to(log_g.dtype)
+        log_u = self.log_u.to(device=log_g.device, dtype=log_g.dtype)
         return -data_term + torch.exp(log_g - log_u)
 
     def nll_estimate(self) -> Tensor:
         """``-mean f(x) + log u`` from the last call (detached): the training NLL estimate."""
         if self._last_data_term is None:
             raise RuntimeError("nll_estimate() needs a forward call first")
-        return -self._last_data_term + self.log_u.to(self._last_data_term.dtype)
+        log_u = self.log_u.to(device=self._last_data_term.device, dtype=self._last_data_term.dtype)
+        return -self._last_data_term + log_u
 
     def reset(self) -> None:
         """Forget ``u`` (and the STORM parameter copy); the next call starts afresh."""
@@ -233,8 +240,6 @@ class MECOLoss(nn.Module):
     # -- internals -----------------------------------------------------------------------------
     def _sample(self, n: int, like: Tensor) -> Tensor:
         if self._generator is None:
-            from optforge._core import make_generator
-
             self._generator = make_generator(self.seed, _sample_device(self.noise, like))
         return _sample_noise(self.noise, n, self._generator).to(like.dtype)
 
@@ -269,7 +274,7 @@ class MECOLoss(nn.Module):
             )
             log_g_prev = torch.logsumexp(f_prev - log_q.to(f_prev.dtype) + log_omega, 0)
         log_g_prev = log_g_prev.to(torch.float64)
-        log_u = self.log_u.to(torch.float64)
+        log_u = self.log_u.to(device=log_g.device, dtype=torch.float64)
         m = torch.maximum(torch.maximum(log_u, log_g_prev), log_g)
         val = (1 - self.gamma) * (torch.exp(log_u - m) - torch.exp(log_g_prev - m)) + torch.exp(
             log_g - m
@@ -388,8 +393,6 @@ class NCELoss(nn.Module):
 
     def _sample(self, n: int, like: Tensor) -> Tensor:
         if self._generator is None:
-            from optforge._core import make_generator
-
             self._generator = make_generator(self.seed, _sample_device(self.noise, like))
         return _sample_noise(self.noise, n, self._generator).to(like.dtype)
 
@@ -612,7 +615,8 @@ def _check_weights(weights: Tensor, n: int, name: str) -> None:
 
 
 def _ma_update(log_u: Tensor, log_g: Tensor, gamma: float) -> Tensor:
-    return torch.logaddexp(math.log1p(-gamma) + log_u.to(log_g.dtype), math.log(gamma) + log_g)
+    log_u = log_u.to(device=log_g.device, dtype=log_g.dtype)
+    return torch.logaddexp(math.log1p(-gamma) + log_u, math.log(gamma) + log_g)
 
 
 def _sample_device(noise: Any, like: Tensor) -> torch.device:

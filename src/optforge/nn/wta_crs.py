@@ -198,8 +198,10 @@ def approx_matmul(
         The unbiased estimate of ``x @ y``, shape ``(n, q)``.
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[0]:
-        raise ValueError(f"x and y must be matrices with x.shape[1] == y.shape[0], got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must be matrices with x.shape[1] == y.shape[0], got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if method not in ("wta", "crs", "uniform"):
         raise ValueError(f"method must be 'wta', 'crs' or 'uniform', got {method!r}")
     if method == "uniform":
@@ -212,7 +214,7 @@ def approx_matmul(
 
 def sample_size(n: int, ratio: float, min_k: int) -> int:
     """The number of sampled rows ``k = min(max(round(ratio · n), min_k), n)``."""
-    return min(max(int(round(ratio * n)), min_k), n)
+    return min(max(round(ratio * n), min_k), n)
 
 
 # --------------------------------------------------------------------------- autograd function
@@ -240,7 +242,8 @@ class WTACRSLinearFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         if ctx.needs_input_grad[1]:
             rows = x.reshape(-1, x.shape[-1])
-            norms = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+            wide = torch.float32 if rows.dtype in (torch.float16, torch.bfloat16) else None
+            norms = torch.linalg.vector_norm(rows, dim=1, dtype=wide).float()
             idx, w = sample_indices(
                 norms, k, adaptive=adaptive, det_ratio=det_ratio, generator=generator
             )
@@ -329,8 +332,10 @@ class WTACRSLinear(nn.Linear):
         if isinstance(generator, int) and not isinstance(generator, bool):
             generator = make_generator(generator, self.weight.device)
         elif generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, an int or None, got "
-                            f"{type(generator).__name__}")
+            raise TypeError(
+                f"generator must be a torch.Generator, an int or None, got "
+                f"{type(generator).__name__}"
+            )
         self.generator = generator
 
     @classmethod

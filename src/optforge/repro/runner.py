@@ -98,7 +98,11 @@ def check_extras(reproduction: Reproduction) -> None:
     """Raise ``ImportError`` naming the extra when a reproduction's optional stack is missing."""
     import importlib.util
 
-    extra_modules = {"llm": ("transformers", "peft", "trl"), "diffusion": ("diffusers",)}
+    extra_modules = {
+        "llm": ("transformers", "peft", "trl"),
+        "diffusion": ("diffusers",),
+        "dfo": ("cma", "nevergrad"),
+    }
     for extra in reproduction.extras:
         for module in extra_modules.get(extra, ()):
             if importlib.util.find_spec(module) is None:

@@ -123,7 +123,7 @@ def advantages(
     scale_rewards: ScaleRewards = "none",
     eps: float = 1e-12,
 ) -> Tensor:
-    """Advantages ``r - b`` for grouped rewards, optionally divided by a std (TRL's ``scale_rewards``).
+    """Advantages ``r - b`` for grouped rewards, optionally divided by a std (``scale_rewards``).
 
     Args:
         rewards: ``[B*G]`` (groups contiguous, TRL's layout) or ``[B, G]`` float rewards.
@@ -160,7 +160,14 @@ def advantages(
     if baseline in ("optimal", "optimal_ingroup"):
         if weights is None:
             raise ValueError(f"baseline={baseline!r} needs weights (per-sample ||score||²)")
-        b = optimal_baseline(r, weights, g, leave_one_out=baseline == "optimal", eps=eps)
+        if not isinstance(weights, Tensor) or weights.shape != rewards.shape:
+            shape = getattr(weights, "shape", type(weights).__name__)
+            raise ValueError(
+                f"weights must be a tensor shaped like rewards {tuple(rewards.shape)}, got {shape}"
+            )
+        b = optimal_baseline(
+            r, weights.reshape(r.shape), g, leave_one_out=baseline == "optimal", eps=eps
+        )
     elif baseline == "none":
         b = torch.zeros_like(r)
     elif baseline == "batch_mean":
@@ -186,7 +193,7 @@ def optimal_baseline(
     leave_one_out: bool = True,
     eps: float = 1e-12,
 ) -> Tensor:
-    """Gradient-weighted baseline ``b_ij = Σ_k w_ik r_ik / Σ_k w_ik`` (over k ≠ j when leave-one-out).
+    """Gradient-weighted baseline ``b_ij = Σ_k w_ik r_ik / Σ_k w_ik`` (k ≠ j if leave-one-out).
 
     Leave-one-out sums are formed with an off-diagonal mask (no ``total − self`` cancellation), so
     one dominant weight does not corrupt the others' baselines. Where the weight sum is ≤ ``eps``
@@ -266,7 +273,7 @@ def token_logprobs(
     """Per-token ``log π(token_t | tokens_<t)`` aligned with ``input_ids`` (position 0 gets 0).
 
     Args:
-        model: A causal LM: ``model(input_ids=..., attention_mask=...)`` returns logits ``[N, T, V]``
+        model: A causal LM: ``model(input_ids=..., attention_mask=...)`` gives logits ``[N, T, V]``
             (a tensor or an object with ``.logits``, e.g. ``AutoModelForCausalLM``).
         input_ids: ``[N, T]`` token ids.
         attention_mask: ``[N, T]`` with 1 for real tokens (optional).
@@ -462,14 +469,14 @@ class _GhostRecorder:
             h.remove()
         self.handles.clear()
 
-    def sqnorms(self, total: Tensor, n: int) -> Tensor:
+    def sqnorms(self, total: Tensor, n: int, *, retain_graph: bool = False) -> Tensor:
         calls = [(kind, m, x, y) for kind, m, store in self.entries for x, y in store]
         if not calls:
             raise ValueError(
                 "no supported module with trainable parameters ran in the forward pass"
             )
         outs = [y for *_, y in calls]
-        deltas = torch.autograd.grad(total, outs, allow_unused=True)
+        deltas = torch.autograd.grad(total, outs, allow_unused=True, retain_graph=retain_graph)
         acc = torch.zeros(n, dtype=torch.float64, device=total.device)
         # a module called several times: its per-sample grad is the sum over calls (concat in time)
         grouped: dict[int, tuple[str, nn.Module, list[Tensor], list[Tensor]]] = {}
@@ -480,8 +487,8 @@ class _GhostRecorder:
             entry[2].append(_per_sample(x, n, kind))
             entry[3].append(_per_sample(d, n, "output"))
         for kind, module, xs, ds in grouped.values():
-            x, d = torch.cat(xs, dim=1), torch.cat(ds, dim=1).double()
-            acc += _module_sqnorm(kind, module, x, d)
+            x, d = torch.cat(xs, dim=1), torch.cat(ds, dim=1)
+            acc += _module_sqnorm(kind, module, x, d).double()
         for *_, store in self.entries:
             store.clear()
         return acc.to(torch.float32)
@@ -517,7 +524,7 @@ def _per_sample(x: Tensor, n: int, kind: str) -> Tensor:
 
 
 def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor:
-    """Per-sample squared norm of one module's parameter gradient from inputs x and output grads d."""
+    """Per-sample squared norm of a module's parameter gradient from inputs x, output grads d."""
     if kind == "embedding":
         ids = x
         pad = getattr(module, "padding_idx", None)
@@ -525,8 +532,8 @@ def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor
             d = d * (ids != pad).unsqueeze(-1)
         same = (ids[:, :, None] == ids[:, None, :]).to(d.dtype)
         return (same * (d @ d.transpose(1, 2))).sum(dim=(1, 2))
-    x = x.double()
-    out = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    x, d = _as_float(x), _as_float(d)
+    out = torch.zeros(x.shape[0], dtype=d.dtype, device=x.device)
     if kind == "linear":
         if module.weight.requires_grad:
             t, d_in, d_out = x.shape[1], x.shape[2], d.shape[2]
@@ -653,7 +660,10 @@ class SNRLearningRate:
     def update_from_microbatches_sum(
         self, sum_sq: float, k: int, mean_grad_sqnorm: float | None = None
     ) -> float:
-        """Core estimator: ``S = (Σ_k ||g_k||² − K ||ḡ||²)/(K − 1)``, noise ``S/K``, signal ``||ḡ||² − S/K``."""
+        """Core estimator: ``S = (Σ_k ||g_k||² − K ||ḡ||²)/(K − 1)``, noise ``S/K``.
+
+        The signal is ``||ḡ||² − S/K`` (clamped at 0); ``sum_sq`` is ``Σ_k ||g_k||²``.
+        """
         if not isinstance(k, int) or k < 2:
             raise ValueError(f"need at least 2 per-sample/micro-batch terms, got {k!r}")
         if not math.isfinite(sum_sq) or sum_sq < 0:
@@ -925,7 +935,7 @@ class OBLRPOTrainer:
         """One on-policy iteration: sample → reward → advantages → (SNR) → optimizer step.
 
         Returns:
-            Metrics: ``reward_mean``, ``reward_std``, ``frac_reward_zero_std`` (TRL's name), ``loss``,
+            Metrics: ``reward_mean``, ``reward_std``, ``frac_reward_zero_std`` (TRL's), ``loss``,
             ``grad_norm``, ``rho``, ``lr``, ``advantage_abs_mean``, ``weight_mean``,
             ``logprob_gap`` (max |sampling − recomputed| log-prob: 0 up to float error on-policy).
         """
@@ -943,7 +953,20 @@ class OBLRPOTrainer:
         coef = loss_coefficients(resp, self.loss_type).to(rewards.device)
         exact_norms = self.norm_method in ("exact", "ghost")
         per_sample_snr = self.snr_lr is not None and exact_norms
-        if self.baseline.startswith("optimal") or per_sample_snr:
+        need_w = self.baseline.startswith("optimal") or per_sample_snr
+        fused = need_w and self.norm_method == "ghost" and (self.snr_lr is None or per_sample_snr)
+        tok_logps: Tensor | None = None
+        if fused:  # ghost norms from the same forward pass as the loss (one forward, two backward)
+            _check_batch(ids, attn, resp)
+            recorder = _GhostRecorder(
+                list(self.model.modules()),
+                params=[q for q in self.model.parameters() if q.requires_grad],
+            )
+            with recorder:
+                tok_logps = token_logprobs(self.model, ids, attn, temperature=self.temperature)
+            seq = (tok_logps * resp.to(tok_logps.dtype)).sum(dim=1)
+            w = recorder.sqnorms(seq.sum(), n, retain_graph=True).to(rewards.device)
+        elif need_w:
             w = score_sqnorms(
                 self.model, ids, attn, resp, method=self.norm_method, temperature=self.temperature
             ).to(rewards.device)
@@ -960,9 +983,11 @@ class OBLRPOTrainer:
         if self.snr_lr is not None and not per_sample_snr:
             loss, tok_logps, mb_sq = self._backward_microbatches(ids, attn, resp, adv, coef)
         else:
-            tok_logps = token_logprobs(self.model, ids, attn, temperature=self.temperature)
+            if tok_logps is None:
+                tok_logps = token_logprobs(self.model, ids, attn, temperature=self.temperature)
             loss = _loss_from_coef(tok_logps, adv, resp, coef)
             loss.backward()
+        loss = loss.detach()
         if not math.isfinite(float(loss)):
             raise FloatingPointError(f"non-finite policy-gradient loss at step {self.num_steps}")
         params = [q for group in self.optimizer.param_groups for q in group["params"]]
@@ -1206,6 +1231,7 @@ def _check_batch(input_ids: Tensor, attention_mask: Tensor | None, response_mask
         raise ValueError("input_ids must be an integer tensor [N, T]")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(
-            f"attention_mask must have shape {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+            f"attention_mask must have shape {tuple(input_ids.shape)}, "
+            f"got {tuple(attention_mask.shape)}"
         )
     _check_response_mask(response_mask, input_ids.shape)

@@ -115,12 +115,16 @@ class TinyCausalLM(nn.Module):
             if generator is not None
             else torch.Generator().manual_seed(torch.initial_seed())
         )
+        # torch's default initialisation (U(±1/sqrt(fan_in)) for Linear, N(0, 1) for Embedding)
+        # drawn from ``gen``; a 0.02-std init learned the successor task ~4x slower
         with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, (nn.Linear, nn.Embedding)):
-                    module.weight.normal_(0.0, 0.02, generator=gen)
-                    if getattr(module, "bias", None) is not None:
-                        module.bias.zero_()
+                if isinstance(module, nn.Linear):
+                    bound = 1.0 / math.sqrt(module.in_features)
+                    module.weight.uniform_(-bound, bound, generator=gen)
+                    module.bias.uniform_(-bound, bound, generator=gen)
+                elif isinstance(module, nn.Embedding):
+                    module.weight.normal_(0.0, 1.0, generator=gen)
 
     def get_output_embeddings(self) -> nn.Linear:
         """The LM head (Hugging Face's name for it)."""

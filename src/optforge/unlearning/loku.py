@@ -751,7 +751,7 @@ class Unlearner:
         terms = self.losses(forget_batch, retain_batch)
         if not bool(torch.isfinite(terms["loss"])):
             raise FloatingPointError(
-                f"unlearning loss became {float(terms['loss'])} at step {self.steps}"
+                f"unlearning loss became {float(terms['loss'].detach())} at step {self.steps}"
             )
         terms["loss"].backward()
         if self.max_grad_norm is not None:

@@ -118,7 +118,9 @@ def _fit_score(name: str, x: torch.Tensor, y: torch.Tensor, seed: int, config) -
             max_iter=config["mlp_max_iter"],
             random_state=seed,
         )
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits  # scikit-learn dependency
+
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x.cpu().numpy(), y.cpu().numpy())
     return float(model.score(x_test.numpy(), y_test.numpy()))

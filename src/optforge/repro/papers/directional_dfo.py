@@ -50,23 +50,29 @@ from optforge.repro.registry import Claim, Reproduction, Results, register
 
 _BASE: dict[str, Any] = {
     "n_images": 32,
-    "temperature": 3.0,
+    "temperature": 1.0,
     "upsample": 8,
     "channels": 8,
     "epochs": 60,
     "budget": 1500,
-    "adam_steps": 1500,
     "n_checkpoints": 50,
+    "precise_gap": 1e-6,
     "p2": True,
     "p2_budget": 500,
     "p2_times": 20,
 }
 
 CONFIGS = {
-    "smoke": {**_BASE, "budget": 300, "adam_steps": 300, "p2": False},
+    "smoke": {**_BASE, "budget": 300, "p2": False},
     "quick": dict(_BASE),
-    "full": {**_BASE, "n_images": 100, "upsample": 32, "channels": 16, "budget": 5000,
-             "adam_steps": 5000, "epochs": 100},
+    "full": {
+        **_BASE,
+        "n_images": 100,
+        "upsample": 32,
+        "channels": 16,
+        "budget": 5000,
+        "epochs": 100,
+    },
 }
 
 
@@ -107,8 +113,11 @@ def _trained_cnn(side: int, channels: int, epochs: int, device: str) -> tuple[nn
     gen = torch.Generator().manual_seed(0)
     model = _CNN(channels, side)
     with torch.no_grad():
-        for p in model.parameters():  # deterministic init from a dedicated generator
-            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p[0].numel())) ** 0.5)
+        for p in model.parameters():  # Kaiming-normal weights from a dedicated generator
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / p[0].numel()) ** 0.5)
+            else:
+                p.zero_()
     model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(epochs):
@@ -137,16 +146,18 @@ class _BarycenterPhi(nn.Module):
 
 @cache
 def _p1(config_items: tuple, device: str) -> tuple[SurrogateProblem, float, float, float]:
-    """The P1 problem, f̃(x₀), the Adam estimate of f*, and the CNN's train accuracy."""
+    """The P1 problem, f̃(x₀), f* = 0 (the known supremum) and the CNN's train accuracy."""
     config = dict(config_items)
     side, n = config["upsample"], config["n_images"]
     cnn, acc = _trained_cnn(side, config["channels"], config["epochs"], device)
     x, y = _images(side)
     gen = torch.Generator().manual_seed(0)
-    per_class = [torch.nonzero(y == c).flatten() for c in range(10)]
-    picks = []
-    for i in range(n):  # stratified: cycle over classes, random image of each
-        pool = per_class[i % 10]
+    target_index = int(torch.randint(len(y), (1,), generator=gen))
+    others = [c for c in range(10) if c != int(y[target_index])]
+    per_class = [torch.nonzero(y == c).flatten() for c in others]
+    picks = [target_index]
+    for i in range(n - 1):  # stratified over the 9 other classes: the target image is unique
+        pool = per_class[i % 9]
         picks.append(int(pool[torch.randint(len(pool), (1,), generator=gen)]))
     images = x[picks].to(device)
     phi = _BarycenterPhi(cnn, images, config["temperature"]).to(device).eval()
@@ -162,8 +173,7 @@ def _p1(config_items: tuple, device: str) -> tuple[SurrogateProblem, float, floa
     problem = SurrogateProblem(phi, f, c_x=c_x)
     x0 = torch.zeros(n, dtype=torch.float64)
     f0 = problem.value(x0)
-    adam = _adam(problem, x0, config["adam_steps"], device)
-    return problem, f0, max(adam["values"]), acc
+    return problem, f0, 0.0, acc
 
 
 def _adam(problem: SurrogateProblem, x0: torch.Tensor, steps: int, device: str) -> dict:
@@ -175,7 +185,7 @@ def _adam(problem: SurrogateProblem, x0: torch.Tensor, steps: int, device: str) 
         opt.zero_grad()
         y, z = problem.outputs(x)
         value = problem.f(y) - (z**2).sum()
-        values.append(float(value))
+        values.append(float(value.detach()))
         (-value).backward()
         opt.step()
     return {"values": values, "x": x.detach().cpu().double()}
@@ -190,11 +200,13 @@ def _p1_metrics(
     target = f0 + 0.9 * (f_star - f0)
     hit = np.nonzero(best >= target)[0]
     improved = np.nonzero(best > f0)[0]
+    precise = np.nonzero(best >= -config["precise_gap"])[0]
     checkpoints = np.unique(np.linspace(1, budget, config["n_checkpoints"]).astype(int))
     curve = [float(-best[min(c, len(best)) - 1]) for c in checkpoints]
     return {
         "p1_final_f": float(best[-1]),
         "p1_evals_to_target": float(hit[0] + 1) if len(hit) else float(budget + 1),
+        "p1_evals_to_precise": float(precise[0] + 1) if len(precise) else float(budget + 1),
         "p1_first_improvement": float(improved[0] + 1) if len(improved) else float(budget + 1),
         "p1_f0": f0,
         "p1_f_star": f_star,
@@ -263,9 +275,7 @@ _P1_HYBRID = HybridConfig(
     r0=1.0, r_min=1e-5, r_max=10.0, r_atk_min=1e-6, r_atk_max=10.0, poll="n+1"
 )
 _P1_CDSM = CDSMConfig(r0=1.0, r_min=1e-5, r_max=10.0, poll="2n")
-_P2_HYBRID = HybridConfig(
-    r0=1e-3, r_min=1e-6, r_max=0.1, r_atk_min=1e-6, r_atk_max=1.0, poll="n+1"
-)
+_P2_HYBRID = HybridConfig(r0=1e-3, r_min=1e-6, r_max=0.1, r_atk_min=1e-6, r_atk_max=1.0, poll="n+1")
 _P2_CDSM = CDSMConfig(r0=1e-3, r_min=1e-6, r_max=0.1, poll="2n")
 
 
@@ -326,7 +336,7 @@ def _cma_values(fn, x0: np.ndarray, sigma0: float, budget: int, seed: int, bound
 
 
 def _run_cma(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    problem, f0, f_star, acc, x0 = _setup(config, device)
+    problem, f0, f_star, _acc, x0 = _setup(config, device)
 
     def loss(p: np.ndarray) -> float:
         v = problem.value(torch.as_tensor(p, dtype=torch.float64))
@@ -352,7 +362,7 @@ def _run_nevergrad(config: Mapping[str, Any], seed: int, device: str) -> dict[st
     from optforge._core import require
 
     ng = require("nevergrad", "dfo")
-    problem, f0, f_star, acc, x0 = _setup(config, device)
+    problem, f0, f_star, _acc, x0 = _setup(config, device)
     param = ng.p.Array(init=x0.numpy())
     param.random_state = np.random.RandomState(seed)
     opt = ng.optimizers.NGOpt(parametrization=param, budget=config["budget"])
@@ -366,7 +376,7 @@ def _run_nevergrad(config: Mapping[str, Any], seed: int, device: str) -> dict[st
 
 
 def _run_adam(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    problem, f0, f_star, acc, x0 = _setup(config, device)
+    problem, f0, f_star, _acc, x0 = _setup(config, device)
     adam = _adam(problem, x0, config["budget"], device)
     return _p1_metrics(adam["values"], f0, f_star, config)
 
@@ -450,11 +460,23 @@ CLAIMS = [
         scales=_FULL,
     ),
     Claim(
-        name="smoke-hybrid-ahead-of-cdsm",
-        statement="Mechanism: after a short budget the hybrid's best f̃ is above cDSM's (P1).",
-        metric=lambda r: r.min("hybrid", "p1_final_f") - r.max("cdsm", "p1_final_f"),
-        op=">",
-        threshold=0.0,
+        name="hybrid-refines-faster",
+        statement="... and cDSM gives robust refinement: median evaluations to reach "
+        "f̃ ≥ -1e-6 (near the known supremum 0), hybrid ≤ 0.5 × cDSM (P1; added metric).",
+        metric=lambda r: (
+            r.median("hybrid", "p1_evals_to_precise") / r.median("cdsm", "p1_evals_to_precise")
+        ),
+        op="<=",
+        threshold=0.5,
+        scales=_FULL,
+    ),
+    Claim(
+        name="smoke-hybrid-reaches-target",
+        statement="Mechanism: within 300 evaluations the hybrid reaches 90% of the gain f* - "
+        "f̃(x₀) on P1.",
+        metric=lambda r: r.max("hybrid", "p1_evals_to_target"),
+        op="<=",
+        threshold=300.0,
         scales=("smoke",),
     ),
 ]

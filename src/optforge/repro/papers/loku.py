@@ -53,12 +53,12 @@ _SEQ_LEN = 16
 
 _BASE: dict[str, Any] = {
     "n_syllables": 30,
+    "name_tokens": 2,
     "hidden": 64,
     "mlp": 128,
     "layers": 2,
     "heads": 4,
     "base_lr": 3e-3,
-    "base_batch": 64,
     "lora_r": 8,
     "lora_alpha": 16,
     "batch_size": 8,  # forget batch (and retain batch) size during unlearning
@@ -77,16 +77,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "n_world": 12,
         "base_epochs": 80,
         "base_batch": 128,
-        "epochs": 8,
+        "epochs": 12,
         "oracle": False,
     },
     "quick": {
         **_BASE,
-        "n_authors": 40,
+        "n_authors": 30,
         "n_attributes": 6,
-        "n_forget": 4,
-        "n_world": 40,
-        "base_epochs": 100,
+        "n_forget": 3,
+        "n_world": 30,
+        "base_batch": 32,
+        "base_epochs": 40,
         "epochs": 20,
         "oracle": True,
     },
@@ -134,8 +135,11 @@ def _data(frozen: tuple, seed: int) -> dict[str, Any]:
     attrs = _ATTRIBUTES[: config["n_attributes"]]
     n_auth = config["n_authors"]
     pairs = rng.permutation(config["n_syllables"] ** 2)[:n_auth]
-    names = [(vocab(f"syl{p // config['n_syllables']}"), vocab(f"syl{p % config['n_syllables']}"))
-             for p in pairs]  # fmt: skip
+    n_syl = config["n_syllables"]
+    if config["name_tokens"] == 2:
+        names = [(vocab(f"syl{p // n_syl}"), vocab(f"syl{p % n_syl}")) for p in pairs]
+    else:
+        names = [(vocab(f"author{p}"),) for p in pairs]
     values = np.stack([rng.integers(0, k, size=n_auth) for _, k, _, _ in attrs], axis=1)
 
     def encode(words: list[int], answer: int) -> tuple[list[int], list[int]]:
@@ -405,6 +409,7 @@ def _unlearn(
         "final_retain_acc": curves["retain_acc"][-1],
         "final_world_acc": curves["world_acc"][-1],
         "epochs_to_forget": epochs_to_forget,
+        "forget_acc_mean": float(forget.mean()),
         "retain_acc_at_forget": curves["retain_acc"][at],
         "world_acc_at_forget": curves["world_acc"][at],
         "model_utility": model_utility(

@@ -1,0 +1,223 @@
+"""cDSM: poll geometry, step rules, convergence, caching/budget, determinism, bad inputs."""
+
+import math
+
+import pytest
+import torch
+
+from optforge.dfo import CDSM, Budget, CDSMConfig, minimize, poll_directions
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("kind", ["2n", "n+1"])
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_poll_sets_positively_span_with_exact_inf_norm(kind, n):
+    gen = torch.Generator().manual_seed(n)
+    for _ in range(5):
+        dirs = poll_directions(n, 0.3, kind, gen)
+        assert dirs.shape == ((2 * n if kind == "2n" else n + 1), n)
+        torch.testing.assert_close(dirs.abs().amax(1), torch.full((len(dirs),), 0.3, dtype=F64))
+        g = torch.randn(2000, n, generator=gen, dtype=F64)
+        assert ((g @ dirs.T).amax(1) > 0).all()  # a descent direction for every gradient
+        # positive spanning <=> 0 strictly inside the convex hull: the LP has no separating g
+        assert torch.linalg.matrix_rank(dirs) == n
+
+
+def test_householder_2n_cosine_measure_is_one_over_sqrt_n():
+    n = 6
+    dirs = poll_directions(n, 1.0, "2n", torch.Generator().manual_seed(0))
+    unit = dirs / dirs.norm(dim=1, keepdim=True)
+    g = torch.randn(20000, n, generator=torch.Generator().manual_seed(1), dtype=F64)
+    g = g / g.norm(dim=1, keepdim=True)
+    cm = (g @ unit.T).amax(1).min()
+    assert cm >= 1 / math.sqrt(n) - 1e-12
+    assert cm < 1 / math.sqrt(n) + 0.1  # the bound is attained up to sampling
+    # the Householder columns are orthonormal before the ℓ∞ scaling
+    h = unit[:n]
+    torch.testing.assert_close(h @ h.T, torch.eye(n, dtype=F64))
+
+
+def test_step_rules_as_written_on_a_flat_function():
+    """Covering in B∞(x, r_c), search radius r0·√(s+1), 2n polls at r, halving on failure."""
+    cfg = CDSMConfig(r0=0.5, r_min=0.1, r_max=4.0, covering="volume_uniform")
+    opt = CDSM(torch.zeros(3, dtype=F64), cfg, budget=10_000, generator=0)
+    x0 = opt.ask()
+    opt.tell(x0, 1.0)
+    radii = []
+    while (x := opt.ask()) is not None:
+        radii.append(float((x - x0).abs().max()))
+        opt.tell(x, 1.0)  # never an improvement
+    # per iteration: 1 covering + 1 search + 6 poll points
+    per_it = 8
+    assert len(radii) % per_it == 0
+    expected_r = [0.5, 0.25, 0.125, 0.1]  # halved, clamped at r_min, stops after failing at r_min
+    assert len(radii) // per_it == len(expected_r)
+    for k, r in enumerate(expected_r):
+        block = radii[k * per_it : (k + 1) * per_it]
+        assert block[0] <= 0.5 + 1e-12  # covering ball radius r0
+        assert block[1] == pytest.approx(min(4.0, 0.5 * math.sqrt(k + 1)))
+        assert block[2:] == pytest.approx([r] * 6)
+    assert opt.stop_reason == "r_min"
+    assert opt.n_evals == 1 + len(radii)
+
+
+def test_poll_success_doubles_radius_and_trace_records_it():
+    # improvement everywhere except x0: first covering succeeds; disable covering and search
+    cfg = CDSMConfig(r0=0.5, r_max=1.5, covering="none", search=False)
+    res = minimize(lambda x: -float(x.abs().sum()), torch.zeros(2, dtype=F64), budget=8, config=cfg)
+    polls = [t for t in res.trace if t["status"] == "poll"]
+    assert [t["r_dsm"] for t in polls][:3] == [1.0, 1.5, 1.5]
+
+
+def test_converges_on_smooth_quadratic_with_r_min_stop():
+    x_star = torch.tensor([0.3, -1.2, 2.0, 0.7, -0.4], dtype=F64)
+    scales = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=F64)
+
+    def fn(x):
+        return float((scales * (x - x_star) ** 2).sum())
+
+    res = minimize(fn, torch.zeros(5, dtype=F64), budget=2000, generator=0)
+    assert (res.x_best - x_star).norm() < 1e-3
+    assert res.stop_reason == "r_min"
+    assert res.n_evals <= 2000
+    rs = [t["r_dsm"] for t in res.trace]
+    last = max(i for i, t in enumerate(res.trace) if t["status"] != "failure")
+    assert all(a >= b for a, b in zip(rs[last + 1 :], rs[last + 2 :], strict=False))
+
+
+def test_converges_on_nonsmooth_l1_and_max():
+    res = minimize(lambda x: float((x - 1).abs().sum()), torch.zeros(3, dtype=F64), budget=3000)
+    assert res.f_best < 1e-3
+    res = minimize(lambda x: float((x + 2).abs().max()), torch.zeros(2, dtype=F64), budget=3000)
+    assert res.f_best < 1e-3
+
+
+def test_cache_counts_distinct_points_and_budget_is_exact():
+    calls = []
+
+    def fn(x):
+        calls.append(x.clone())
+        return float((x**2).sum())
+
+    res = minimize(fn, torch.ones(4, dtype=F64), budget=137, generator=1)
+    assert res.n_evals == len(calls) == len(res.values) == 137
+    assert len({c.numpy().tobytes() for c in calls}) == len(calls)
+    assert res.stop_reason == "budget"
+    assert res.best_curve()[-1] == res.f_best
+
+
+def test_max_iters_budget():
+    res = minimize(
+        lambda x: float((x**2).sum()), torch.ones(2, dtype=F64), budget=Budget(10_000, max_iters=5)
+    )
+    assert res.n_iters == 5 and res.stop_reason == "iters"
+
+
+def test_determinism_same_seed_same_trace_different_seed_differs():
+    fn = lambda x: float(((x - 0.7) ** 2).sum() + x.abs().sum())  # noqa: E731
+    a = minimize(fn, torch.zeros(4, dtype=F64), budget=200, generator=3)
+    b = minimize(fn, torch.zeros(4, dtype=F64), budget=200, generator=3)
+    c = minimize(fn, torch.zeros(4, dtype=F64), budget=200, generator=4)
+    assert a.values == b.values and a.trace == [{**t, "time": t["time"]} for t in a.trace]
+    assert [t["f"] for t in a.trace] == [t["f"] for t in b.trace]
+    assert a.values != c.values
+
+
+def test_bounds_are_an_extreme_barrier_and_constraints_modes():
+    fn = lambda x: float(((x - 2.0) ** 2).sum())  # noqa: E731
+    res = minimize(fn, torch.zeros(2, dtype=F64), bounds=(-1.0, 1.0), budget=800, generator=0)
+    assert (res.x_best.abs() <= 1.0).all() and res.f_best == pytest.approx(2.0, abs=1e-3)
+    cons = lambda x: x - 1.0  # noqa: E731
+    eb = minimize(
+        fn,
+        torch.zeros(2, dtype=F64),
+        budget=800,
+        constraints=cons,
+        constraint_mode="extreme_barrier",
+        generator=0,
+    )
+    assert (eb.x_best <= 1.0).all() and eb.f_best == pytest.approx(2.0, abs=1e-3)
+    pen = minimize(
+        fn,
+        torch.zeros(2, dtype=F64),
+        budget=1500,
+        constraints=cons,
+        penalty_scale=10.0,
+        generator=0,
+    )
+    # exterior penalty (x-2)^2 + 100 (x-1)_+^2 -> x = 1 + 1/101
+    torch.testing.assert_close(
+        pen.x_best, torch.full((2,), 1 + 1 / 101, dtype=F64), atol=2e-3, rtol=0
+    )
+
+
+def test_forcing_function_mode_still_converges():
+    cfg = CDSMConfig(forcing_c=1e-4)
+    res = minimize(lambda x: float((x**2).sum()), torch.ones(3, dtype=F64), budget=2000, config=cfg)
+    assert res.f_best < 1e-6
+
+
+def test_nonfinite_values_are_failed_counted_trials():
+    def fn(x):
+        return float("nan") if x[0] > 0.5 else float((x**2).sum())
+
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        res = minimize(fn, torch.zeros(2, dtype=F64), budget=100, generator=0)
+    assert res.n_evals == 100 and math.isfinite(res.f_best)
+    with pytest.raises(ValueError, match="non-finite"):
+        minimize(fn, torch.zeros(2, dtype=F64), budget=100, nonfinite="raise", generator=0)
+    with pytest.raises(ValueError, match="x0 is not finite"):
+        minimize(lambda x: float("inf"), torch.zeros(2, dtype=F64), budget=10)
+
+
+def test_ask_tell_protocol_errors():
+    opt = CDSM(torch.zeros(2, dtype=F64), budget=3)
+    x = opt.ask()
+    with pytest.raises(ValueError, match="ask"):
+        opt.tell(x + 1, 0.0)
+    while (x := opt.ask()) is not None:
+        opt.tell(x, 0.0)
+    assert opt.done and opt.stop_reason == "budget"
+    with pytest.raises(RuntimeError, match="stopped"):
+        opt.tell(torch.zeros(2, dtype=F64), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"x0": torch.tensor([2.0, 0.0]), "bounds": (-1.0, 1.0)}, "x0 lies outside bounds"),
+        ({"budget": 0}, "budget"),
+        ({"budget": 2.5}, "budget"),
+        ({"x0": torch.zeros(2, 2)}, "x0 must be a non-empty 1-D"),
+        ({"x0": torch.tensor([float("nan")])}, "x0 contains non-finite"),
+        ({"bounds": (1.0, -1.0)}, "bounds"),
+        ({"constraint_mode": "progressive"}, "constraint_mode"),
+    ],
+)
+def test_bad_inputs_name_the_argument(kwargs, match):
+    args = {"x0": torch.zeros(2), "budget": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        minimize(lambda x: 0.0, **args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"r0": 0.0}, "r0"),
+        ({"r_min": 1.0, "r_max": 0.5}, "r_min"),
+        ({"poll": "3n"}, "poll"),
+        ({"covering": "grid"}, "covering"),
+        ({"forcing_c": -1.0}, "forcing_c"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CDSMConfig(**kwargs)
+
+
+def test_x0_type_errors():
+    with pytest.raises(TypeError, match="x0"):
+        minimize(lambda x: 0.0, [0.0, 1.0], budget=5)
+    with pytest.raises(TypeError, match="x0"):
+        minimize(lambda x: 0.0, torch.zeros(2, dtype=torch.int64), budget=5)

@@ -147,9 +147,10 @@ def test_invariances():
 def test_separated_clusters_zero_error_and_gradient():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(60) % 3
-    x = 0.05 * torch.randn(60, 2, generator=g, dtype=torch.float64) + 10.0 * nn.functional.one_hot(
-        y, 3
-    )[:, :2].double()
+    x = (
+        0.05 * torch.randn(60, 2, generator=g, dtype=torch.float64)
+        + 10.0 * nn.functional.one_hot(y, 3)[:, :2].double()
+    )
     z = x.clone().requires_grad_(True)
     ber = bayes_error_estimate(z, y, 3, 0.5, normalize="none")
     ber.backward()
@@ -214,11 +215,6 @@ def test_projection_keeps_budget_and_box(norm):
 def test_pga_stays_in_budget_and_raises_estimate(norm):
     x, y = _digits_subset(300)
     eps = 0.2 if norm == "linf" else 1.0
-    steps = []
-
-    def recorder(z):
-        return z
-
     beo = BayesErrorPerturbation(
         eps, steps=15, norm=norm, sigma="median_nn", sigma_scale=0.5, normalize="none"
     )
@@ -232,11 +228,10 @@ def test_pga_stays_in_budget_and_raises_estimate(norm):
     after = float(bayes_error_estimate(x + delta, y, 10, sig, normalize="none"))
     assert beo.history[0]["ber"] == pytest.approx(before, abs=1e-6)
     assert after > before + 0.1
-    assert len(steps) == 0 and recorder(1) == 1
 
 
-def test_random_noise_lower_than_beo_and_in_budget():
-    x, y = _digits_subset(300)
+def test_random_noise_in_budget_and_deterministic():
+    x, _ = _digits_subset(300)
     gen = torch.Generator().manual_seed(0)
     r = random_noise(x, 0.2, generator=gen)
     assert float(r.abs().max()) <= 0.2 + 1e-6 and float((x + r).max()) <= 1

@@ -404,7 +404,7 @@ def test_bad_inputs_raise_clear_errors():
 
 # -- 10. grid log Z -----------------------------------------------------------------------------
 def test_grid_log_partition_of_standard_gaussian():
-    log_z = grid_log_partition(lambda x: -0.5 * (x**2).sum(1), (-8.0, 8.0), 300, dim=2)
+    log_z = grid_log_partition(lambda x: -0.5 * (x**2).sum(1), (-8.0, 8.0), 300, dim=2, dtype=D)
     assert abs(float(log_z) - math.log(2 * math.pi)) < 1e-3
     log_z1 = grid_log_partition(lambda x: -0.5 * (x**2).sum(1), (-8.0, 8.0), 300)
     assert abs(float(log_z1) - 0.5 * math.log(2 * math.pi)) < 1e-3

@@ -470,7 +470,7 @@ def grid_log_partition(
     *,
     dim: int | None = None,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     energy_sign: EnergySign = "logdensity",
 ) -> Tensor:
     """Exact-up-to-quadrature ``log Z = log ∫ exp f`` on a regular grid in 1-D or 2-D.
@@ -484,7 +484,8 @@ def grid_log_partition(
         m: cells per axis.
         dim: 1 or 2 (default: the number of pairs in ``lims``, or 1 for a single pair).
         device: device of the grid.
-        dtype: dtype of the grid.
+        dtype: dtype of the grid points (default ``torch.get_default_dtype()``, to match the
+            energy's parameters); the log-sum-exp is accumulated in float64.
         energy_sign: ``"logdensity"`` or ``"energy"``.
 
     Returns:
@@ -497,6 +498,7 @@ def grid_log_partition(
         raise ValueError(f"dim must be 1 or 2, got {d}")
     if len(pairs) == 1:
         pairs = pairs * d
+    dtype = dtype or torch.get_default_dtype()
     axes, log_vol = [], 0.0
     for lo, hi in pairs:
         if not hi > lo:
@@ -507,7 +509,7 @@ def grid_log_partition(
     pts = torch.cartesian_prod(*axes).reshape(-1, d)
     with torch.no_grad():
         f = _energy_sign(energy_sign) * _eval_energy(energy, pts, "grid")
-    return torch.logsumexp(f.to(dtype), 0) + log_vol
+    return torch.logsumexp(f.to(torch.float64), 0) + log_vol
 
 
 def fit_gaussian_noise(

@@ -1,4 +1,4 @@
-"""Unlearning metrics on known cases: memorisation, extraction likelihood, truth ratio, KS, utility."""
+"""Unlearning metrics on known cases: memorisation, extraction, truth ratio, KS, utility."""
 
 import math
 

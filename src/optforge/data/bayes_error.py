@@ -59,6 +59,12 @@ Choices where the spec marked NOT FOUND/VERIFY:
   identity case is therefore an error);
 * gradients use autograd on the **mean** estimate (the authors' custom backward returns the sum;
   the scale is irrelevant for sign steps);
+* RBF weights are divided by each row's largest weight (the nearest other point) before
+  normalising, i.e. :math:`Z_i = \sum_j w_{ij} + 10^{-8}\max_j w_{ij}` instead of
+  :math:`+10^{-8}`: identical posteriors whenever :math:`\sum_j w_{ij} \gg 10^{-8}`, but no
+  underflow to :math:`\hat\eta = 0` (BER̂ = 1) when σ is small relative to the distances
+  (the authors' form gives BER̂ = 1 for every point with float32 once
+  :math:`d^2/2\sigma^2 \gtrsim 87`); the σ → 0 limit is then the leave-one-out 1-NN error;
 * the kernel matrix is computed in row chunks under ``torch.utils.checkpoint`` so the autograd
   graph stores O(chunk · N) per chunk instead of the full N × N matrix;
 * with ``norm="l2"`` the box clamp follows the ball projection: the result is feasible (clamping
@@ -161,14 +167,16 @@ def _chunk_posterior(
     """Posterior rows ``start : start + len(zc)`` (start and kernel constants as tensors/str)."""
     s = int(start)
     rows = torch.arange(s, s + zc.shape[0], device=z.device)
+    self_mask = torch.zeros(zc.shape[0], z.shape[0], dtype=torch.bool, device=z.device)
+    self_mask[torch.arange(zc.shape[0], device=z.device), rows] = True
     if kernel == "rbf":
         sq = (zc * zc).sum(1, keepdim=True) + (z * z).sum(1) - 2.0 * zc @ z.T
-        w = torch.exp(-sq.clamp_min(0.0) * inv2s2)
+        logits = (-sq.clamp_min(0.0) * inv2s2).masked_fill(self_mask, -math.inf)
+        # Shift by the row max (the nearest neighbour) so small sigma cannot underflow every
+        # weight: w_ij / max_j w_ij, i.e. Z_i = sum_j w_ij + 1e-8 * max_j w_ij.
+        w = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
     else:
-        w = torch.sigmoid(zc @ z.T)
-    self_mask = torch.zeros_like(w, dtype=torch.bool)
-    self_mask[torch.arange(zc.shape[0], device=z.device), rows] = True
-    w = w.masked_fill(self_mask, 0.0)
+        w = torch.sigmoid(zc @ z.T).masked_fill(self_mask, 0.0)
     return (w @ onehot) / (w.sum(1, keepdim=True) + 1e-8)
 
 

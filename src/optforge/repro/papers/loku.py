@@ -20,7 +20,6 @@ and world-fact answer accuracies (next-token argmax = the value token) are recor
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -463,10 +462,11 @@ CLAIMS = [
         name="ga-destroys-retained-knowledge",
         statement="GA is unstable and causes catastrophic forgetting of retained knowledge; "
         "GA+LoRA gives a poor trade-off.",
-        metric=lambda r: r.max("ga+lora", "final_retain_acc"),
+        metric=lambda r: max(r.max("ga", "final_retain_acc"), r.max("ga+lora", "final_retain_acc")),
         op="<=",
-        threshold={"smoke": 0.5, "quick": 0.5, "full": 0.5},
+        threshold=0.5,
         scales=("quick", "full"),
+        description="worst seed of the final retain accuracy of GA and GA+LoRA",
     ),
     Claim(
         name="ihl-lora-keeps-retained-knowledge",
@@ -474,22 +474,36 @@ CLAIMS = [
         metric=lambda r: r.min("ihl+lora", "final_retain_acc"),
         op=">=",
         threshold=0.9,
+        description="worst seed of IHL+LoRA's final retain accuracy",
     ),
     Claim(
         name="fila-forgets-in-fewer-epochs",
         statement="FILA makes LoRA unlearning faster: IHL+FILA reaches the forget threshold in "
-        "fewer epochs than IHL+LoRA (every seed).",
+        "fewer epochs than IHL+LoRA.",
         metric=_paired_max("ihl+fila", "ihl+lora", "epochs_to_forget"),
         op="<",
         threshold=0.0,
+        scales=("quick", "full"),
+        description="max over seeds of epochs_to_forget(IHL+FILA) - epochs_to_forget(IHL+LoRA); "
+        "epochs_to_forget = first epoch with forget acc <= 0.1 (epochs + 1 if never)",
+    ),
+    Claim(
+        name="fila-forgets-faster",
+        statement="FILA makes LoRA unlearning faster (smoke: lower forget accuracy averaged over "
+        "the epochs than IHL+LoRA, every seed).",
+        metric=_paired_max("ihl+fila", "ihl+lora", "forget_acc_mean"),
+        op="<",
+        threshold=0.0,
+        scales=("smoke",),
     ),
     Claim(
         name="fila-keeps-retained-knowledge",
-        statement="IHL+FILA forgets at similar retain accuracy (retain acc >= 0.8 when the forget "
-        "threshold is reached, every seed).",
+        statement="IHL+FILA forgets at a retain accuracy similar to the original model's.",
         metric=lambda r: r.min("ihl+fila", "retain_acc_at_forget"),
         op=">=",
-        threshold=0.8,
+        threshold={"smoke": 0.75, "quick": 0.8, "full": 0.8},
+        description="worst seed of the retain accuracy at the epoch the forget threshold is "
+        "reached (the last epoch if never)",
     ),
     Claim(
         name="oracle-does-not-know-forget-set",
@@ -511,7 +525,7 @@ register(
         configs=CONFIGS,
         methods=METHODS,
         claims=CLAIMS,
-        seeds={"smoke": 1, "quick": 2, "full": 3},
+        seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,
         methods_by_scale={"smoke": ("ihl+lora", "ihl+fila")},
         extras=("llm",),

@@ -51,8 +51,13 @@ def main() -> None:
         ce = nn.CrossEntropyLoss()
         elr = ELRLoss(args.n, args.classes).to(dev)
 
-        def step() -> None:
-            idx = torch.randint(0, args.n, (args.batch,), generator=gen).to(dev)
+        order = torch.randperm(args.n, generator=gen).to(dev)
+        cursor = [0]
+
+        def step() -> None:  # epoch-style sampling: no duplicate index in a batch
+            start = cursor[0] % (args.n - args.batch)
+            cursor[0] += args.batch
+            idx = order[start : start + args.batch]
             logits = model(x[idx])
             value = elr(logits, y[idx], idx) if loss == "elr" else ce(logits, y[idx])
             opt.zero_grad(set_to_none=True)

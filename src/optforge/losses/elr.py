@@ -318,6 +318,7 @@ def _validate_batch(
     num_examples: int,
     num_classes: int,
     device: torch.device,
+    stacklevel: int = 6,
 ) -> Tensor:
     """Check shapes, ranges and finiteness; return ``index`` as int64 on ``device``."""
     if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -365,7 +366,7 @@ def _validate_batch(
     if torch.unique(index).numel() != n:
         warnings.warn(
             "index contains duplicates within one batch; only one update per row is kept",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
     return index
 
@@ -539,7 +540,13 @@ class ELRPlusLoss(nn.Module):
             The mixed target ``q`` ``(N, C)`` that the next forward uses.
         """
         index = _validate_batch(
-            teacher_logits, None, index, self.num_examples, self.num_classes, self.targets.device
+            teacher_logits,
+            None,
+            index,
+            self.num_examples,
+            self.num_classes,
+            self.targets.device,
+            stacklevel=4,
         )
         probs = F.softmax(teacher_logits.float(), dim=1)
         update_ema_targets_(self.targets, index, probs, self.beta)

@@ -154,8 +154,7 @@ class WishartGOESpectrum:
     def _inside(self, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.argmax(roots.imag, axis=1)
         best = roots[np.arange(roots.shape[0]), idx]
-        scale = 1.0 + np.abs(roots).max(axis=1)
-        return best, best.imag > _EDGE_REL_TOL * scale
+        return best, best.imag > _EDGE_REL_TOL * (1.0 + np.abs(best))
 
     def stieltjes(self, x: np.ndarray | Tensor | float, delta: float) -> np.ndarray:
         """The physical ``g(x − i0⁺)`` at real points ``x`` (complex array, ``Im g = πρ ≥ 0``).

@@ -62,6 +62,7 @@ _BASE: dict[str, Any] = {
     "feat_epochs": 30,
     "feat_sigma": 0.3,
     "feat_step_frac": 0.2,
+    "eps_large": 0.3,
 }
 
 CONFIGS = {
@@ -235,9 +236,11 @@ def _retrainer(config: Mapping[str, Any], seed: int, device: str) -> Callable:
     return refresh
 
 
-def _run_beo_feature(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _run_beo_feature(
+    config: Mapping[str, Any], seed: int, device: str, eps: float | None = None
+) -> dict[str, Any]:
     x, y, _, _ = _digits()
-    eps = config["eps"]
+    eps = config["eps"] if eps is None else eps
     beo = BayesErrorPerturbation(
         eps,
         step_size=config["feat_step_frac"] * eps,
@@ -261,6 +264,9 @@ METHODS = {
     "error-min": _run_error_min,
     "beo-input": _run_beo_input,
     "beo-feature": _run_beo_feature,
+    "beo-feature(eps=0.3)": lambda config, seed, device: _run_beo_feature(
+        config, seed, device, eps=config["eps_large"]
+    ),
 }
 
 
@@ -345,6 +351,32 @@ CLAIMS = [
         name="beo-feature-mix-below-clean-half-logreg",
         statement="... the same for logistic regression (feature-space BEO, drop > 0.01).",
         metric=_drop("beo-feature", "logreg", mix=True),
+        op=">",
+        threshold=0.01,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="beo-feature-eps0.3-lowers-accuracy-full-protection",
+        statement="BEO lowers the clean-test accuracy of models trained on the protected data "
+        "(feature-space BEO at ε = 0.3, logistic regression, 100% protected: drop ≥ 0.05).",
+        metric=_drop("beo-feature(eps=0.3)", "logreg", mix=False),
+        op=">=",
+        threshold=0.05,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="beo-feature-eps0.3-mix-below-clean-half-logreg",
+        statement="With 50% clean + 50% protected data, accuracy falls below training on the clean "
+        "half alone (feature-space BEO at ε = 0.3, logistic regression, drop > 0.01).",
+        metric=_drop("beo-feature(eps=0.3)", "logreg", mix=True),
+        op=">",
+        threshold=0.01,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="beo-feature-eps0.3-mix-below-clean-half-mlp",
+        statement="... the same for the MLP (feature-space BEO at ε = 0.3, drop > 0.01).",
+        metric=_drop("beo-feature(eps=0.3)", "mlp", mix=True),
         op=">",
         threshold=0.01,
         scales=("quick", "full"),

@@ -60,9 +60,9 @@ CONFIGS = {
     "smoke": {
         **_BASE,
         "vae_hidden": 128,
-        "vae_steps": 700,
-        "clf_steps": 300,
-        "judge_steps": 300,
+        "vae_steps": 300,
+        "clf_steps": 200,
+        "judge_steps": 200,
         "n_prompts": 100,
     },
     "quick": dict(_BASE),
@@ -171,12 +171,14 @@ def _train_classifier(
 def _models(key: tuple, device: str) -> dict[str, Any]:
     cfg = dict(zip(_MODEL_KEYS, key, strict=True))
     x, _y, xa, ya, xb, yb = (t.to(device) for t in _digits())
-    decoder = _train_vae(cfg, x, device)
     h = cfg["clf_hidden"]
-    clf = _train_classifier(
-        _mlp([64, h, h, 10], dropout=0.1).to(device), cfg, xa, ya, cfg["clf_steps"], 10
-    )
-    judge = _train_classifier(_CNN().to(device), cfg, xb, yb, cfg["judge_steps"], 20)
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # fixed model seeds, trial RNG untouched
+        decoder = _train_vae(cfg, x, device)
+        clf = _train_classifier(
+            _mlp([64, h, h, 10], dropout=0.1).to(device), cfg, xa, ya, cfg["clf_steps"], 10
+        )
+        judge = _train_classifier(_CNN().to(device), cfg, xb, yb, cfg["judge_steps"], 20)
     with torch.no_grad():
         clf_acc = float((clf(xb).argmax(1) == yb).float().mean())
         judge_acc = float((judge(xa).argmax(1) == ya).float().mean())

@@ -61,7 +61,8 @@ class AdaptiveBatchSampler(Sampler[list[int]]):
             required with ``num_replicas > 1`` so every rank draws the same batches.
         drop_last: drop an epoch's last batch when it is shorter than the batch size.
         infinite: yield forever, rolling over epochs.
-        num_replicas, rank: DDP sharding of each global batch.
+        num_replicas: DDP sharding of each global batch: the number of ranks.
+        rank: DDP sharding of each global batch: this rank.
     """
 
     def __init__(

@@ -195,9 +195,7 @@ class CostModel:
         check_positive("step_cost", self.step_cost)
         check_nonnegative("reward_cost", self.reward_cost)
         if self.convention not in ("exact", "reference"):
-            raise ValueError(
-                f"convention must be 'exact' or 'reference', got {self.convention!r}"
-            )
+            raise ValueError(f"convention must be 'exact' or 'reference', got {self.convention!r}")
 
     def per_candidate(self, schedule: PruningSchedule | None, num_steps: int) -> float:
         """Expected cost per initial seed (continuous keep ratios, no rounding)."""
@@ -220,7 +218,7 @@ class CostModel:
         schedule.validate(num_steps)
         sizes = [check_positive_int("n", n), *schedule.survivors(n)]
         bounds = [-1, *schedule.steps, num_steps - 1]
-        steps = sum(m * (hi - lo) for m, lo, hi in zip(sizes, bounds, bounds[1:], strict=True))
+        steps = sum(m * (hi - lo) for m, lo, hi in zip(sizes, bounds[:-1], bounds[1:], strict=True))
         return steps * self.step_cost + sum(sizes) * self.reward_cost
 
     def num_candidates(
@@ -233,7 +231,7 @@ class CostModel:
         """
         check_positive("budget", budget)
         if self.convention == "reference":
-            return int(math.floor(budget / self.per_candidate(schedule, num_steps) + 1e-9))
+            return math.floor(budget / self.per_candidate(schedule, num_steps) + 1e-9)
         schedule = schedule or PruningSchedule()
         first = (schedule.steps[0] + 1) if schedule.steps else num_steps
         lo, hi = 0, int(budget // (first * self.step_cost)) + 1  # cost(hi) > budget
@@ -404,8 +402,10 @@ class DDIMSampler(_BaseSampler):
         self.num_steps = len(self.timesteps)
         self.clip_x0 = None if clip_x0 is None else check_positive("clip_x0", clip_x0)
         self._decode = decode
-        self.dtype = self.alphas_cumprod.dtype if self.alphas_cumprod.is_floating_point() else (
-            torch.float32
+        self.dtype = (
+            self.alphas_cumprod.dtype
+            if self.alphas_cumprod.is_floating_point()
+            else (torch.float32)
         )
         self.device = self.alphas_cumprod.device
 
@@ -990,7 +990,8 @@ class TrajectoryDataset(torch.utils.data.Dataset):
                     if s in wanted:
                         keep.append(sampler.decode(x0))
                 final = sampler.decode(x0)
-                tgt.append(teacher(final) if cond is None else teacher(final, _cond_of(state, cond)))
+                c = _cond_of(state, cond)
+                tgt.append(teacher(final) if cond is None else teacher(final, c))
                 est.append(torch.stack(keep, dim=1))
         return cls(torch.cat(est), torch.cat(tgt), sorted(wanted))
 
@@ -1033,7 +1034,9 @@ class NoiseAwareDistiller:
             raise ValueError("levels must not be empty")
         self.epochs_per_level = check_positive_int("epochs_per_level", epochs_per_level)
         self.steps_per_level = (
-            None if steps_per_level is None else check_positive_int("steps_per_level", steps_per_level)
+            None
+            if steps_per_level is None
+            else check_positive_int("steps_per_level", steps_per_level)
         )
         self.optimizer_factory = optimizer_factory or (
             lambda p: torch.optim.AdamW(p, lr=3e-6, weight_decay=0.01)
@@ -1068,7 +1071,7 @@ class NoiseAwareDistiller:
             opt = self.optimizer_factory(student.parameters())
             end = self.end_lr_scale
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda i, total=total: 1.0 - (1.0 - end) * i / max(1, total)
+                opt, lambda i, total=total, end=end: 1.0 - (1.0 - end) * i / max(1, total)
             )
             losses: list[float] = []
             perm = torch.empty(0, dtype=torch.long)
@@ -1146,7 +1149,7 @@ class NoiseAwareReward(nn.Module):
         """The model used at ``step``."""
         if self.route == "last" and self.levels and step <= max(self.levels):
             return self.snapshots[str(self.levels[-1])]
-        return self.snapshots[str(step)] if str(step) in self.snapshots else self.teacher
+        return self.snapshots[str(step)] if str(step) in self.snapshots else self.teacher  # noqa: SIM401
 
     def forward(self, images: Tensor, cond: Any, step: int) -> Tensor:
         out = self.model_for(int(step))(images)

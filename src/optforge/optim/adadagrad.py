@@ -422,14 +422,18 @@ def batch_grad_stats(
     """Per-example gradient statistics of a batch, never holding more than one chunk of ``G``.
 
     Args:
-        model, loss_fn, inputs, targets: as for :func:`per_sample_grads`.
+        model: as for :func:`per_sample_grads`.
+        loss_fn: as for :func:`per_sample_grads`.
+        inputs: as for :func:`per_sample_grads`.
+        targets: as for :func:`per_sample_grads`.
         inner_product: also take the inner-product statistics with ``ref`` = the (global) batch
             mean. With one chunk on one process ``G`` is formed once; otherwise a second pass
             over the chunks recomputes ``G`` after ``g`` is known (spec §8).
         chunk_size: examples per ``vmap`` call (memory cap, ``max_test_micro_batch_size``).
         dtype: dtype of the statistics (default: float64 for float64 params, else float32).
-        process_group / distributed: all-reduce across ranks (default: when
-            ``torch.distributed`` is initialised with more than one rank).
+        process_group: all-reduce across the ranks of this group (with ``distributed``).
+        distributed: all-reduce across ranks (default: when ``torch.distributed`` is
+            initialised with more than one rank).
 
     Returns:
         ``(stats, loss)``: the (global) statistics and the local mean loss (detached).
@@ -560,12 +564,14 @@ class AdaptiveBatchSize:
         test: one of :data:`TESTS`.
         eta: norm / coordinate-norm test parameter ``η > 0`` (repo default 0.1; small, noisy
             data sets need larger values, e.g. 1.0 on digits).
-        theta, nu: inner-product / orthogonality test parameters (> 0).
+        theta: inner-product test parameter (> 0).
+        nu: orthogonality test parameter (> 0).
         initial_batch_size: ``b0 >= 2`` (one example has no sample variance).
         max_batch_size: the cap ``b_max >= b0`` (e.g. the data-set size); ``None``: no cap.
         test_interval: run the test every this many steps.
-        coord_reduce, q: aggregation of the coordinate-wise test (see
+        coord_reduce: aggregation of the coordinate-wise test (see
             :func:`coordinate_norm_test`).
+        q: quantile for ``coord_reduce="quantile"`` (see :func:`coordinate_norm_test`).
         min_denominator: ``‖g‖²`` (or ``g_j²``) below this counts as zero: ``b̂ = ∞``.
         process_group: the group whose ranks share the global batch (DDP).
 
@@ -953,11 +959,13 @@ class AdAdaGrad(_AdaptiveBatchMixin, torch.optim.Adagrad):
     """AdaGrad (``torch.optim.Adagrad``'s update, unchanged) with an adaptive batch size.
 
     Args:
-        params, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, foreach:
-            as ``torch.optim.Adagrad`` (lr default 1e-2).
-        test, eta, theta, nu, initial_batch_size, max_batch_size, test_interval, coord_reduce,
-            q, process_group: the batch-size test, see :class:`AdaptiveBatchSize`. The paper's
-            AdaGrad theory uses ``test="coordinate_norm"``; its experiments ``"norm"``.
+        params: as ``torch.optim.Adagrad`` (likewise ``lr`` [default 1e-2], ``lr_decay``,
+            ``weight_decay``, ``initial_accumulator_value``, ``eps``, ``maximize``,
+            ``foreach``).
+        test: the batch-size test, see :class:`AdaptiveBatchSize` (likewise ``eta``,
+            ``theta``, ``nu``, ``initial_batch_size``, ``max_batch_size``, ``test_interval``,
+            ``coord_reduce``, ``q``, ``process_group``). The paper's AdaGrad theory uses
+            ``test="coordinate_norm"``; its experiments ``"norm"``.
 
     Use :meth:`backward` for the gradient, then :meth:`step`; :attr:`batch_size` is the size
     of the next batch. ``state_dict`` carries the controller (batch size, step counter).

@@ -393,6 +393,16 @@ def test_bad_inputs_name_the_argument():
         BayesErrorPerturbation(0.1, steps=0)
 
 
+def test_singleton_class_warns():
+    x, y = _digits_subset(40)
+    y = y.clone()
+    y[0] = 9
+    y[y == 9] = 8
+    y[0] = 9
+    with pytest.warns(UserWarning, match="single example"):
+        BayesErrorPerturbation(0.1, steps=1).fit(x, y)
+
+
 def test_non_finite_features_during_ascent_are_reported():
     x, y = _digits_subset(40)
 

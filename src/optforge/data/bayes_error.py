@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -119,7 +120,7 @@ def _check_labels(labels: Tensor, n: int, num_classes: int | None) -> int:
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
     if n < 2:
-        raise ValueError(f"need at least 2 samples, got {n}")
+        raise ValueError(f"labels must have at least 2 samples, got {n}")
     lo, hi = int(labels.min()), int(labels.max())
     if num_classes is None:
         num_classes = hi + 1
@@ -680,8 +681,15 @@ class BayesErrorPerturbation:
             raise TypeError("x must be a floating-point tensor of shape (N, ...)")
         num_classes = _check_labels(y, x.shape[0], None)
         y = y.long()
-        if int(torch.bincount(y).gt(0).sum()) < 2:
+        counts = torch.bincount(y)
+        if int(counts.gt(0).sum()) < 2:
             raise ValueError("y must contain at least 2 classes (got a single-class dataset)")
+        if bool(counts.eq(1).any()):
+            warnings.warn(
+                "y has a class with a single example: its leave-one-out posterior never favours "
+                "its own class",
+                stacklevel=2,
+            )
         _check_x_range(x, self.clamp)
         x = x.detach()
         if self.random_start:

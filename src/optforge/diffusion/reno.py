@@ -115,7 +115,7 @@ def chi_norm_nll(z: Tensor, *, reduction: Literal["none", "mean", "sum"] = "none
         )
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    work = z if z.dtype == torch.float64 else z.float()
+    work = _acc(z)
     d = work[0].numel()
     r = torch.linalg.vector_norm(work.flatten(1), dim=1)
     value = 0.5 * r.square() - (d - 1) * torch.log(r) if d > 1 else 0.5 * r.square()
@@ -281,17 +281,17 @@ class ReNO:
             if not isinstance(total, Tensor):  # no rewards cannot happen; keeps mypy happy
                 raise RuntimeError("no rewards")
             reg = chi_norm_nll(z.detach())
-            norm = torch.linalg.vector_norm(z.detach().float().flatten(1), dim=1)
+            norm = torch.linalg.vector_norm(_acc(z.detach()).flatten(1), dim=1)
             self._track(k, z.detach(), x.detach(), total.detach(), terms)
             grad_norm = torch.full_like(norm, float("nan"))
             if not last:
                 grad_norm = self._update(z, total, k)
-        self._hist["reward"].append(total.detach().float())
+        self._hist["reward"].append(_acc(total.detach()))
         self._hist["regularizer"].append(reg.detach())
         self._hist["noise_norm"].append(norm)
         self._hist["grad_norm"].append(grad_norm)
         for name, value in terms.items():
-            self._hist_terms[name].append(value.detach().float())
+            self._hist_terms[name].append(_acc(value.detach()))
         self.k += 1
         return {
             "iteration": torch.tensor(k),
@@ -392,14 +392,14 @@ class ReNO:
         return terms
 
     def _track(self, k: int, z: Tensor, x: Tensor, total: Tensor, terms: dict[str, Tensor]) -> None:
-        total = total.float()
+        total = _acc(total)
         if k == 0:
             self._initial = {"noise": z.clone(), "images": x.clone(), "reward": total.clone()}
             self._best = {
                 "noise": z.clone(),
                 "images": x.clone(),
                 "reward": total.clone(),
-                "terms": {n: t.detach().float().clone() for n, t in terms.items()},
+                "terms": {n: _acc(t.detach()).clone() for n, t in terms.items()},
                 "iteration": torch.zeros(z.shape[0], dtype=torch.long, device=z.device),
             }
             return
@@ -411,11 +411,13 @@ class ReNO:
         b["images"] = torch.where(bx, x, b["images"])
         b["reward"] = torch.where(better, total, b["reward"])
         for n, t in terms.items():
-            b["terms"][n] = torch.where(better, t.detach().float(), b["terms"][n])
+            b["terms"][n] = torch.where(better, _acc(t.detach()), b["terms"][n])
         b["iteration"] = torch.where(better, torch.full_like(b["iteration"], k), b["iteration"])
 
     def _update(self, z: Tensor, total: Tensor, k: int) -> Tensor:
-        (g,) = torch.autograd.grad(-total.sum(), z, allow_unused=True)
+        g = None
+        if total.requires_grad:
+            (g,) = torch.autograd.grad(-total.sum(), z, allow_unused=True)
         if g is None:
             raise ValueError(
                 "the rewards do not depend on z: the generator output does not depend on its "
@@ -427,7 +429,7 @@ class ReNO:
             g = g + self.reg_weight * g_reg.to(g.dtype)
         if not torch.isfinite(g).all():
             raise FloatingPointError(f"non-finite gradient of the ReNO loss at iteration {k}")
-        gf = g.float()
+        gf = _acc(g)
         row_norm = torch.linalg.vector_norm(gf.flatten(1), dim=1)
         if self.grad_clip is not None:
             if self.clip_mode == "per_sample":
@@ -515,12 +517,12 @@ def best_of_n(
         total = sum(w * t for w, t in zip(driver.weights, terms.values(), strict=True))
         assert isinstance(total, Tensor)
         driver._track(k, z, x, total, terms)
-        driver._hist["reward"].append(total.float())
+        driver._hist["reward"].append(_acc(total))
         driver._hist["regularizer"].append(chi_norm_nll(z))
-        driver._hist["noise_norm"].append(torch.linalg.vector_norm(z.float().flatten(1), dim=1))
+        driver._hist["noise_norm"].append(torch.linalg.vector_norm(_acc(z).flatten(1), dim=1))
         driver._hist["grad_norm"].append(torch.full((shape[0],), float("nan"), device=device))
         for name, value in terms.items():
-            driver._hist_terms[name].append(value.float())
+            driver._hist_terms[name].append(_acc(value))
         driver.k += 1
     return driver.result()
 
@@ -586,6 +588,7 @@ class OneStepDiffusersGenerator(nn.Module):
         self.to_unit_range = to_unit_range
         params = inspect.signature(scheduler.step).parameters
         self._step_takes_generator = "generator" in params
+        self.eval()
 
     def forward(self, z: Tensor) -> Tensor:
         """One denoising step from noise ``z`` (``[B, C, H, W]``), returning the image."""
@@ -612,6 +615,11 @@ class OneStepDiffusersGenerator(nn.Module):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+def _acc(t: Tensor) -> Tensor:
+    """Accumulation dtype: float64 stays float64, anything else becomes float32."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _normalise_rewards(
     rewards: RewardFn | Sequence[RewardFn] | Mapping[str, RewardFn],
     weights: Sequence[float] | Mapping[str, float] | None,

@@ -1098,7 +1098,7 @@ class NoiseAwareDistiller:
                     nn.utils.clip_grad_norm_(student.parameters(), self.max_grad_norm)
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             self.history[level] = losses
             self.optimizers[level] = opt
             if self.snapshot_each_level:

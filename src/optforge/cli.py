@@ -96,9 +96,9 @@ def reproduce_command(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds (default: per scale).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads per trial.")] = 1,
-    executor: Annotated[str, typer.Option(help="Trial executor: local | processes.")] = "local",
+    executor: Annotated[str, typer.Option(help="Trial executor: local | processes | ray.")] = "local",
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes for --executor processes.")
+        int | None, typer.Option(help="Workers for --executor processes or ray.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Results store directory.")] = Path("optforge-runs"),
     as_json: Annotated[

@@ -331,7 +331,9 @@ def checkpoint(directory: str) -> dict[str, Any]:
     fresh_sven = Sven(module.parameters(), lr=0.5)
     out["sven_fresh_error"] = _error(
         lambda: set_optimizer_state_dict(
-            model, fresh_sven, {"state": {}, "param_groups": fresh_sven.state_dict()["param_groups"]}
+            model,
+            fresh_sven,
+            {"state": {}, "param_groups": fresh_sven.state_dict()["param_groups"]},
         )
     )
     return out

@@ -132,13 +132,19 @@ def test_dcp_helpers_refusals_are_the_documented_ones(ranks):
     assert ckpt["sven_fresh_error"].startswith("ValueError: step needs a closure")
 
 
-@pytest.mark.parametrize("name", ["sgd", "optimistic_sgd", "sso"])
-def test_fsdp2_works_for_elementwise_and_target_space_methods(ranks, reference, name):
+@pytest.mark.parametrize("name", ["sgd", "optimistic_sgd"])
+def test_fsdp2_works_for_elementwise_methods(ranks, reference, name):
     p0, p1 = (r["fsdp2"][name]["params"] for r in ranks)
     assert ranks[0]["fsdp2"][name]["error"] == ""
     assert torch.equal(p0, p1)
-    ref = reference["first_order"][name] if name in reference["first_order"] else reference[name]
-    assert _same(p0, ref["params"], 1e-10)
+    assert _same(p0, reference["first_order"][name]["params"], 1e-10)
+
+
+def test_fsdp2_sso_runs_but_is_wrong_hence_unsupported(ranks, reference):
+    # SSO raises nothing on DTensor shards but its result differs from one process: the docs
+    # mark it unsupported under FSDP2. If this starts to match, update the FSDP2 table.
+    p0 = ranks[0]["fsdp2"]["sso"]["params"]
+    assert not _same(p0, reference["sso"]["params"], 1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The ``optforge`` command line: ``list``, ``reproduce`` and ``report``.
+"""The ``optforge`` command line: ``list``, ``reproduce``, ``report`` and ``bench``.
 
 Exit status of ``reproduce``: 0 when every claim held, 1 when any claim failed, 2 on an error
 (unknown reproduction, bad option, missing extra, a run that raised). Errors are one line on
@@ -211,6 +211,55 @@ def report_command(
         raise CliError(f"no runs in {out}; run `optforge reproduce` first")
     paths = render_report(records, out)
     typer.echo(f"wrote {paths['markdown']} and {paths['html']} ({len(records)} reproductions)")
+
+
+@app.command("bench")
+def bench_command(
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Results store directory.")] = Path("optforge-runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes (about a minute on one CPU thread).")
+    ] = False,
+) -> None:
+    """Run the performance suite (ratios vs Adam, nn.Linear, exact AltMin, CMA-ES) into the store."""
+    from optforge.repro.bench import run_bench
+
+    try:
+        validate_request("quick", None, device)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    console = _console(to_stderr=as_json)
+    with console.status("optforge bench: measuring ..."):
+        record = run_bench(device, quick=quick)
+    path = RunStore(out).append(record)
+    if as_json:
+        typer.echo(json.dumps(record, indent=1))
+    else:
+        _print_bench(console, record, path)
+    raise typer.Exit(0 if record["all_held"] else 1)
+
+
+def _print_bench(console: Console, record: dict[str, Any], path: Path) -> None:
+    info = record["run_info"]
+    table = Table(
+        title="optforge bench: ratio = cost / baseline's cost (< 1: cheaper)",
+        caption=f"{record['scale']} · {info['device']} ({info['device_name']}) · "
+        f"{info['threads']} thread(s) · {info['wall_time_s']:.1f} s · record {path}",
+    )
+    for col in ("row", "ratio", "details"):
+        table.add_column(col)
+    for name, per_seed in record["metrics"].items():
+        values = per_seed["0"]
+        ratio = values.get("ratio")
+        details = ", ".join(
+            f"{k}={v:.4g}" for k, v in values.items() if k != "ratio" and isinstance(v, float)
+        )
+        table.add_row(name, "n/a" if ratio is None else f"{ratio:.3g}", details)
+    console.print(table)
+    for claim in record["claims"]:
+        verdict = "held" if claim["held"] else "FAILED"
+        console.print(f"{claim['name']}: {verdict}")
 
 
 def main(argv: list[str] | None = None) -> None:

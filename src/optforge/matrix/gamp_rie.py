@@ -79,6 +79,7 @@ Choices where the spec was silent or marked NOT FOUND / VERIFY:
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -181,7 +182,9 @@ class WishartGOESpectrum:
         big = 1e3 * (1.0 + 1.0 / self.kappa + math.sqrt(delta) + np.abs(x).max())
         etas = np.geomspace(big, 1e-13, 48)
         roots = self._roots(x - 1j * etas[0], delta)
-        current = roots[np.arange(x.size), np.argmin(np.abs(roots - 1.0 / (x - 1j * etas[0])[:, None]), 1)]
+        current = roots[
+            np.arange(x.size), np.argmin(np.abs(roots - 1.0 / (x - 1j * etas[0])[:, None]), 1)
+        ]
         for eta in etas[1:]:
             roots = self._roots(x - 1j * eta, delta)
             pick = np.argmin(np.abs(roots - current[:, None]), axis=1)
@@ -218,7 +221,7 @@ class WishartGOESpectrum:
         scale = 1.0 + np.abs(roots)
         real = np.sort(roots.real[np.abs(roots.imag) <= 1e-6 * scale])
         intervals: list[tuple[float, float]] = []
-        for lo, hi in zip(real[:-1], real[1:], strict=True):
+        for lo, hi in itertools.pairwise(real):
             if hi - lo <= 0:
                 continue
             if self.density(np.array([0.5 * (lo + hi)]), delta)[0] > 0:

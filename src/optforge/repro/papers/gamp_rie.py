@@ -209,7 +209,9 @@ def _max_monotone_violation(r: Results) -> float:
 
 def _gd_gap(r: Results) -> float:
     keys = _alphas(r, "gd-averaged", "avg@")
-    return max(r.mean("gd-averaged", f"avg@{k}") - r.mean("gd-averaged", f"theory@{k}") for k in keys)
+    return max(
+        r.mean("gd-averaged", f"avg@{k}") - r.mean("gd-averaged", f"theory@{k}") for k in keys
+    )
 
 
 def _single_over_avg(r: Results) -> float:

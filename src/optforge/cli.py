@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -221,14 +222,20 @@ def bench_command(
     quick: Annotated[
         bool, typer.Option("--quick", help="Small sizes (about a minute on one CPU thread).")
     ] = False,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
 ) -> None:
     """Run the performance suite (ratios vs Adam, nn.Linear, exact AltMin, CMA-ES) into the store."""
     from optforge.repro.bench import run_bench
 
+    if threads < 1:
+        raise CliError(f"--threads must be >= 1, got {threads}")
     try:
         validate_request("quick", None, device)
     except ValueError as err:
         raise CliError(str(err)) from err
+    import torch
+
+    torch.set_num_threads(threads)
     console = _console(to_stderr=as_json)
     with console.status("optforge bench: measuring ..."):
         record = run_bench(device, quick=quick)
@@ -255,7 +262,7 @@ def _print_bench(console: Console, record: dict[str, Any], path: Path) -> None:
         details = ", ".join(
             f"{k}={v:.4g}" for k, v in values.items() if k != "ratio" and isinstance(v, float)
         )
-        table.add_row(name, "n/a" if ratio is None else f"{ratio:.3g}", details)
+        table.add_row(escape(name), "n/a" if ratio is None else f"{ratio:.3g}", details)
     console.print(table)
     for claim in record["claims"]:
         verdict = "held" if claim["held"] else "FAILED"

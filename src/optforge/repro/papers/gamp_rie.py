@@ -66,8 +66,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "gd_d": 100,
         "gd_alphas": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35),
         "gd_inits": 64,
-        "gd_steps": 1000,
-        "gd_lr": 0.02,
+        "gd_steps": 2000,
+        "gd_lr": None,
+        "gd_lr_scale": 0.05,  # lr = 0.05 / (α √d): the sum-loss step grows like α √d
     },
 }
 
@@ -138,14 +139,14 @@ def _gd_run(config_items: tuple, seed: int, device: str) -> dict[str, Any]:
     for i, alpha in enumerate(config["gd_alphas"]):
         gen = torch.Generator().manual_seed(seed * 1000 + 900 + i)
         data = sample_quadratic_teacher(d, kappa, alpha, generator=gen, device=_device(device))
-        init_gen = torch.Generator(device=data.X.device).manual_seed(1000 + seed)
+        init_gen = torch.Generator().manual_seed(1000 + seed)  # inits drawn on the CPU
         grams = train_gd_ensemble(
             data.X,
             data.uncentered_labels(),
             width,
             config["gd_inits"],
             steps=config["gd_steps"],
-            lr=config["gd_lr"],
+            lr=config["gd_lr"] or config["gd_lr_scale"] / (alpha * d**0.5),
             generator=init_gen,
         )
         avg = data.mse(grams.mean(0))

@@ -89,7 +89,7 @@ CONFIGS = {
         "ddpm_batch": 128,
         "clf_steps": 400,
         "n_distill": 600,
-        "distill_steps": 15,
+        "distill_steps": 40,
         "n_pool": 600,
         "budgets": list(range(200, 1201, 200)),
         "repeats": 20,

@@ -97,7 +97,9 @@ def reproduce_command(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds (default: per scale).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch threads per trial.")] = 1,
-    executor: Annotated[str, typer.Option(help="Trial executor: local | processes | ray.")] = "local",
+    executor: Annotated[
+        str, typer.Option(help="Trial executor: local | processes | ray.")
+    ] = "local",
     workers: Annotated[
         int | None, typer.Option(help="Workers for --executor processes or ray.")
     ] = None,
@@ -224,7 +226,7 @@ def bench_command(
     ] = False,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
 ) -> None:
-    """Run the performance suite (ratios vs Adam, nn.Linear, exact AltMin, CMA-ES) into the store."""
+    """Run the performance suite (cost ratios vs Adam, nn.Linear, AltMin, CMA-ES) into the store."""
     from optforge.repro.bench import run_bench
 
     if threads < 1:

@@ -27,7 +27,7 @@ def test_bench_quick_writes_ratios_to_the_store_and_the_report(tmp_path, capsys,
     monkeypatch.setitem(bench_module.SIZES, "quick", (16, 32))
     original_altmin, original_dfo = bench_module.altmin, bench_module.dfo
     monkeypatch.setattr(
-        bench_module, "altmin", lambda device, n, k, soft_impute=True: original_altmin(device, 80, 2)
+        bench_module, "altmin", lambda device, n, k, **_: original_altmin(device, 80, 2)
     )
     monkeypatch.setattr(bench_module, "dfo", lambda dim, budget, seeds: original_dfo(3, 800, 1))
     code, out, _ = _cli(["bench", "--quick", "--json", "--out", str(tmp_path)], capsys)

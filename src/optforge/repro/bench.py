@@ -57,7 +57,9 @@ def _ratio(value: float, baseline: float) -> float:
     return value / baseline
 
 
-def _interleaved(steps: dict[str, Callable[[], Any]], device: str, repeats: int) -> dict[str, float]:
+def _interleaved(
+    steps: dict[str, Callable[[], Any]], device: str, repeats: int
+) -> dict[str, float]:
     """Median seconds per call of every step, timed in interleaved rounds (drift cancels)."""
     for fn in steps.values():  # warm-up (allocator, lazy state)
         fn()
@@ -85,7 +87,8 @@ def _mlp(width: int, device: str) -> nn.Module:
     ).to(device)
 
 
-def optimizer_steps(device: str, sizes: tuple[int, int], repeats: int) -> dict[str, dict]:
+def _step_fns(width: int, device: str) -> dict[str, Callable[[], Any]]:
+    """One training step per optimizer, each in its natural call form, on the same MLP/batch."""
     from optforge.optim import (
         SSO,
         AdAdaGrad,
@@ -96,69 +99,73 @@ def optimizer_steps(device: str, sizes: tuple[int, int], repeats: int) -> dict[s
         Sven,
     )
 
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 32, generator=g).to(device)
+    y = torch.randn(64, generator=g).to(device)
+
+    def mse(pred: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(pred.squeeze(-1), target)
+
+    def per_example(pred: Tensor, target: Tensor) -> Tensor:
+        return (pred.squeeze(-1) - target).pow(2)
+
+    def first_order(make: Callable[[nn.Module], torch.optim.Optimizer]) -> Callable[[], Any]:
+        model = _mlp(width, device)
+        opt = make(model)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            mse(model(x), y).backward()
+            opt.step()
+
+        return step
+
+    def adadagrad() -> Callable[[], Any]:
+        model = _mlp(width, device)
+        opt = AdAdaGrad(model.parameters(), lr=0.01, initial_batch_size=64, max_batch_size=128)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            opt.backward(model, mse, x, y)
+            opt.step()
+            opt.controller.batch_size = 64  # keep the test due every step
+
+        return step
+
+    def sven() -> Callable[[], Any]:
+        model = _mlp(width, device)
+        opt = Sven(model.parameters(), lr=0.1, k=32, solver_dtype=torch.float32)
+        return lambda: opt.step(model=model, loss_fn=per_example, inputs=x, targets=y)
+
+    def sso() -> Callable[[], Any]:
+        model = _mlp(width, device)
+        opt = SSO(model.parameters(), lr=1e-3, target_lr=0.1, inner_steps=3, inner="sgd")
+        return lambda: opt.step(
+            forward=lambda: model(x).squeeze(-1), target_loss=lambda z: F.mse_loss(z, y)
+        )
+
+    return {
+        "adam": first_order(lambda m: torch.optim.Adam(m.parameters(), 1e-3, foreach=True)),
+        "optimistic_sgd": first_order(lambda m: OptimisticSGD(m.parameters(), lr=1e-3)),
+        "adagrad_norm": first_order(lambda m: AdaGradNorm(m.parameters(), lr=0.1)),
+        "noisy_adam": first_order(
+            lambda m: NoisyOptimizer(
+                torch.optim.Adam(m.parameters(), 1e-3, foreach=True), eta=1e-4, seed=0
+            )
+        ),
+        "langevin": first_order(lambda m: Langevin(m.parameters(), lr=1e-4, beta=1e4, seed=0)),
+        "adadagrad": adadagrad(),
+        "sven": sven(),
+        "sso": sso(),
+    }
+
+
+def optimizer_steps(device: str, sizes: tuple[int, int], repeats: int) -> dict[str, dict]:
+    """Step time of every optimizer / Adam(foreach=True)'s, at two MLP widths."""
     rows: dict[str, dict] = {}
     for label, width in zip(("small", "large"), sizes, strict=True):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 32, generator=g).to(device)
-        y = torch.randn(64, generator=g).to(device)
-
-        def mse(pred: Tensor, target: Tensor) -> Tensor:
-            return F.mse_loss(pred.squeeze(-1), target)
-
-        def per_example(pred: Tensor, target: Tensor) -> Tensor:
-            return (pred.squeeze(-1) - target).pow(2)
-
-        def first_order(make: Callable[[nn.Module], torch.optim.Optimizer]) -> Callable[[], Any]:
-            model = _mlp(width, device)
-            opt = make(model)
-
-            def step() -> None:
-                opt.zero_grad(set_to_none=True)
-                mse(model(x), y).backward()
-                opt.step()
-
-            return step
-
-        def adadagrad() -> Callable[[], Any]:
-            model = _mlp(width, device)
-            opt = AdAdaGrad(model.parameters(), lr=0.01, initial_batch_size=64, max_batch_size=128)
-
-            def step() -> None:
-                opt.zero_grad(set_to_none=True)
-                opt.backward(model, mse, x, y)
-                opt.step()
-                opt.controller.batch_size = 64  # keep the test due every step
-
-            return step
-
-        def sven() -> Callable[[], Any]:
-            model = _mlp(width, device)
-            opt = Sven(model.parameters(), lr=0.1, k=32, solver_dtype=torch.float32)
-            return lambda: opt.step(model=model, loss_fn=per_example, inputs=x, targets=y)
-
-        def sso() -> Callable[[], Any]:
-            model = _mlp(width, device)
-            opt = SSO(model.parameters(), lr=1e-3, target_lr=0.1, inner_steps=3, inner="sgd")
-            return lambda: opt.step(
-                forward=lambda: model(x).squeeze(-1), target_loss=lambda z: F.mse_loss(z, y)
-            )
-
-        steps = {
-            "adam": first_order(lambda m: torch.optim.Adam(m.parameters(), 1e-3, foreach=True)),
-            "optimistic_sgd": first_order(lambda m: OptimisticSGD(m.parameters(), lr=1e-3)),
-            "adagrad_norm": first_order(lambda m: AdaGradNorm(m.parameters(), lr=0.1)),
-            "noisy_adam": first_order(
-                lambda m: NoisyOptimizer(
-                    torch.optim.Adam(m.parameters(), 1e-3, foreach=True), eta=1e-4, seed=0
-                )
-            ),
-            "langevin": first_order(lambda m: Langevin(m.parameters(), lr=1e-4, beta=1e4, seed=0)),
-            "adadagrad": adadagrad(),
-            "sven": sven(),
-            "sso": sso(),
-        }
         n_params = sum(p.numel() for p in _mlp(width, "cpu").parameters())
-        median = _interleaved(steps, device, repeats)
+        median = _interleaved(_step_fns(width, device), device, repeats)
         for name, seconds in median.items():
             if name == "adam":
                 continue

@@ -431,12 +431,23 @@ register(
         ),
         claims=[
             Claim(
-                name="ttsnap-area-gain",
+                name="ttsnap-beats-best-of-n",
                 statement=(
-                    "TTSnap improves over best-of-N at equal compute (> 16% over existing "
-                    "methods on the budget-aware metric); worst seed's area gain in %"
+                    "TTSnap improves the reward-vs-budget curve over best-of-N at equal compute: "
+                    "worst seed's relative area gain in % (direction of the paper's claim)"
                 ),
                 metric=lambda r: r.min("ttsnap", "area_gain"),
+                op=">",
+                threshold=0.0,
+                scales=("quick", "full"),
+            ),
+            Claim(
+                name="ttsnap-area-gain-size",
+                statement=(
+                    "> 16% improvement over existing methods on the budget-aware metric (spec "
+                    "§6 criterion for the toy: mean area gain over best-of-N >= 8%)"
+                ),
+                metric=lambda r: r.mean("ttsnap", "area_gain"),
                 op=">=",
                 threshold=8.0,
                 scales=("quick", "full"),
@@ -445,9 +456,20 @@ register(
                 name="noise-aware-beats-naive-pruning",
                 statement=(
                     "Noise-aware fine-tuning is what makes pruning pay off: area gain of TTSnap "
-                    "minus pruning with the original reward (worst seed, percentage points)"
+                    "minus pruning with the original reward, worst seed, percentage points"
                 ),
                 metric=lambda r: _min_paired(r, "ttsnap", "naive-pruning", "area_gain"),
+                op=">",
+                threshold=0.0,
+                scales=("quick", "full"),
+            ),
+            Claim(
+                name="noise-aware-margin-size",
+                statement=(
+                    "... by a clear margin (spec §6 criterion: TTSnap minus naive pruning >= 8 "
+                    "percentage points; mean over seeds)"
+                ),
+                metric=lambda r: float(np.mean(r.paired("ttsnap", "naive-pruning", "area_gain"))),
                 op=">=",
                 threshold=8.0,
                 scales=("quick", "full"),

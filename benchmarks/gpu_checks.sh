@@ -15,7 +15,7 @@
 #   SMOKE=1 OUT=/tmp/x bash benchmarks/gpu_checks.sh   # tiny CPU rehearsal: --scale smoke
 #
 # Environment: OUT (output folder, default ./gpu-out), SMOKE=1 (CPU rehearsal), PYTHON (default
-# python3), LIMIT (seconds per job, default 250).
+# python3), LIMIT (seconds per job, default 250), FULL_JOBS / QUICK_JOBS (space-separated names).
 set -u
 
 OUT=${OUT:-./gpu-out}
@@ -23,12 +23,12 @@ PYTHON=${PYTHON:-python3}
 LIMIT=${LIMIT:-250}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
 
 if [ "${SMOKE:-0}" = "1" ]; then
     SCALE=smoke DEVICE=cpu WORKERS=2 BENCH_FLAGS="--quick"
 else
-    SCALE=full DEVICE=cuda WORKERS=10 BENCH_FLAGS=""
+    SCALE=full DEVICE=cuda WORKERS=6 BENCH_FLAGS=""
 fi
 
 WORK="$OUT/work"
@@ -57,10 +57,19 @@ job() {
 job bench "${CLI[@]}" bench --device "$DEVICE" $BENCH_FLAGS --out "$WORK/stores/bench" --json
 job gradient-noise "${CLI[@]}" reproduce gradient-noise --scale "$SCALE" --device "$DEVICE" \
     --executor processes --workers "$WORKERS" --out "$WORK/stores/gradient-noise"
-# Full scales that take --device and fit the time box (one thread each, local executor).
-for name in sven sso gns adadagrad wta-crs altmin-completion langevin-swa; do
-    job "$name" "${CLI[@]}" reproduce "$name" --scale "$SCALE" --device "$DEVICE" \
+# Full scales that take --device (one seed each, to fit the time box), and the quick scale on the
+# device for the reproductions whose full scale is too long for one lease (the --device path).
+FULL_JOBS=${FULL_JOBS:-"wta-crs sven sso gns altmin-completion meco elr reno gamp-rie"}
+QUICK_JOBS=${QUICK_JOBS:-"adadagrad oblr-po loku bayes-unlearnable ttsnap"}
+QUICK_SCALE=quick
+[ "${SMOKE:-0}" = "1" ] && QUICK_SCALE=smoke
+for name in $FULL_JOBS; do
+    job "$name" "${CLI[@]}" reproduce "$name" --scale "$SCALE" --seeds 1 --device "$DEVICE" \
         --out "$WORK/stores/$name"
+done
+for name in $QUICK_JOBS; do
+    job "$name-$QUICK_SCALE" "${CLI[@]}" reproduce "$name" --scale "$QUICK_SCALE" --seeds 1 \
+        --device "$DEVICE" --out "$WORK/stores/$name"
 done
 wait
 

@@ -147,6 +147,7 @@ class Reproduction:
     seed_base: int = 100
     methods_by_scale: Mapping[str, Sequence[str]] = field(default_factory=dict)
     extras: Sequence[str] = ()
+    modules: Sequence[str] = ()
     plot_x: str = "step"
     plot_y: Sequence[str] = ()
     plot_logy: bool = False

@@ -95,7 +95,11 @@ def validate_request(scale: str, n_seeds: int | None, device: str) -> None:
 
 
 def check_extras(reproduction: Reproduction) -> None:
-    """Raise ``ImportError`` naming the extra when a reproduction's optional stack is missing."""
+    """Raise ``ImportError`` naming the extra when a module the reproduction needs is missing.
+
+    ``reproduction.modules`` lists the modules it imports; without it every module of its
+    ``extras`` is required.
+    """
     import importlib.util
 
     extra_modules = {
@@ -103,13 +107,16 @@ def check_extras(reproduction: Reproduction) -> None:
         "diffusion": ("diffusers",),
         "dfo": ("cma", "nevergrad"),
     }
-    for extra in reproduction.extras:
-        for module in extra_modules.get(extra, ()):
-            if importlib.util.find_spec(module) is None:
-                raise ImportError(
-                    f"reproduction {reproduction.name!r} needs {module}; install it with "
-                    f"`pip install 'optforge[{extra}]'`"
-                )
+    needed = list(reproduction.modules) or [
+        module for extra in reproduction.extras for module in extra_modules.get(extra, ())
+    ]
+    for module in needed:
+        if importlib.util.find_spec(module) is None:
+            extra = next((e for e, mods in extra_modules.items() if module in mods), "all")
+            raise ImportError(
+                f"reproduction {reproduction.name!r} needs {module}; install it with "
+                f"`pip install 'optforge[{extra}]'`"
+            )
 
 
 def run_reproduction(

@@ -529,6 +529,7 @@ register(
         seed_base=100,
         methods_by_scale={"smoke": ("ihl+lora", "ihl+fila")},
         extras=("llm",),
+        modules=("transformers", "peft"),
         plot_x="epoch",
         plot_y=("forget_acc", "retain_acc", "world_acc"),
         summary="TinyTOFU: a tiny Llama fine-tuned on fictitious authors unlearns 10% of them; "

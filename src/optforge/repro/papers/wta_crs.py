@@ -466,6 +466,7 @@ register(
             "quick": ("estimator", "memory", "full", "wta-0.3", "wta-0.1"),
         },
         extras=("llm",),
+        modules=("transformers",),
         plot_x="step",
         plot_y=("eval_loss",),
         plot_logy=True,

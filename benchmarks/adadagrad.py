@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -26,28 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optforge.optim import AdAdaGrad
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _time_interleaved(
-    steps: dict[str, Callable[[], None]], device: str, repeats: int
-) -> dict[str, float]:
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from optforge.repro.bench import time_interleaved
 
 
 def _model(width: int, device: str) -> nn.Module:
@@ -108,7 +85,7 @@ def main() -> None:
         "adadagrad(ip+orth)": adadagrad("augmented_inner_product", None, due=True),
         "adadagrad(norm, 4 chunks)": adadagrad("norm", max(1, b // 4), due=True),
     }
-    times = _time_interleaved(steps, device, args.repeats)
+    times = time_interleaved(steps, device, args.repeats)
     n_params = sum(p.numel() for p in base_model.parameters())
     out = {
         "device": device if device == "cpu" else torch.cuda.get_device_name(),

@@ -15,33 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from optforge.optim import NoisyOptimizer
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _time_interleaved(steps: dict, device: str, repeats: int) -> dict[str, float]:
-    """Median time of each step function, measured in interleaved rounds (drift cancels)."""
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from optforge.repro.bench import time_interleaved
 
 
 def main() -> None:
@@ -72,7 +50,7 @@ def main() -> None:
                 p.grad.add_(torch.randn(p.shape, generator=generator, device=p.device), alpha=0.1)
         naive_base.step()
 
-    medians = _time_interleaved(
+    medians = time_interleaved(
         {"adam": adam.step, "noisy": noisy.step, "naive": naive_step}, args.device, args.repeats
     )
     t_adam, t_noisy, t_naive = medians["adam"], medians["noisy"], medians["naive"]

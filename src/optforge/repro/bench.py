@@ -57,7 +57,7 @@ def _ratio(value: float, baseline: float) -> float:
     return value / baseline
 
 
-def _interleaved(
+def time_interleaved(
     steps: dict[str, Callable[[], Any]], device: str, repeats: int
 ) -> dict[str, float]:
     """Median seconds per call of every step, timed in interleaved rounds (drift cancels)."""
@@ -165,7 +165,7 @@ def optimizer_steps(device: str, sizes: tuple[int, int], repeats: int) -> dict[s
     rows: dict[str, dict] = {}
     for label, width in zip(("small", "large"), sizes, strict=True):
         n_params = sum(p.numel() for p in _mlp(width, "cpu").parameters())
-        median = _interleaved(_step_fns(width, device), device, repeats)
+        median = time_interleaved(_step_fns(width, device), device, repeats)
         for name, seconds in median.items():
             if name == "adam":
                 continue
@@ -227,7 +227,7 @@ def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict
 
         return run
 
-    median = _interleaved({v: step(n) for v, n in nets.items()}, device, repeats)
+    median = time_interleaved({v: step(n) for v, n in nets.items()}, device, repeats)
     return {
         f"wta/{v}": {
             "ratio": saved[v] / saved["linear"],

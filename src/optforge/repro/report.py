@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,12 @@ def plot_record(record: dict[str, Any], path: Path) -> Path:
                 first = next(iter(per_seed.values()))
                 xs = first.get(x_key)
                 x = np.asarray(xs[:length]) if isinstance(xs, list) else np.arange(length)
-                (line,) = ax.plot(x, np.nanmean(arr, axis=0), label=method)
+                with warnings.catch_warnings():  # curves may be NaN before a burn-in
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean, low, high = (f(arr, axis=0) for f in (np.nanmean, np.nanmin, np.nanmax))
+                (line,) = ax.plot(x, mean, label=method)
                 if arr.shape[0] > 1:
-                    ax.fill_between(
-                        x, np.nanmin(arr, 0), np.nanmax(arr, 0), alpha=0.15, color=line.get_color()
-                    )
+                    ax.fill_between(x, low, high, alpha=0.15, color=line.get_color())
             ax.set_xlabel(x_key)
             ax.set_ylabel(key)
             if spec.get("logy"):

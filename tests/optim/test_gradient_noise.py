@@ -345,3 +345,12 @@ def test_ddp_ranks_with_the_same_seed_add_identical_noise():
     mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     assert torch.equal(out[0], out[1])
     assert float(out[0].abs().sum()) > 0
+
+
+def test_nonfinite_gradient_raises_when_clipping():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = NoisyOptimizer(torch.optim.SGD([p], lr=0.1), eta=0.01, seed=0, max_grad_norm=1.0)
+    p.grad = torch.tensor([1.0, float("nan"), 0.0])
+    with pytest.raises(RuntimeError, match="non-finite"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(3))

@@ -216,7 +216,8 @@ class NoisyOptimizer(torch.optim.Optimizer):
         gamma: annealing exponent γ ≥ 0.
         seed: seed of the dedicated noise generator (same seed on every DDP rank).
         schedule: optional ``t -> variance`` replacing the paper's schedule.
-        max_grad_norm: if given, clip the global gradient norm to it inside ``step``.
+        max_grad_norm: if given, clip the global gradient norm to it inside ``step``; a NaN or
+            inf gradient norm then raises ``RuntimeError`` instead of reaching the parameters.
         clip: ``"before_noise"`` (default: the noise itself is never clipped) or
             ``"after_noise"``.
 
@@ -268,7 +269,9 @@ class NoisyOptimizer(torch.optim.Optimizer):
     def _clip(self) -> None:
         if self.max_grad_norm is not None:
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            # error_if_nonfinite: a NaN/inf gradient is reported here instead of being
+            # propagated into the parameters (the norm is computed for clipping anyway).
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, error_if_nonfinite=True)
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """Evaluate ``closure`` (if any), clip, add noise once, then step the base optimizer."""

@@ -121,3 +121,13 @@ def test_bad_domain_arguments():
         Ball(1.0).project(torch.ones(3) * 5, metric=torch.eye(2))
     with pytest.raises(NotImplementedError):
         Simplex(3).project(torch.ones(3), metric=torch.eye(3))
+
+
+def test_domain_and_learner_bases_are_abstract():
+    from optforge.online.domains import Domain
+    from optforge.online.learners import OnlineLearner
+
+    with pytest.raises(TypeError, match="abstract"):
+        Domain()
+    with pytest.raises(TypeError, match="abstract"):
+        OnlineLearner()

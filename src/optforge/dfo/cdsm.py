@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -282,7 +283,7 @@ def _unit_inf(n: int, generator: torch.Generator, dtype: torch.dtype) -> torch.T
     return (w / w.abs().max()).to(dtype)
 
 
-class DirectSearchBase:
+class DirectSearchBase(ABC):
     """Ask/tell plumbing shared by cDSM and the hybrid: caching, counting, budget, trace.
 
     Subclasses write the algorithm as a coroutine ``_iteration()`` that obtains values with
@@ -400,9 +401,9 @@ class DirectSearchBase:
 
     _converged_reason = "r_min"
 
-    def _iteration(self) -> Generator[torch.Tensor, float, str]:  # pragma: no cover - abstract
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def _iteration(self) -> Generator[torch.Tensor, float, str]:
+        """One iteration as a generator: yields points to evaluate, receives their values."""
 
     def _converged(self) -> bool:
         return False

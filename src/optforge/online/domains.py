@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from optforge._core import check_finite, check_positive, check_positive_int
 __all__ = ["Ball", "Box", "Domain", "Simplex", "Unconstrained"]
 
 
-class Domain:
+class Domain(ABC):
     """A closed convex set acting on the last dimension of its inputs.
 
     Attributes:
@@ -52,16 +53,17 @@ class Domain:
 
     diameter: float = math.inf
 
+    @abstractmethod
     def project(self, y: Tensor, metric: Tensor | None = None) -> Tensor:
         """The projection of ``y`` (shape ``(..., d)``) onto the set, in the ``metric`` norm."""
-        raise NotImplementedError
 
+    @abstractmethod
     def contains(self, x: Tensor, atol: float = 1e-6) -> bool:
         """Whether every point of ``x`` (shape ``(..., d)``) lies in the set up to ``atol``."""
-        raise NotImplementedError
 
     def check_dim(self, d: int) -> None:
         """Raise ``ValueError`` if the set does not live in dimension ``d``."""
+        return  # the default set (e.g. ``Unconstrained``) lives in every dimension
 
     def _check_metric(self, y: Tensor, metric: Tensor) -> None:
         d = y.shape[-1]

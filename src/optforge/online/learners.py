@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -96,7 +97,7 @@ Hint = Literal["last_grad", "zero"]
 Mirror = Literal["euclidean", "entropic"]
 
 
-class OnlineLearner:
+class OnlineLearner(ABC):
     """Base class: the predict/update protocol, input checks and ``state_dict``.
 
     Subclasses list their tensor state in ``_state_names`` and implement ``_predict`` and
@@ -187,11 +188,13 @@ class OnlineLearner:
         check_finite(name, value)
         return value.detach().to(self.x0)
 
+    @abstractmethod
     def _predict(self) -> Tensor:
-        raise NotImplementedError
+        """The next decision ``x_t`` (before the loss is revealed)."""
 
+    @abstractmethod
     def _update(self, x: Tensor, grad: Tensor, hint: Tensor | None) -> None:
-        raise NotImplementedError
+        """Absorb the gradient at ``x`` (and the optional hint for the next round)."""
 
 
 class OptimisticOMD(OnlineLearner):

@@ -30,7 +30,7 @@ from optforge.repro import (
     make_executor,
     run_reproduction,
 )
-from optforge.repro.runner import check_extras, validate_request
+from optforge.repro.runner import check_extras, plan_trials, validate_request
 
 app = typer.Typer(
     name="optforge",
@@ -139,9 +139,7 @@ def reproduce_command(
         transient=True,
     ) as progress:
         for reproduction in chosen:
-            n_trials = len(reproduction.methods_at(scale)) * len(
-                reproduction.seed_list(scale, seeds)
-            )
+            n_trials = len(plan_trials(reproduction, scale, reproduction.seed_list(scale, seeds)))
             task = progress.add_task(f"{reproduction.name} [{scale}]", total=n_trials)
 
             def advance(result: TrialResult, task: Any = task) -> None:

@@ -33,6 +33,20 @@ def check_positive_int(name: str, value: int) -> int:
     return int(value)
 
 
+def check_nonnegative_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 0 (not a bool), else raise ``ValueError``."""
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def check_in_range(
     name: str,
     value: float,

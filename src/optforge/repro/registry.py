@@ -30,6 +30,18 @@ shared file. Example (abridged from ``papers/gradient_noise.py``)::
 ``run(config, seed, device)`` returns a flat ``dict``: ``float`` values are scalar metrics
 (aggregated across seeds by claims), ``list[float]`` values are curves (plotted against the
 reproduction's ``plot_x`` curve, e.g. ``"step"``).
+
+**One experiment, many arms.** When the arms share work (a trained model, a data set drawn per
+seed), declare ``experiment=run(config, seed, device, arms) -> {arm: metrics}`` and give
+``methods`` as the list of arm names instead of a mapping. The runner then calls the experiment
+once per (config, seed) with the arms to run at that scale and hands each arm its share, so
+every executor (local, processes, Ray) computes the shared work once per seed::
+
+    def run(config, seed, device, arms):
+        model = train_shared_model(config, seed, device)  # once per seed
+        return {arm: evaluate(model, arm, config) for arm in arms}
+
+    Reproduction(..., methods=["ours", "baseline"], experiment=run, ...)
 """
 
 from __future__ import annotations
@@ -46,6 +58,9 @@ import numpy as np
 SCALES: tuple[str, ...] = ("smoke", "quick", "full")
 Op = Literal[">=", ">", "<=", "<"]
 MethodFn = Callable[[Mapping[str, Any], int, str], Mapping[str, Any]]
+ExperimentFn = Callable[
+    [Mapping[str, Any], int, str, Sequence[str]], Mapping[str, Mapping[str, Any]]
+]
 
 
 class Results:
@@ -84,6 +99,32 @@ class Results:
     def paired(self, method_a: str, method_b: str, metric: str) -> np.ndarray:
         """Per-seed ``metric(a) - metric(b)`` (seeds are shared between methods)."""
         return self.values(method_a, metric) - self.values(method_b, metric)
+
+    def ratios(self, method_a: str, method_b: str, metric: str) -> np.ndarray:
+        """Per-seed ``metric(a) / metric(b)`` (seeds are shared between methods)."""
+        return self.values(method_a, metric) / self.values(method_b, metric)
+
+    def worst_ratio(self, method_a: str, method_b: str, metric: str) -> float:
+        """Largest per-seed ``metric(a) / metric(b)`` (``< 1``: ``a`` lower on every seed)."""
+        return float(np.max(self.ratios(method_a, method_b, metric)))
+
+    def median_ratio(self, method_a: str, method_b: str, metric: str) -> float:
+        """Median over seeds of ``metric(a) / metric(b)``."""
+        return float(np.median(self.ratios(method_a, method_b, metric)))
+
+    def mean_gap(self, method_a: str, method_b: str, metric: str) -> float:
+        """``mean(metric(a)) − mean(metric(b))`` over seeds."""
+        return self.mean(method_a, metric) - self.mean(method_b, metric)
+
+    def worst_gap(self, method_a: str, method_b: str, metric: str) -> float:
+        """Smallest per-seed ``metric(a) − metric(b)`` (``> 0``: ``a`` higher on every seed)."""
+        return float(np.min(self.paired(method_a, method_b, metric)))
+
+    def fraction_paired(
+        self, method_a: str, method_b: str, metric: str, predicate: Callable[[float], bool]
+    ) -> float:
+        """Fraction of seeds whose paired difference ``metric(a) − metric(b)`` satisfies it."""
+        return float(np.mean([bool(predicate(v)) for v in self.paired(method_a, method_b, metric)]))
 
 
 @dataclass(frozen=True)
@@ -141,7 +182,7 @@ class Reproduction:
     arxiv: str
     spec: str
     configs: Mapping[str, Mapping[str, Any]]
-    methods: Mapping[str, MethodFn]
+    methods: Mapping[str, MethodFn] | Sequence[str]
     claims: Sequence[Claim]
     seeds: Mapping[str, int] = field(default_factory=lambda: {"smoke": 1, "quick": 3, "full": 5})
     seed_base: int = 100
@@ -152,6 +193,7 @@ class Reproduction:
     plot_y: Sequence[str] = ()
     plot_logy: bool = False
     summary: str = ""
+    experiment: ExperimentFn | None = None
 
     def __post_init__(self) -> None:
         missing = [s for s in SCALES if s not in self.configs]
@@ -159,6 +201,11 @@ class Reproduction:
             raise ValueError(f"reproduction {self.name!r}: configs missing scales {missing}")
         if not self.methods:
             raise ValueError(f"reproduction {self.name!r}: no methods")
+        if (self.experiment is None) != isinstance(self.methods, Mapping):
+            raise ValueError(
+                f"reproduction {self.name!r}: give methods as a mapping name → run(config, seed, "
+                "device), or as a list of arm names together with experiment="
+            )
         for scale, names in self.methods_by_scale.items():
             bad = [m for m in names if m not in self.methods]
             if scale not in SCALES or bad:
@@ -177,6 +224,19 @@ class Reproduction:
     def methods_at(self, scale: str) -> list[str]:
         """The methods run at ``scale`` (all of them unless ``methods_by_scale`` narrows it)."""
         return list(self.methods_by_scale.get(scale, self.methods))
+
+    def run_arms(
+        self, arms: Sequence[str], config: Mapping[str, Any], seed: int, device: str
+    ) -> dict[str, dict[str, Any]]:
+        """Metrics of ``arms`` on one seed: one experiment call, or one call per method."""
+        if self.experiment is None:
+            methods: Mapping[str, MethodFn] = self.methods  # type: ignore[assignment]
+            return {arm: dict(methods[arm](config, seed, device)) for arm in arms}
+        out = self.experiment(config, seed, device, tuple(arms))
+        missing = [arm for arm in arms if arm not in out]
+        if missing:
+            raise RuntimeError(f"reproduction {self.name!r}: the experiment returned no {missing}")
+        return {arm: dict(out[arm]) for arm in arms}
 
     def claims_at(self, scale: str) -> list[Claim]:
         return [c for c in self.claims if scale in c.scales]

@@ -1,4 +1,8 @@
-"""Run a reproduction: every method × seed as a trial, then evaluate the claims into a record.
+"""Run a reproduction: its trials, then evaluate the claims into a record.
+
+A trial is the unit an executor runs: one method on one seed, or, for a reproduction declared as
+one experiment with many arms, the experiment on one seed (all arms at once, so work the arms
+share is done once per seed whatever the executor).
 
 The record schema (one JSON object per run, never edited afterwards)::
 
@@ -9,7 +13,7 @@ The record schema (one JSON object per run, never edited afterwards)::
                    platform, device, device_name, threads, precision, effective_batch_size,
                    world_size, executor, wall_time_s, peak_memory_mb},
       "metrics": {method: {seed (str): {metric: float | [float] | null}}},
-      "trials": [{method, seed, wall_time_s, peak_memory_mb}],
+      "trials": [{method, arms, seed, wall_time_s, peak_memory_mb}],
       "claims": [{name, statement, description, op, threshold, value, held}],
       "all_held": bool
     }
@@ -45,22 +49,47 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Trial:
-    """One method on one seed: the unit an executor runs (picklable, looked up by name)."""
+    """Some arms on one seed: the unit an executor runs (picklable, looked up by name)."""
 
     name: str
-    method: str
+    arms: tuple[str, ...]
     scale: str
     seed: int
     device: str
     threads: int
 
+    @property
+    def method(self) -> str:
+        """The arms' names joined by ``+`` (one name for a per-method trial)."""
+        return "+".join(self.arms)
+
 
 @dataclass(frozen=True)
 class TrialResult:
     trial: Trial
-    metrics: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]  # arm → metrics
     wall_time_s: float
     peak_memory_mb: float
+
+
+def plan_trials(
+    reproduction: Reproduction,
+    scale: str,
+    seeds: Sequence[int],
+    device: str = "cpu",
+    threads: int = 1,
+) -> list[Trial]:
+    """The trials of one run: one per (method, seed), or one per seed for an experiment."""
+    arms = reproduction.methods_at(scale)
+    if reproduction.experiment is not None:
+        return [
+            Trial(reproduction.name, tuple(arms), scale, seed, device, threads) for seed in seeds
+        ]
+    return [
+        Trial(reproduction.name, (arm,), scale, seed, device, threads)
+        for arm in arms
+        for seed in seeds
+    ]
 
 
 def run_trial(trial: Trial) -> TrialResult:
@@ -73,7 +102,7 @@ def run_trial(trial: Trial) -> TrialResult:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    metrics = dict(reproduction.methods[trial.method](config, trial.seed, trial.device))
+    metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
     wall = time.perf_counter() - start
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -134,18 +163,15 @@ def run_reproduction(
     check_extras(reproduction)
     executor = executor or LocalExecutor()
     seeds = reproduction.seed_list(scale, n_seeds)
-    trials = [
-        Trial(reproduction.name, method, scale, seed, device, threads)
-        for method in reproduction.methods_at(scale)
-        for seed in seeds
-    ]
+    trials = plan_trials(reproduction, scale, seeds, device, threads)
     start = time.perf_counter()
     results = executor.map(run_trial, trials, on_done=on_trial_done)
     wall = time.perf_counter() - start
 
     metrics: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in reproduction.methods_at(scale)}
     for result in results:
-        metrics[result.trial.method][result.trial.seed] = result.metrics
+        for arm, arm_metrics in result.metrics.items():
+            metrics[arm][result.trial.seed] = arm_metrics
     aggregate = Results(metrics)
     claims = [claim.evaluate(aggregate, scale) for claim in reproduction.claims_at(scale)]
     config = reproduction.configs[scale]
@@ -173,6 +199,7 @@ def run_reproduction(
         "trials": [
             {
                 "method": r.trial.method,
+                "arms": list(r.trial.arms),
                 "seed": r.trial.seed,
                 "wall_time_s": r.wall_time_s,
                 "peak_memory_mb": r.peak_memory_mb,

@@ -1,4 +1,11 @@
-"""Test-time optimization for generative models."""
+"""Test-time optimization for generative models.
+
+* :mod:`optforge.diffusion.reno` — ReNO, gradient ascent on the initial noise of a one-step
+  generator, and its random-search baseline :func:`best_of_n`;
+* :mod:`optforge.diffusion.ttsnap` — TTSnap, best-of-N over a multi-step sampler with the pool
+  pruned by noise-aware rewards (:func:`ttsnap_search`, :func:`sampler_best_of_n`);
+* :mod:`optforge.diffusion.rewards` — the reward callables' types.
+"""
 
 from optforge.diffusion.reno import (
     OneStepDiffusersGenerator,
@@ -8,6 +15,7 @@ from optforge.diffusion.reno import (
     chi_norm_nll,
     reno,
 )
+from optforge.diffusion.rewards import ImageRewardFn, IntermediateRewardFn, PromptRewardFn
 from optforge.diffusion.ttsnap import (
     CostModel,
     DDIMSampler,
@@ -22,6 +30,7 @@ from optforge.diffusion.ttsnap import (
     borda_scores,
     relative_area_gain,
     reward_budget_curve,
+    sampler_best_of_n,
     simulate_best_of_n,
     simulate_ttsnap,
     ttsnap_search,
@@ -31,9 +40,12 @@ __all__ = [
     "CostModel",
     "DDIMSampler",
     "DiffusersSampler",
+    "ImageRewardFn",
+    "IntermediateRewardFn",
     "NoiseAwareDistiller",
     "NoiseAwareReward",
     "OneStepDiffusersGenerator",
+    "PromptRewardFn",
     "PruningSchedule",
     "ReNO",
     "ReNOResult",
@@ -47,6 +59,7 @@ __all__ = [
     "relative_area_gain",
     "reno",
     "reward_budget_curve",
+    "sampler_best_of_n",
     "simulate_best_of_n",
     "simulate_ttsnap",
     "ttsnap_search",

@@ -14,15 +14,19 @@ the typical set of the Gaussian:
     \max_z \; \sum_i \lambda_i R_i(G(z)) - \lambda_{\mathrm{reg}} K(z), \qquad
     K(z) = \tfrac12 \|z\|^2 - (d - 1) \log \|z\|,
 
-where :math:`d` is the number of noise entries per sample. :math:`K` is the negative
-log-density of the chi distribution of :math:`\|z\|` (up to a constant); its minimum over the
-radius is at :math:`\|z\| = \sqrt{d-1}`. Each iteration the gradient of the minimised loss
-:math:`L = -\sum_i \lambda_i R_i + \lambda_{\mathrm{reg}} K` is clipped to norm ``grad_clip``
-(per sample by default) and handed to ``torch.optim.SGD`` with Nesterov momentum
-(:math:`b_k = \mu b_{k-1} + g_k`, :math:`z_{k+1} = z_k - \eta (g_k + \mu b_k)`). ``n_iters``
-forwards are evaluated (``n_iters - 1`` updates) and the iterate with the highest weighted
-reward **without** the regulariser, the initial noise included, is returned (ties keep the
-earlier iterate).
+where :math:`d` is the number of noise entries per sample (:func:`chi_norm_nll`). Each
+iteration the gradient of the minimised loss :math:`L = -\sum_i \lambda_i R_i +
+\lambda_{\mathrm{reg}} K` is clipped to norm ``grad_clip`` (per sample by default) and handed
+to ``torch.optim.SGD`` with Nesterov momentum (:math:`b_k = \mu b_{k-1} + g_k`,
+:math:`z_{k+1} = z_k - \eta (g_k + \mu b_k)`). ``n_iters`` forwards are evaluated
+(``n_iters - 1`` updates) and the iterate with the highest weighted reward **without** the
+regulariser, the initial noise included, is returned (ties keep the earlier iterate).
+
+Choices: samples of a batch are independent problems (the loss is summed, clipping is per
+sample; ``clip_mode="global"`` clips the whole tensor as the reference does); gradients are
+taken with respect to ``z`` only; the generator is never reseeded (pass a deterministic
+callable); L-BFGS is not offered (``optimizer`` takes any ``torch.optim`` factory); rewards are
+reported without the reference's logging offsets.
 
 Example::
 
@@ -35,28 +39,10 @@ Example::
     z0 = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
     result = reno(generator, [reward], [1.0], z0, n_iters=50)
     result.best_reward >= result.initial_reward          # True for every sample
-
-Choices where the paper/reference code is silent or quirky (spec ``reno.md``):
-
-* Batched problems are independent: the loss handed to autograd is the **sum** over samples and
-  clipping is per sample (``clip_mode="per_sample"``); ``"global"`` reproduces the reference's
-  ``clip_grad_norm_`` over the whole tensor (identical for one sample).
-* Gradients are taken with ``torch.autograd.grad`` with respect to ``z`` only, so generator and
-  reward parameters never receive ``.grad`` even if they were left trainable.
-* The regulariser is evaluated in float32 whatever the noise dtype (the reference turns ``-inf``
-  in fp16, official issue #4).
-* Stochastic generators are not reseeded by this module (library code never touches the global
-  RNG); pass a deterministic callable. :class:`OneStepDiffusersGenerator` seeds its own
-  ``torch.Generator`` on every call for ancestral schedulers.
-* L-BFGS (wired in the reference for one sample) is not offered: it needs a closure and couples
-  the samples of a batch through its line search. ``optimizer`` accepts a factory for other
-  ``torch.optim`` optimizers.
-* Rewards are reported without the reference's logging offsets ``c_i``.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,70 +51,21 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from optforge._core import (
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-    make_generator,
-    require,
-)
+from optforge._core import check_choice, check_nonnegative, check_positive, check_positive_int
+from optforge.diffusion.reno.regularizer import _acc, chi_norm_nll
+from optforge.diffusion.rewards import ImageRewardFn
 
-__all__ = [
-    "OneStepDiffusersGenerator",
-    "ReNO",
-    "ReNOResult",
-    "best_of_n",
-    "chi_norm_nll",
-    "reno",
-]
+__all__ = ["GeneratorFn", "OptimizerSpec", "ReNO", "ReNOResult", "reno"]
 
-RewardFn = Callable[[Tensor], Tensor]
 GeneratorFn = Callable[[Tensor], Tensor]
+"""A frozen differentiable generator ``z [B, ...] -> images [B, ...]``."""
+
 OptimizerSpec = Literal["sgd", "adam"] | Callable[[list[Tensor]], torch.optim.Optimizer]
+"""``"sgd"``, ``"adam"`` or a factory ``[z] -> torch.optim.Optimizer``."""
 
 _CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s epsilon, so both modes agree for B = 1
 
 
-# --------------------------------------------------------------------------------------------
-# the regulariser
-# --------------------------------------------------------------------------------------------
-def chi_norm_nll(z: Tensor, *, reduction: Literal["none", "mean", "sum"] = "none") -> Tensor:
-    r"""Negative log chi-density of the per-sample noise norm, ``0.5 r² − (d−1) log r``.
-
-    ``r = ‖z_b‖`` over all non-batch dimensions and ``d = z[0].numel()``. Computed in float32
-    (float64 stays float64) so a float16 noise of 16k entries neither overflows nor gives
-    ``-inf``. The gradient is ``z (1 − (d−1)/r²)``; the minimum over the radius is at
-    ``r = sqrt(d − 1)``.
-
-    Args:
-        z: noise of shape ``[B, ...]`` (at least two dimensions, batch first).
-        reduction: ``"none"`` (shape ``[B]``), ``"mean"`` or ``"sum"``.
-
-    Returns:
-        The penalty, float32 (or float64 for float64 input).
-    """
-    if not isinstance(z, Tensor):
-        raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-    if z.dim() < 2:
-        raise ValueError(
-            f"z must have a batch dimension first, shape [B, ...]; got {tuple(z.shape)}"
-        )
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    work = _acc(z)
-    d = work[0].numel()
-    r = torch.linalg.vector_norm(work.flatten(1), dim=1)
-    value = 0.5 * r.square() - (d - 1) * torch.log(r) if d > 1 else 0.5 * r.square()
-    if reduction == "mean":
-        return value.mean()
-    if reduction == "sum":
-        return value.sum()
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# result and driver
-# --------------------------------------------------------------------------------------------
 @dataclass
 class ReNOResult:
     """What :func:`reno` / :meth:`ReNO.optimize` return (all tensors detached).
@@ -186,7 +123,7 @@ class ReNO:
     def __init__(
         self,
         generator: GeneratorFn,
-        rewards: RewardFn | Sequence[RewardFn] | Mapping[str, RewardFn],
+        rewards: ImageRewardFn | Sequence[ImageRewardFn] | Mapping[str, ImageRewardFn],
         weights: Sequence[float] | Mapping[str, float] | None = None,
         *,
         n_iters: int = 50,
@@ -212,8 +149,7 @@ class ReNO:
         if grad_clip is not None:
             check_positive("grad_clip", grad_clip)
         self.grad_clip = grad_clip
-        if clip_mode not in ("per_sample", "global"):
-            raise ValueError(f"clip_mode must be 'per_sample' or 'global', got {clip_mode!r}")
+        check_choice("clip_mode", clip_mode, ("per_sample", "global"))
         self.clip_mode = clip_mode
         self.reg_weight = check_nonnegative("reg_weight", reg_weight)
         if not (optimizer in ("sgd", "adam") or callable(optimizer)):
@@ -446,7 +382,7 @@ class ReNO:
 
 def reno(
     generator: GeneratorFn,
-    rewards: RewardFn | Sequence[RewardFn] | Mapping[str, RewardFn],
+    rewards: ImageRewardFn | Sequence[ImageRewardFn] | Mapping[str, ImageRewardFn],
     weights: Sequence[float] | Mapping[str, float] | None,
     z0: Tensor,
     *,
@@ -473,157 +409,10 @@ def reno(
     return ReNO(generator, rewards, weights, **options).optimize(z0, callback)
 
 
-@torch.no_grad()
-def best_of_n(
-    generator: GeneratorFn,
-    rewards: RewardFn | Sequence[RewardFn] | Mapping[str, RewardFn],
-    weights: Sequence[float] | Mapping[str, float] | None,
-    shape: Sequence[int],
-    n: int,
-    *,
-    seed: int | None = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> ReNOResult:
-    """Random-search baseline ("imageselect"): best of ``n`` fresh Gaussian noises per sample.
-
-    Draws ``n`` noises of ``shape = [B, ...]`` (one generator+reward forward each, no backward)
-    and keeps, per sample, the one with the highest weighted reward (ties: the earlier draw).
-
-    Args:
-        generator: ``z [B, ...] -> x``.
-        rewards: callable(s) ``x -> [B]`` scores.
-        weights: one non-negative weight per reward (``None``: all 1).
-        shape: noise shape ``[B, ...]``.
-        n: number of candidates per sample.
-        seed: seed of the dedicated ``torch.Generator`` (``None``: from ``torch.initial_seed``).
-        device: device of the noise.
-        dtype: dtype of the noise.
-
-    Returns:
-        A :class:`ReNOResult` whose history rows are the candidates' rewards (``grad_norm`` NaN).
-    """
-    check_positive_int("n", n)
-    rng = make_generator(seed, device)
-    shape = tuple(int(s) for s in shape)
-    driver = ReNO(generator, rewards, weights, n_iters=n, reg_weight=0.0)
-    z = torch.randn(shape, generator=rng, device=device, dtype=dtype)
-    driver.reset(z)
-    for k in range(n):
-        if k > 0:
-            z = torch.randn(shape, generator=rng, device=device, dtype=dtype)
-        x = generator(z)
-        terms = driver._evaluate(x, shape[0], k)
-        total = sum(w * t for w, t in zip(driver.weights, terms.values(), strict=True))
-        assert isinstance(total, Tensor)
-        driver._track(k, z, x, total, terms)
-        driver._hist["reward"].append(_acc(total))
-        driver._hist["regularizer"].append(chi_norm_nll(z))
-        driver._hist["noise_norm"].append(torch.linalg.vector_norm(_acc(z).flatten(1), dim=1))
-        driver._hist["grad_norm"].append(torch.full((shape[0],), float("nan"), device=device))
-        for name, value in terms.items():
-            driver._hist_terms[name].append(_acc(value))
-        driver.k += 1
-    return driver.result()
-
-
-# --------------------------------------------------------------------------------------------
-# diffusers adapter (diffusers is only duck-typed; nothing is imported from it at module import)
-# --------------------------------------------------------------------------------------------
-class OneStepDiffusersGenerator(nn.Module):
-    """A diffusers denoiser + scheduler used as a differentiable one-step generator ``z -> x``.
-
-    Diffusers pipelines run under ``torch.no_grad()``, so this adapter calls the model and
-    ``scheduler.step(...).pred_original_sample`` directly: one step from pure noise at the first
-    timestep of ``scheduler.set_timesteps(1)`` (or ``timestep``), then optionally VAE decoding
-    ``x0 / scaling_factor`` and mapping ``[-1, 1] -> [0, 1]`` (clamped, as the reference does).
-    Parameters are frozen and the module is put in ``eval()`` mode.
-
-    Args:
-        model: a ``UNet2DModel``/``UNet2DConditionModel``/transformer; called as
-            ``model(sample, t, **model_kwargs)`` and returning ``.sample`` or a tuple.
-        scheduler: a diffusers scheduler (``set_timesteps``, ``step``, ``config``).
-        timestep: the fixed timestep of a distilled model (default: the scheduler's first).
-        vae: optional ``AutoencoderKL``-like with ``decode(latents).sample``.
-        scaling_factor: latent scaling (default ``vae.config.scaling_factor`` or 1).
-        model_kwargs: extra keyword arguments for the model (e.g. ``encoder_hidden_states``).
-        clip_sample: keep the scheduler's x0 clamping; default False, because clamping zeroes
-            the gradient of saturated pixels.
-        seed: seed of the ``torch.Generator`` passed to ``scheduler.step`` on every call
-            (ancestral schedulers), so the map is deterministic in ``z``.
-        to_unit_range: map the output from ``[-1, 1]`` to ``[0, 1]`` and clamp.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        scheduler: Any,
-        *,
-        timestep: int | Tensor | None = None,
-        vae: nn.Module | None = None,
-        scaling_factor: float | None = None,
-        model_kwargs: Mapping[str, Any] | None = None,
-        clip_sample: bool = False,
-        seed: int = 0,
-        to_unit_range: bool = True,
-    ) -> None:
-        super().__init__()
-        require("diffusers", "diffusion")
-        for attr in ("set_timesteps", "step"):
-            if not hasattr(scheduler, attr):
-                raise TypeError(f"scheduler must be a diffusers scheduler (missing {attr!r})")
-        config = getattr(scheduler, "config", {})
-        if not clip_sample and config.get("clip_sample", False):
-            scheduler = type(scheduler).from_config(config, clip_sample=False)
-        self.model = model.eval().requires_grad_(False)
-        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
-        self.scheduler = scheduler
-        self.timestep = timestep
-        if scaling_factor is None:
-            vae_cfg = getattr(vae, "config", {}) if vae is not None else {}
-            scaling_factor = float(vae_cfg.get("scaling_factor", 1.0) or 1.0)
-        self.scaling_factor = check_positive("scaling_factor", scaling_factor)
-        self.model_kwargs = dict(model_kwargs or {})
-        self.seed = int(seed)
-        self.to_unit_range = to_unit_range
-        params = inspect.signature(scheduler.step).parameters
-        self._step_takes_generator = "generator" in params
-        self.eval()
-
-    def forward(self, z: Tensor) -> Tensor:
-        """One denoising step from noise ``z`` (``[B, C, H, W]``), returning the image."""
-        sched = self.scheduler
-        sched.set_timesteps(1, device=z.device)  # resets the scheduler's step index every call
-        t = sched.timesteps[0] if self.timestep is None else self.timestep
-        sample = z * sched.init_noise_sigma if hasattr(sched, "init_noise_sigma") else z
-        model_in = (
-            sched.scale_model_input(sample, t) if hasattr(sched, "scale_model_input") else sample
-        )
-        out = self.model(model_in, t, **self.model_kwargs)
-        pred = out.sample if hasattr(out, "sample") else out[0]
-        kwargs: dict[str, Any] = {}
-        if self._step_takes_generator:
-            kwargs["generator"] = make_generator(self.seed, z.device)
-        x0 = sched.step(pred, t, sample, **kwargs).pred_original_sample
-        if self.vae is not None:
-            x0 = self.vae.decode(x0 / self.scaling_factor).sample
-        if self.to_unit_range:
-            x0 = ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
-        return x0
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def _acc(t: Tensor) -> Tensor:
-    """Accumulation dtype: float64 stays float64, anything else becomes float32."""
-    return t if t.dtype == torch.float64 else t.float()
-
-
 def _normalise_rewards(
-    rewards: RewardFn | Sequence[RewardFn] | Mapping[str, RewardFn],
+    rewards: ImageRewardFn | Sequence[ImageRewardFn] | Mapping[str, ImageRewardFn],
     weights: Sequence[float] | Mapping[str, float] | None,
-) -> tuple[list[str], list[RewardFn], list[float]]:
+) -> tuple[list[str], list[ImageRewardFn], list[float]]:
     if isinstance(rewards, Mapping):
         names = [str(k) for k in rewards]
         fns = list(rewards.values())

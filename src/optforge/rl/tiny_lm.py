@@ -3,8 +3,9 @@
 It follows the Hugging Face calling convention (``model(input_ids=..., attention_mask=...)``
 returns an object with ``.logits`` of shape ``[N, T, V]``; ``get_output_embeddings()`` returns the
 LM head) so everything in :mod:`optforge.rl` that accepts an ``AutoModelForCausalLM`` accepts it
-too. Every parameter lives in an ``nn.Linear``, ``nn.Embedding`` or ``nn.LayerNorm``, so
-:func:`optforge.rl.score_sqnorms` with ``method="ghost"`` is exact for it (no parameter left out).
+too. Every parameter lives in an ``nn.Linear``, ``nn.Embedding`` or ``nn.LayerNorm`` and positions
+are looked up per sample, so ghost norms (:mod:`optforge.func.ghost_norms`, used by
+:func:`optforge.rl.score_sqnorms` with ``method="ghost"``) are exact for it (no parameter left out).
 
 Architecture: token + learned position embeddings, ``n_layers`` pre-LN blocks (single- or
 multi-head causal self-attention, GELU MLP), final LayerNorm, untied linear head.
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optforge._core import check_positive_int
+
+__all__ = ["CausalLMOutput", "TinyCausalLM"]
 
 
 @dataclass

@@ -1,10 +1,14 @@
 """Structured matrix estimation: completion and rotation-invariant denoising."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from optforge.matrix.altmin import (
     ExactNormalEquations,
     RobustAltMinCompletion,
     SketchPreconditionedCG,
-    make_incoherent_lowrank,
     relative_error,
     robust_altmin_complete,
 )
@@ -51,3 +55,14 @@ __all__ = [
     "teacher_width",
     "train_gd_ensemble",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy re-export of :func:`optforge.problems.make_incoherent_lowrank` (its old home).
+
+    ``optforge.matrix`` and ``optforge.problems`` are independent method packages (an
+    import-linter contract), so the generator is looked up at first access instead of imported.
+    """
+    if name == "make_incoherent_lowrank":
+        return importlib.import_module("optforge.problems.lowrank").make_incoherent_lowrank
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

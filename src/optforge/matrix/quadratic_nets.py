@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from optforge._core import (
+    check_choice,
     check_finite,
     check_nonnegative,
     check_positive,
@@ -277,8 +278,7 @@ def train_gd_ensemble(
     check_positive_int("steps", steps)
     check_positive("lr", lr)
     check_nonnegative("weight_decay", weight_decay)
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    check_choice("reduction", reduction, ("sum", "mean"))
     net = QuadraticNet(
         X.shape[1],
         width,

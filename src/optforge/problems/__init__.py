@@ -1,5 +1,6 @@
 """Synthetic problem generators (planted-signal models)."""
 
+from optforge.problems.lowrank import make_incoherent_lowrank
 from optforge.problems.planted import (
     SingleIndexProblem,
     TensorPCAProblem,
@@ -13,6 +14,7 @@ __all__ = [
     "SingleIndexProblem",
     "TensorPCAProblem",
     "hermite",
+    "make_incoherent_lowrank",
     "overlap",
     "single_index",
     "tensor_pca",

@@ -3,7 +3,7 @@ r"""Planted-direction problems: spiked tensor PCA and single-index models, and t
 These are the test beds of "Improved high-dimensional estimation with Langevin dynamics and
 stochastic weight averaging" (ICLR 2026, arXiv:2603.06028). Both hide a unit vector
 :math:`\theta^\star \in S^{d-1}` whose recovery is governed by the **information exponent**
-:math:`k^*`. The paper's normalisations were not readable (spec: NOT FOUND); ours are:
+:math:`k^*`. Normalisations (chosen here; the paper's could not be read):
 
 **Tensor PCA of order k** ("n samples" normalisation):
 

@@ -1,0 +1,87 @@
+"""The Wishart ⊞ semicircle spectrum and the denoising MMSE (``gamp_rie.spectrum``)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _gamp_rie_helpers import _goe, _wishart_std
+
+from optforge.matrix.gamp_rie import WishartGOESpectrum, denoising_mmse
+
+
+@pytest.mark.parametrize(("kappa", "delta"), [(0.2, 0.1), (0.2, 1e-3), (0.5, 1.0), (2.0, 0.05)])
+def test_density_integrates_to_one(kappa, delta):
+    spec = WishartGOESpectrum(kappa)
+    assert spec.integral_rho_power(delta, 1) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_two_intervals_when_atom_is_separated():
+    # κ < 1: the atom at 0 is smoothed by weak noise into its own interval
+    assert len(WishartGOESpectrum(0.2).support(1e-3)) == 2
+    assert len(WishartGOESpectrum(0.5).support(1.0)) == 1
+
+
+def test_density_matches_monte_carlo_spectrum():
+    """Spec §7.1: eigenvalues of S_std + √Δ·GOE at d = 1000, κ = 0.2, Δ = 0.1 (KS < 0.05)."""
+    gen = torch.Generator().manual_seed(0)
+    d, kappa, delta = 1000, 0.2, 0.1
+    y = _wishart_std(d, kappa, gen) + math.sqrt(delta) * _goe(d, gen)
+    eig = np.sort(torch.linalg.eigvalsh(y).numpy())
+    spec = WishartGOESpectrum(kappa)
+    x, w = spec.quadrature(delta, 2000)
+    order = np.argsort(x)
+    cdf = np.cumsum((w * spec.density(x, delta))[order])
+    theo = np.interp(eig, x[order], cdf)
+    emp = np.arange(1, d + 1) / d
+    assert np.max(np.abs(theo - emp)) < 0.05
+
+
+def test_hilbert_outside_support_matches_quadrature():
+    """The physical real root outside the bulk (the official code's weak spot, spec §8)."""
+    spec = WishartGOESpectrum(0.5)
+    for delta in (0.01, 1.0):
+        x, w = spec.quadrature(delta)
+        rho = spec.density(x, delta)
+        sup = spec.support(delta)
+        pts = [sup[0][0] - 0.3, sup[-1][1] + 0.3, sup[-1][1] + 5.0]
+        if len(sup) > 1:
+            pts.append(0.5 * (sup[0][1] + sup[1][0]))  # inside the gap
+        quad = [float((w * rho / (p - x)).sum()) for p in pts]
+        np.testing.assert_allclose(spec.hilbert(np.array(pts), delta), quad, rtol=1e-6)
+
+
+def test_hilbert_inside_support_is_principal_value():
+    spec = WishartGOESpectrum(1.0)
+    delta = 0.5
+    # semicircle-like check: compare with a principal-value quadrature on a fine grid
+    x0 = 1.3
+    x, w = spec.quadrature(delta, 4000)
+    rho = spec.density(x, delta)
+    rho0 = spec.density(np.array([x0]), delta)[0]
+    pv = float((w * (rho - rho0) / (x0 - x)).sum())
+    lo, hi = spec.support(delta)[0]
+    pv += rho0 * math.log((x0 - lo) / (hi - x0))
+    assert spec.hilbert(np.array([x0]), delta)[0] == pytest.approx(pv, abs=2e-4)
+
+
+def test_denoising_mmse_reference_value():
+    """The notebook's reference: κ = 0.5, Δ = 0.6 (paper units) gives 0.2839."""
+    assert denoising_mmse(0.6, 0.5) == pytest.approx(0.2839, abs=1e-4)
+
+
+def test_denoising_mmse_limits():
+    k = 0.5
+    assert denoising_mmse(1e-3, k, "standard") == pytest.approx(0.75e-3, rel=2e-3)
+    assert denoising_mmse(100.0, k, "standard") == pytest.approx(1.96, abs=0.01)
+    assert denoising_mmse(1e6, k, "paper") == pytest.approx(1.0, abs=1e-3)
+    assert denoising_mmse(0.0, k) == 0.0
+
+
+def test_gaussian_limit_of_mmse_formula():
+    """Large κ: the Wishart tends to a semicircle of variance 1/κ; mmse → σ²Δ/(σ² + Δ)."""
+    k, delta = 400.0, 0.01
+    s2 = 1.0 / k
+    assert denoising_mmse(delta, k, "standard") == pytest.approx(
+        s2 * delta / (s2 + delta), rel=0.02
+    )

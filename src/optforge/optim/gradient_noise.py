@@ -26,9 +26,8 @@ Two forms, neither hides the base optimizer:
 * :class:`GradientNoise` adds the noise to ``.grad`` of given parameters when called, or from an
   optimizer step pre-hook after :meth:`GradientNoise.attach`.
 
-Order of operations (the paper does not state it; our choice): noise is added **once per
-optimizer update** — to the accumulated gradient when gradients are accumulated over
-micro-batches (the order optax issue #527 asks for) — **after** gradient clipping and, with a
+Order of operations: noise is added **once per optimizer update** — to the accumulated gradient
+when gradients are accumulated over micro-batches — **after** gradient clipping and, with a
 ``torch.amp.GradScaler``, after ``scaler.unscale_`` (``scaler.step(optimizer)`` unscales before it
 calls ``optimizer.step()``, so both forms see unscaled gradients). ``NoisyOptimizer`` can clip for
 you in either order (``max_grad_norm``, ``clip="before_noise" | "after_noise"``).
@@ -60,9 +59,18 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from optforge._core import check_nonnegative, make_generator
+from optforge._core import check_nonnegative, check_nonnegative_int, make_generator
+
+__all__ = [
+    "GradientNoise",
+    "NoisyOptimizer",
+    "VarianceSchedule",
+    "add_gradient_noise_",
+    "annealed_noise_std",
+]
 
 VarianceSchedule = Callable[[int], float]
+"""A custom noise schedule: update index ``t -> variance``."""
 
 
 def annealed_noise_std(t: int, eta: float, gamma: float = 0.55) -> float:
@@ -132,8 +140,7 @@ class GradientNoise:
     ) -> None:
         check_nonnegative("eta", eta)
         check_nonnegative("gamma", gamma)
-        if not isinstance(start_step, int) or start_step < 0:
-            raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
+        start_step = check_nonnegative_int("start_step", start_step)
         self.params = _flatten_params(params)
         self.eta = float(eta)
         self.gamma = float(gamma)

@@ -1,5 +1,5 @@
-"""Tests of Sven: the truncated pseudoinverse maths (spec §7), the module plumbing, bad inputs and
-the shared optimizer conformance suite."""
+"""Tests of the Sven optimizer: least-squares steps, the per-example Jacobian of the module and
+closure paths, RMSProp/momentum, checkpoints, bad inputs and the conformance suite."""
 
 import copy
 import io
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from optforge.optim.sven import Sven, sven_direction, truncated_pinv_factors
+from optforge.optim.sven import Sven, sven_direction
 from optforge.testing import ConvergenceSettings, check_optimizer
 
 F64 = torch.float64
@@ -16,14 +16,6 @@ F64 = torch.float64
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def _with_singular_values(values, rows, cols, seed=0):
-    """A (rows × cols) float64 matrix with the given singular values."""
-    g = _gen(seed)
-    U = torch.linalg.qr(torch.randn(rows, len(values), generator=g, dtype=F64)).Q
-    V = torch.linalg.qr(torch.randn(cols, len(values), generator=g, dtype=F64)).Q
-    return U @ torch.diag(torch.tensor(values, dtype=F64)) @ V.T
 
 
 def _linear_problem(n, p, seed=0):
@@ -60,49 +52,6 @@ def _loop_jacobian(model, loss_fn, x, y, kappa=2.0):
     return torch.stack(rows), torch.stack(losses)
 
 
-# -- spec §7.1: exact pinv equivalence, every solver --------------------------------------------
-
-
-@pytest.mark.parametrize("shape", [(8, 20), (20, 8)])
-@pytest.mark.parametrize("method", ["gram", "full", "randomized", "lowrank"])
-def test_direction_equals_pinv(shape, method):
-    g = _gen(3)
-    M = torch.randn(*shape, generator=g, dtype=F64)
-    R = torch.randn(shape[0], generator=g, dtype=F64)
-    d, info = sven_direction(
-        M, R, k=None, rtol=1e-12, method=method, power_iters=2, generator=_gen(0)
-    )
-    assert info.rank == min(shape)
-    torch.testing.assert_close(d, torch.linalg.pinv(M) @ R, atol=1e-10, rtol=0)
-
-
-@pytest.mark.parametrize("method", ["randomized", "lowrank"])
-def test_randomized_truncation_matches_exact_truncation_with_a_gap(method):
-    # 4 large singular values, then a gap of 1e4: the rank-4 truncations must agree.
-    sv = [10.0, 8.0, 5.0, 3.0] + [1e-4] * 10
-    M = _with_singular_values(sv, 30, 200)
-    R = torch.randn(30, generator=_gen(5), dtype=F64)
-    exact, _ = sven_direction(M, R, k=4, rtol=1e-9, method="full")
-    approx, info = sven_direction(
-        M, R, k=4, rtol=1e-9, method=method, power_iters=2, generator=_gen(1)
-    )
-    assert info.rank == 4
-    torch.testing.assert_close(approx, exact, atol=1e-8, rtol=1e-8)
-
-
-def test_solvers_agree_under_truncation():
-    M = torch.randn(16, 40, generator=_gen(4), dtype=F64)
-    R = torch.randn(16, generator=_gen(6), dtype=F64)
-    ref, _ = sven_direction(M, R, k=6, method="full")
-    gram, _ = sven_direction(M, R, k=6, method="gram")
-    gram_tall, _ = sven_direction(M.T.contiguous(), torch.randn(40, dtype=F64), k=6)
-    torch.testing.assert_close(gram, ref, atol=1e-10, rtol=0)
-    assert gram_tall.shape == (16,)
-
-
-# -- spec §7.2–7.6: least squares, geometric decay, Gauss–Newton, one example -------------------
-
-
 def test_underparametrised_linear_step_lands_on_lstsq():
     X, y, theta = _linear_problem(200, 10)
     opt = Sven([theta], lr=1.0, k=10, rtol=1e-12, residual_mode=True)
@@ -136,52 +85,12 @@ def test_overparametrised_residuals_shrink_by_one_minus_lr_per_step(lr):
         assert r_t == pytest.approx((1 - lr) ** t * r0, rel=1e-6)
 
 
-def test_gauss_newton_identity_when_underparametrised():
-    M = torch.randn(30, 7, generator=_gen(8), dtype=F64)
-    R = torch.randn(30, generator=_gen(9), dtype=F64)
-    d, _ = sven_direction(M, R, rtol=1e-12)
-    torch.testing.assert_close(d, torch.linalg.solve(M.T @ M, M.T @ R), atol=1e-8, rtol=0)
-
-
-def test_single_example_is_newton_raphson():
-    g = torch.randn(1, 50, generator=_gen(10), dtype=F64)
-    R = torch.tensor([0.7], dtype=F64)
-    d, info = sven_direction(g, R)
-    assert info.rank == 1
-    torch.testing.assert_close(d, R * g[0] / g.norm() ** 2, atol=1e-12, rtol=0)
-
-
-# -- spec §7.7: truncation semantics --------------------------------------------------------------
-
-
-def test_truncation_by_rtol_k_and_tol():
-    M = _with_singular_values([10.0, 1.0, 0.1, 1e-5], 6, 9)
-    R = torch.randn(6, generator=_gen(11), dtype=F64)
-    for method in ("gram", "full"):
-        _, info = sven_direction(M, R, rtol=1e-3, method=method)
-        assert info.rank == 3
-        assert info.sigma_max == pytest.approx(10.0)
-        assert info.sigma_min_kept == pytest.approx(0.1)
-        assert sven_direction(M, R, k=2, rtol=1e-3, method=method)[1].rank == 2
-        assert sven_direction(M, R, rtol=1e-9, tol=0.5, method=method)[1].rank == 2
-        assert sven_direction(M, R, rtol=1e-9, method=method)[1].rank == 4
-    # the truncated direction is exactly the rank-2 pseudoinverse
-    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-    expected = Vh[:2].T @ ((U[:, :2].T @ R) / S[:2])
-    torch.testing.assert_close(sven_direction(M, R, k=2)[0], expected, atol=1e-12, rtol=0)
-    U_r, s_r, V_r, sigma = truncated_pinv_factors(M, k=2, method="full")
-    assert U_r.shape == (6, 2) and V_r.shape == (9, 2) and s_r.shape == (2,) and len(sigma) == 6
-
-
 def test_optimizer_exposes_svd_info():
     X, y, theta = _linear_problem(20, 100)
     opt = Sven([theta], lr=1.0, k=5, residual_mode=True)
     opt.step(lambda: X @ theta - y)
     info = opt.last_svd_info
     assert info.rank == 5 and info.num_conditions == 20 and info.num_params == 100
-
-
-# -- spec §7.8: invariances -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kappa", [1.0, 2.0])
@@ -196,18 +105,6 @@ def test_loss_scaling_leaves_the_step_unchanged(kappa):
         opt.step(lambda model=model, c=c: c * loss_fn(model(x), y).sum(1))
         deltas.append(_flat(model) - start)
     torch.testing.assert_close(deltas[0], deltas[1], atol=1e-12, rtol=1e-9)
-
-
-def test_orthogonal_reparametrisation_is_covariant():
-    M = torch.randn(10, 25, generator=_gen(12), dtype=F64)
-    R = torch.randn(10, generator=_gen(13), dtype=F64)
-    Q = torch.linalg.qr(torch.randn(25, 25, generator=_gen(14), dtype=F64)).Q
-    d_theta, _ = sven_direction(M, R, k=6)
-    d_phi, _ = sven_direction(M @ Q, R, k=6)
-    torch.testing.assert_close(Q @ d_phi, d_theta, atol=1e-10, rtol=0)
-
-
-# -- spec §7.9: the per-example Jacobian of the module path -------------------------------------
 
 
 @pytest.mark.parametrize("kappa", [2.0, 1.0, 3.0])
@@ -248,9 +145,6 @@ def test_residual_mode_module_path_is_gauss_newton():
     torch.testing.assert_close(model.weight.detach(), solution[:5].T, atol=1e-9, rtol=0)
     torch.testing.assert_close(model.bias.detach(), solution[5], atol=1e-9, rtol=0)
     assert opt.last_svd_info.num_conditions == 80
-
-
-# -- spec §7.10: module plumbing ----------------------------------------------------------------
 
 
 def test_parameters_update_in_place_and_frozen_ones_stay():
@@ -309,9 +203,6 @@ def test_microbatching_reduces_rows_and_averages_losses():
         Sven(_mlp().parameters(), microbatch_size=5).step(
             model=model, loss_fn=loss_fn, inputs=x, targets=y
         )
-
-
-# -- RMSProp, momentum, checkpoints (spec §7.11) -------------------------------------------------
 
 
 def test_rmsprop_pre_is_a_diagonal_change_of_variables():
@@ -395,9 +286,6 @@ def test_conformance_suite():
             "momentum": 1.0,
         },
     )
-
-
-# -- spec §7.12–7.13: bad inputs and the zero Jacobian -------------------------------------------
 
 
 @pytest.mark.parametrize(

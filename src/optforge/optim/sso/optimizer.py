@@ -1,39 +1,14 @@
-r"""SSO: target-based surrogates for stochastic optimization.
+r"""The ``torch.optim`` form of SSO: one target gradient, then ``inner_steps`` surrogate steps.
 
-Paper: Jonathan Wilder Lavington, Sharan Vaswani, Reza Babanezhad, Mark Schmidt, Nicolas Le Roux,
-"Target-based Surrogates for Stochastic Optimization", ICML 2023, arXiv:2302.02607. Official code:
-github.com/WilderLavington/Target-Based-Surrogates-For-Stochastic-Optimization.
-
-Objectives of the form :math:`h(\theta) = \ell(f(\theta))` split into a cheap map :math:`f` from
-parameters to **targets** :math:`z` (the logits of a model on a batch, a policy's actions on
-visited states) and a loss :math:`\ell` on the targets whose gradient may be **expensive**
-(expert queries, roll-outs, simulators). SSO spends one expensive gradient per outer step to
-build a surrogate in target space and then takes ``m`` cheap parameter steps on it, on the same
-batch. At outer step :math:`t`, with batch targets :math:`z_t = f_S(\theta_t)` (detached) and
-:math:`\hat G_t = \nabla_z \ell_S(z_t)` (the one oracle call):
-
-.. math::
-
-    \tilde g_t(\theta) = \ell_S(z_t) + \langle \hat G_t, f_S(\theta) - z_t \rangle
-        + \frac{w}{2\eta_t}\,\lVert f_S(\theta) - z_t \rVert^2 ,
-
-where :math:`w = 1/b` when :math:`\ell_S` is the mean over the :math:`b` examples of the batch
-(``loss_reduction="mean"``, the default) and :math:`w = 1` when it is their sum. With mean
-reduction this is the spec's :math:`\frac1b\sum_i [\langle G_i, f_i - z_i\rangle +
-\lVert f_i - z_i\rVert^2/(2\eta)]` with per-example target gradients :math:`G_i = b\,\hat G_i`, so
-``target_lr`` :math:`\eta` is per example, in target units, independent of the batch size. Over the
-targets alone the minimiser is :math:`z_t - \eta G` (an SGD step in target space); minimising over
-:math:`\theta` projects that point onto the targets the model can produce. When every
-:math:`\ell_i` is :math:`L`-smooth in :math:`z_i` and :math:`\eta \le 1/L` the full-batch
-surrogate upper-bounds :math:`h`, is tight at :math:`\theta_t` and has the same gradient there, so
-the inner loop is a majorisation–minimisation step (squared loss ½(z−y)²: L = 1; logistic loss on
-a logit: L = 1/4; softmax cross-entropy on logits: L = 1/2).
+Each outer step makes one oracle call (:func:`.target_gradient` at the detached batch targets),
+builds the :class:`.TargetSurrogateLoss` of the step and minimises it over the parameters on the
+same batch.
 
 Inner loop (official ``sgd_fmdopt.py`` + ``lsopt.py``): ``m = inner_steps`` steps of gradient
 descent on :math:`\tilde g_t` with an Armijo backtracking line search. The step of parameter group
-``g`` is :math:`\kappa\,\mathrm{lr}_g`; :math:`\kappa` is reset to 1 at every outer step (official:
-the inner step is reset to 10, our default ``lr``), multiplied by ``expand`` before every inner
-step and by ``armijo_beta`` on every backtrack until
+``g`` is :math:`\kappa\,\mathrm{lr}_g`; :math:`\kappa` is reset to 1 at every outer step (the
+official code resets the inner step to 10, the default ``lr``), multiplied by ``expand`` before
+every inner step and by ``armijo_beta`` on every backtrack until
 
 .. math::
 
@@ -47,34 +22,19 @@ loop stops early when :math:`\lVert d\rVert \le` ``inner_tol``. ``inner="sgd"`` 
 exactly ``torch.optim.SGD(lr)`` on the batch loss (the surrogate's gradient at
 :math:`\theta_t` is the loss gradient).
 
-The target step :math:`\eta_t` (``target_lr`` = :math:`\eta_0`):
+The target step :math:`\eta_t` is chosen by :mod:`.target_step` (a schedule, a line search in
+target space or AdaGrad-norm).
 
-* ``schedule="constant"``: :math:`\eta_0`; ``"sqrt"``: :math:`\eta_0/\sqrt t`; ``"exp"``:
-  :math:`\eta_0\,T^{-t/T}` with ``T = total_steps`` (it keeps decaying after ``T``).
-* ``target_line_search=True`` (official ``sls_fmdopt.py``): start from the previous step times
-  ``ls_expand`` (the first from :math:`\eta_0`), shrink by ``ls_beta`` until the target-space
-  Armijo condition :math:`\ell_S(z_t - \tfrac{\eta}{w}\hat G) \le \ell_S(z_t) - c\,\tfrac{\eta}{w}
-  \lVert\hat G\rVert^2` holds (``c = ls_c``); the inverse step is clamped to [1e-4, 1e4]. These
-  target-loss evaluations are counted in ``target_loss_evals``, not as oracle calls.
-* ``adaptive="adagrad_norm"`` (official ``ada_fmdopt.py``): :math:`1/\eta_t =
-  \sqrt{\sum_{s\le t} w\lVert G_s\rVert^2}/\eta_0 + 10^{-6}` with per-example gradients
-  :math:`G_s = \hat G_s / w` (for ``"sum"`` this is the official sum of squared norms; for
-  ``"mean"`` the mean per-example squared norm, so it does not grow with the batch size).
-
-Choices where the spec was silent or the sources incomplete (the paper's theorems were not
-available):
+Choices:
 
 * ``lr`` is the **inner** step (Armijo's initial step, or the fixed step of ``inner="sgd"``), per
   param group, so LR schedulers drive it as they drive SGD's lr; :math:`\eta` lives in target space
   and is shared by all groups (one surrogate): the target-space options must agree across groups.
-  The spec proposed mapping ``lr`` to :math:`\eta`; we did not, because with ``inner_steps=1`` the
-  update does not depend on :math:`\eta` at all.
 * ``expand`` is the per-inner-step growth factor (official: ``2 ** (1 / batches_per_epoch)``,
   which the optimizer cannot know); default 1.0.
 * A failed line search (no acceptable step in ``max_backtracks`` tries) leaves the parameters
   where they are and ends the inner loop, so Armijo inner steps never increase the surrogate.
-* Only the batch regulariser (official) and the Euclidean divergence are implemented; the spec's
-  optional "full" anchor regulariser and KL/mirror variants are not.
+* Only the batch regulariser (official) and the Euclidean divergence are implemented.
 
 Scaling note for porting official configs: the code's surrogate is
 ``mean(G·f / eta_code + (f − z)²)`` with ``eta_code = 1/stepsize`` and ``G`` from a sum-reduced
@@ -82,20 +42,9 @@ loss, whose target-space minimiser is ``z − (stepsize/2) G``: use ``target_lr 
 
 Example::
 
-    model = torch.nn.Linear(20, 3)
     opt = SSO(model.parameters(), target_lr=1.0, inner_steps=10)
-    for x, y in loader:
-        loss = opt.step(
-            forward=lambda: model(x),                          # cheap: called up to m+1 times
-            target_loss=lambda z: F.cross_entropy(z, y),       # "expensive": called once
-        )
+    loss = opt.step(forward=lambda: model(x), target_loss=lambda z: F.cross_entropy(z, y))
     opt.cost(oracle_cost=100.0)   # cost model: oracle calls vs forward passes
-
-The oracle may also be a black box: ``opt.step(forward=..., target_grad=lambda z: G)`` (then
-``step`` returns ``None``). A closure returning ``(forward, target_loss)`` works too. SSO never
-reads or writes ``.grad`` (it uses ``torch.autograd.grad``). Keep the model in one mode
-(``eval()`` or fixed dropout masks) during a step: the surrogate is tight at :math:`\theta_t` only
-if every forward computes the same function.
 """
 
 from __future__ import annotations
@@ -105,19 +54,28 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from optforge._core import (
+    check_choice,
     check_in_range,
     check_nonnegative,
     check_positive,
     check_positive_int,
 )
+from optforge.optim.sso.surrogate import (
+    _REDUCTIONS,
+    SumOrMean,
+    TargetSurrogateLoss,
+    _loss_and_target_grad,
+    _reduction_weight,
+)
+from optforge.optim.sso.target_step import _choose_eta, _scheduled_eta
 
-Reduction = Literal["mean", "sum"]
+__all__ = ["SSO"]
+
 _SCHEDULES = ("constant", "sqrt", "exp")
 _INNER = ("armijo", "sgd")
-_REDUCTIONS = ("mean", "sum")
 # Keys that define the single target-space surrogate and so must agree across param groups.
 _SHARED_KEYS = (
     "target_lr",
@@ -137,101 +95,13 @@ _SHARED_KEYS = (
     "max_backtracks",
     "loss_reduction",
 )
-_ETA_MIN, _ETA_MAX = 1e-4, 1e4  # the official clamp of the inverse target step to [1e-4, 1e4]
 _MIN_STEP = 1e-6  # official minimum inner step before the line search gives up
-
-
-def _reduction_weight(targets: Tensor, reduction: str) -> float:
-    """``w`` of the module docstring: 1/b for a mean over the first dimension, 1 for a sum."""
-    if reduction == "sum":
-        return 1.0
-    return 1.0 / (targets.shape[0] if targets.dim() > 0 else 1)
-
-
-class TargetSurrogateLoss(nn.Module):
-    r"""The SSO surrogate :math:`\ell_t + \langle\hat G, z-z_t\rangle + \frac{w}{2\eta}\|z-z_t\|^2`.
-
-    Built from a snapshot (targets :math:`z_t`, target gradient :math:`\hat G` of the batch loss,
-    optionally the loss value :math:`\ell_t`); called on the current targets :math:`f(\theta)`.
-    Composable with any ``torch.optim`` optimizer for the inner loop.
-
-    Args:
-        targets_t: the batch targets at the snapshot, shape ``(b, ...)`` (detached internally).
-        target_grad: :math:`\nabla_z \ell_S(z_t)`, same shape as ``targets_t``.
-        eta: the target step :math:`\eta > 0` (per example, in target units).
-        reduction: ``"mean"`` if :math:`\ell_S` averages over the ``b`` examples (first
-            dimension), ``"sum"`` if it sums them; sets :math:`w = 1/b` or 1.
-        loss_t: the constant :math:`\ell_S(z_t)` (0 by default).
-    """
-
-    def __init__(
-        self,
-        targets_t: Tensor,
-        target_grad: Tensor,
-        eta: float,
-        reduction: Reduction = "mean",
-        loss_t: float | Tensor = 0.0,
-    ) -> None:
-        super().__init__()
-        check_positive("eta", eta)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        if not isinstance(targets_t, Tensor) or not isinstance(target_grad, Tensor):
-            raise TypeError("targets_t and target_grad must be tensors")
-        if target_grad.shape != targets_t.shape:
-            raise ValueError(
-                f"target_grad has shape {tuple(target_grad.shape)}, expected the targets' shape "
-                f"{tuple(targets_t.shape)}"
-            )
-        self.eta = float(eta)
-        self.reduction = reduction
-        self.weight = _reduction_weight(targets_t, reduction)
-        self.register_buffer("targets_t", targets_t.detach().clone())
-        self.register_buffer("target_grad", target_grad.detach().clone())
-        self.register_buffer("loss_t", torch.as_tensor(loss_t, dtype=targets_t.dtype).detach())
-
-    def forward(self, targets: Tensor) -> Tensor:
-        """The surrogate's value at ``targets`` (= f(θ) on the snapshot's batch)."""
-        if targets.shape != self.targets_t.shape:
-            raise ValueError(
-                f"the model's output has shape {tuple(targets.shape)} but the surrogate's targets "
-                f"have shape {tuple(self.targets_t.shape)}"
-            )
-        diff = targets - self.targets_t
-        linear = (self.target_grad * diff).sum()
-        return self.loss_t + linear + (self.weight / (2.0 * self.eta)) * (diff * diff).sum()
-
-
-def target_gradient(target_loss: Callable[[Tensor], Tensor], targets: Tensor) -> Tensor:
-    """``∇_z target_loss(z)`` at the detached ``targets``: the one "expensive" oracle call.
-
-    One ``torch.autograd.grad`` call (no Jacobian): for per-example-separable losses it gives every
-    example's target gradient at once.
-    """
-    return _loss_and_target_grad(target_loss, targets)[1]
-
-
-def _loss_and_target_grad(
-    target_loss: Callable[[Tensor], Tensor], targets: Tensor
-) -> tuple[Tensor, Tensor]:
-    z = targets.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = target_loss(z)
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(f"target_loss must return a scalar tensor, got {shape}")
-    if not loss.requires_grad:
-        raise ValueError("target_loss(z) does not depend on z (no gradient path to the targets)")
-    (grad,) = torch.autograd.grad(loss.reshape(()), z, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(z)
-    return loss.detach().reshape(()), grad
 
 
 class SSO(torch.optim.Optimizer):
     """Stochastic surrogate optimization: one target gradient, ``inner_steps`` surrogate steps.
 
-    See the module docstring for the update rule, the options and the choices made.
+    See the module docstring for the inner loop, the target step and the choices made.
 
     Args:
         params: parameters or param groups (only ``lr`` may differ between groups).
@@ -276,7 +146,7 @@ class SSO(torch.optim.Optimizer):
         expand: float = 1.0,
         inner_tol: float = 1e-6,
         max_backtracks: int = 100,
-        loss_reduction: Reduction = "mean",
+        loss_reduction: SumOrMean = "mean",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -421,7 +291,7 @@ class SSO(torch.optim.Optimizer):
         # 2. the target step η_t.
         reduction = group0["loss_reduction"]
         weight = _reduction_weight(z_t, reduction)
-        eta = self._choose_eta(group0, state, z_t, grad, loss_t, target_loss, weight)
+        eta = _choose_eta(group0, state, z_t, grad, loss_t, target_loss, weight)
         state["eta"] = eta
         # The constant ℓ_S(z_t) is left out: it cancels in every comparison, and without it
         # float32 keeps the small decreases of the line search (the trace is relative to it).
@@ -479,41 +349,6 @@ class SSO(torch.optim.Optimizer):
         if not trial and not torch.isfinite(out.detach()).all():
             raise FloatingPointError("forward() returned NaN or inf targets")
         return out
-
-    def _choose_eta(
-        self,
-        group: dict[str, Any],
-        state: dict[str, Any],
-        z_t: Tensor,
-        grad: Tensor,
-        loss_t: Tensor | None,
-        target_loss: Callable[[Tensor], Tensor] | None,
-        weight: float,
-    ) -> float:
-        eta0 = float(group["target_lr"])
-        if group["adaptive"] == "adagrad_norm":
-            state["adagrad_sum"] += float((grad.double() ** 2).sum()) / weight
-            return 1.0 / (math.sqrt(state["adagrad_sum"]) / eta0 + 1e-6)
-        if group["target_line_search"]:
-            if target_loss is None or loss_t is None:
-                raise ValueError("target_line_search=True needs target_loss (not target_grad)")
-            prev = state["ls_eta"]
-            eta = eta0 if prev is None else prev * group["ls_expand"]
-            eta = min(max(eta, _ETA_MIN), _ETA_MAX)
-            grad_sq = float((grad.double() ** 2).sum())
-            with torch.no_grad():
-                for _ in range(group["max_backtracks"]):
-                    trial = float(target_loss(z_t - (eta / weight) * grad))
-                    state["target_loss_evals"] += 1
-                    if trial <= float(loss_t) - group["ls_c"] * (eta / weight) * grad_sq:
-                        break
-                    if eta * group["ls_beta"] < _ETA_MIN:
-                        break
-                    eta *= group["ls_beta"]
-            eta = min(max(eta, _ETA_MIN), _ETA_MAX)
-            state["ls_eta"] = eta
-            return eta
-        return _scheduled_eta(eta0, group["schedule"], group["total_steps"], state["step"])
 
     def _inner_loop(
         self,
@@ -589,15 +424,8 @@ class SSO(torch.optim.Optimizer):
                 )
 
 
-def _scheduled_eta(eta0: float, schedule: str, total_steps: int | None, t: int) -> float:
-    if t < 1:
-        raise ValueError(f"t must be >= 1, got {t}")
-    if schedule == "constant":
-        return eta0
-    if schedule == "sqrt":
-        return eta0 / math.sqrt(t)
-    assert total_steps is not None
-    return eta0 * float(total_steps) ** (-t / total_steps)
+# -------------------------------------------------------------------------------------------------
+# Private helpers
 
 
 def _validate(group: dict[str, Any]) -> None:
@@ -607,8 +435,7 @@ def _validate(group: dict[str, Any]) -> None:
         check_positive_int("inner_steps", group["inner_steps"])
     except ValueError as err:
         raise ValueError(f"{err} (inner_steps is m, the surrogate steps per oracle call)") from err
-    if group["schedule"] not in _SCHEDULES:
-        raise ValueError(f"schedule must be one of {_SCHEDULES}, got {group['schedule']!r}")
+    check_choice("schedule", group["schedule"], _SCHEDULES)
     if group["total_steps"] is not None:
         check_positive_int("total_steps", group["total_steps"])
     if group["schedule"] == "exp" and group["total_steps"] is None:
@@ -620,12 +447,10 @@ def _validate(group: dict[str, Any]) -> None:
     check_in_range("ls_c", group["ls_c"], 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     check_in_range("ls_beta", group["ls_beta"], 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     check_in_range("ls_expand", group["ls_expand"], 1.0, math.inf)
-    if group["adaptive"] not in (None, "adagrad_norm"):
-        raise ValueError(f"adaptive must be None or 'adagrad_norm', got {group['adaptive']!r}")
+    check_choice("adaptive", group["adaptive"], (None, "adagrad_norm"))
     if group["adaptive"] is not None and group["target_line_search"]:
         raise ValueError("adaptive and target_line_search are exclusive ways to choose target_lr")
-    if group["inner"] not in _INNER:
-        raise ValueError(f"inner must be one of {_INNER}, got {group['inner']!r}")
+    check_choice("inner", group["inner"], _INNER)
     check_in_range(
         "armijo_c", group["armijo_c"], 0.0, 1.0, low_inclusive=False, high_inclusive=False
     )
@@ -635,7 +460,4 @@ def _validate(group: dict[str, Any]) -> None:
     check_in_range("expand", group["expand"], 1.0, math.inf)
     check_nonnegative("inner_tol", group["inner_tol"])
     check_positive_int("max_backtracks", group["max_backtracks"])
-    if group["loss_reduction"] not in _REDUCTIONS:
-        raise ValueError(
-            f"loss_reduction must be one of {_REDUCTIONS}, got {group['loss_reduction']!r}"
-        )
+    check_choice("loss_reduction", group["loss_reduction"], _REDUCTIONS)

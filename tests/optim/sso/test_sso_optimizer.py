@@ -1,43 +1,16 @@
-"""Tests of SSO (target-based surrogates): the mathematics of spec §7 and the conformance suite."""
+"""Tests of the SSO optimizer: the inner loop, oracle counts, checkpoints, bad inputs and the
+conformance suite."""
 
 import itertools
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, vmap
 
 from optforge.optim.sso import SSO, TargetSurrogateLoss, target_gradient
 from optforge.testing import ConvergenceSettings, check_optimizer
 
 D64 = torch.float64
-
-
-def _mlp(d_in=5, hidden=8, d_out=3, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out)).to(D64)
-
-
-def _squared(y):
-    return lambda z: 0.5 * ((z - y) ** 2).sum(-1).mean(-1)
-
-
-def _logistic(y):
-    return lambda z: F.binary_cross_entropy_with_logits(z, y.expand_as(z), reduction="none").mean(
-        (-1, -2)
-    )
-
-
-def _softmax_ce(y):
-    def loss(z):
-        return -(torch.log_softmax(z, -1).gather(-1, y.expand(*z.shape[:-1], 1))).mean((-1, -2))
-
-    return loss
-
-
-# ---------------------------------------------------------------- conformance
 
 
 def _lsq_step(opt, problem):
@@ -76,83 +49,11 @@ def test_check_optimizer():
     )
 
 
-# ---------------------------------------------------------------- §7.1 tightness at θ_t
-
-
-def test_surrogate_tight_with_same_gradient_at_snapshot():
-    model = _mlp()
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(16, 5, generator=gen, dtype=D64)
-    y = torch.randint(0, 3, (16,), generator=gen)
-    z_t = model(x).detach()
-    loss_t = F.cross_entropy(z_t, y)
-    grad = target_gradient(lambda z: F.cross_entropy(z, y), z_t)
-    surrogate = TargetSurrogateLoss(z_t, grad, eta=0.7, loss_t=loss_t)
-    value = surrogate(model(x))
-    assert float(value.detach()) == pytest.approx(float(loss_t), abs=1e-12)
-    g_sur = torch.autograd.grad(surrogate(model(x)), list(model.parameters()))
-    g_loss = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-    for a, b in zip(g_sur, g_loss, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
-
-
-# ---------------------------------------------------------------- §7.2 upper bound
-
-
-def _max_violation(model, x, y_loss, eta, n=200, radius=0.5):
-    """max over random θ near θ_t of h(θ) − g(θ) (positive means the bound fails)."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    z_t = functional_call(model, params, (x,))
-    loss_t = y_loss(z_t)
-    grad = target_gradient(y_loss, z_t)
-    gen = torch.Generator().manual_seed(2)
-    batch = {
-        k: v + radius * torch.randn(n, *v.shape, generator=gen, dtype=D64)
-        for k, v in params.items()
-    }
-    z = vmap(lambda p: functional_call(model, p, (x,)))(batch)  # (n, b, p)
-    h = y_loss(z)
-    diff = z - z_t
-    w = 1.0 / x.shape[0]
-    g = loss_t + (grad * diff).sum((-1, -2)) + w / (2 * eta) * (diff**2).sum((-1, -2))
-    return float((h - g).max())
-
-
-@pytest.mark.parametrize("arch", ["linear", "mlp"])
-@pytest.mark.parametrize(
-    "loss_name,smoothness", [("squared", 1.0), ("logistic", 0.25), ("ce", 0.5)]
-)
-def test_surrogate_upper_bounds_loss_at_eta_one_over_l(arch, loss_name, smoothness):
-    gen = torch.Generator().manual_seed(3)
-    out = 1 if loss_name == "logistic" else 3
-    model = nn.Linear(5, out).to(D64) if arch == "linear" else _mlp(d_out=out)
-    x = torch.randn(20, 5, generator=gen, dtype=D64)
-    if loss_name == "squared":
-        loss = _squared(torch.randn(20, 3, generator=gen, dtype=D64))
-    elif loss_name == "logistic":
-        loss = _logistic(torch.randint(0, 2, (20, 1), generator=gen).to(D64))
-    else:
-        loss = _softmax_ce(torch.randint(0, 3, (20, 1), generator=gen))
-    assert _max_violation(model, x, loss, eta=1.0 / smoothness) <= 1e-10
-
-
-def test_surrogate_bound_fails_for_too_large_eta():
-    """Negative control: η = 4/L for the squared loss is not an upper bound."""
-    gen = torch.Generator().manual_seed(3)
-    model = nn.Linear(5, 3).to(D64)
-    x = torch.randn(20, 5, generator=gen, dtype=D64)
-    loss = _squared(torch.randn(20, 3, generator=gen, dtype=D64))
-    assert _max_violation(model, x, loss, eta=4.0) > 1e-3
-
-
-# ---------------------------------------------------------------- §7.3 m = 1 equals SGD
-
-
-def test_one_fixed_inner_step_equals_torch_sgd():
+def test_one_fixed_inner_step_equals_torch_sgd(mlp):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(64, 5, generator=gen, dtype=D64)
     y = torch.randint(0, 3, (64,), generator=gen)
-    a, b = _mlp(seed=5), _mlp(seed=5)
+    a, b = mlp(seed=5), mlp(seed=5)
     sso = SSO(a.parameters(), lr=0.3, target_lr=2.0, inner_steps=1, inner="sgd")
     sgd = torch.optim.SGD(b.parameters(), lr=0.3)
     for t in range(10):
@@ -167,9 +68,6 @@ def test_one_fixed_inner_step_equals_torch_sgd():
         assert float(loss_sso) == pytest.approx(float(loss_sgd.detach()), abs=1e-12)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
-
-
-# ---------------------------------------------------------------- §7.4 projection identity
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -196,14 +94,11 @@ def test_linear_model_projects_the_target_sgd_step(reduction):
     torch.testing.assert_close(w.detach(), expected, rtol=0, atol=1e-6)
 
 
-# ---------------------------------------------------------------- §7.5 monotone MM + inner
-
-
-def test_full_batch_mm_is_monotone_and_inner_steps_never_increase_surrogate():
+def test_full_batch_mm_is_monotone_and_inner_steps_never_increase_surrogate(mlp):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(100, 5, generator=gen, dtype=D64)
     y = torch.randint(0, 2, (100, 1), generator=gen).to(D64)
-    model = _mlp(d_out=1, seed=8)
+    model = mlp(d_out=1, seed=8)
     opt = SSO(model.parameters(), lr=10.0, target_lr=4.0, inner_steps=10, expand=1.5)
 
     def target_loss(z):
@@ -221,15 +116,12 @@ def test_full_batch_mm_is_monotone_and_inner_steps_never_increase_surrogate():
     assert values[-1] < 0.9 * values[0]
 
 
-# ---------------------------------------------------------------- §7.6 oracle count, cost
-
-
 @pytest.mark.parametrize("m", [1, 7])
-def test_oracle_called_once_per_step(m):
+def test_oracle_called_once_per_step(m, mlp):
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(32, 5, generator=gen, dtype=D64)
     y = torch.randint(0, 3, (32,), generator=gen)
-    model = _mlp()
+    model = mlp()
     # lr=100 forces backtracking: the oracle must still be called once per step.
     opt = SSO(model.parameters(), lr=100.0, target_lr=2.0, inner_steps=m)
     calls = []
@@ -248,8 +140,8 @@ def test_oracle_called_once_per_step(m):
     assert opt.cost(oracle_cost=100.0, forward_cost=1.0) == 500.0 + counters["forward_evals"]
 
 
-def test_forward_count_is_exact_without_failed_searches():
-    model = _mlp()
+def test_forward_count_is_exact_without_failed_searches(mlp):
+    model = mlp()
     x = torch.randn(32, 5, dtype=D64)
     y = torch.randint(0, 3, (32,))
     opt = SSO(model.parameters(), lr=1.0, target_lr=1.0, inner_steps=4, inner_tol=0.0)
@@ -259,76 +151,12 @@ def test_forward_count_is_exact_without_failed_searches():
     assert c["forward_evals"] == 1 + c["inner_steps"] + c["backtracks"]
 
 
-# ---------------------------------------------------------------- §7.7–7.9 target step rules
-
-
-def test_target_line_search_satisfies_armijo_in_target_space():
-    gen = torch.Generator().manual_seed(10)
-    x = torch.randn(40, 5, generator=gen, dtype=D64)
-    y = torch.randint(0, 3, (40,), generator=gen)
-    model = _mlp()
-    opt = SSO(model.parameters(), target_lr=50.0, target_line_search=True, inner_steps=3)
-
-    def target_loss(z):
-        return F.cross_entropy(z, y)
-
-    for t in range(6):
-        z_t = model(x).detach()
-        g = target_gradient(target_loss, z_t)
-        opt.step(forward=lambda: model(x), target_loss=target_loss)
-        eta = opt.state[next(model.parameters())]["eta"]
-        assert 1e-4 <= eta <= 1e4
-        step = eta * x.shape[0]  # η / w with w = 1/b
-        lhs = float(target_loss(z_t - step * g))
-        rhs = float(target_loss(z_t)) - 0.5 * step * float((g**2).sum())
-        assert lhs <= rhs + 1e-12
-        if t == 0:
-            assert eta < 50.0  # the first η had to shrink
-    assert opt.counters["target_loss_evals"] >= 6
-
-
-def test_adagrad_norm_target_step_closed_form():
-    model = nn.Linear(4, 2).to(D64)
-    x = torch.randn(10, 4, dtype=D64)
-    gen = torch.Generator().manual_seed(11)
-    grads = [torch.randn(10, 2, generator=gen, dtype=D64) for _ in range(5)]
-    opt = SSO(model.parameters(), target_lr=0.5, adaptive="adagrad_norm", inner_steps=2)
-    total = 0.0
-    for g in grads:
-        assert opt.step(forward=lambda: model(x), target_grad=g) is None
-        total += float((g**2).sum()) * 10  # w‖G_pe‖² = ‖Ĝ‖²/w with w = 1/b
-        expected = 1.0 / (math.sqrt(total) / 0.5 + 1e-6)
-        assert opt.state[next(model.parameters())]["eta"] == pytest.approx(expected, rel=1e-12)
-
-
-def test_schedules_match_their_formulas():
-    model = nn.Linear(3, 1).to(D64)
-    x = torch.randn(8, 3, dtype=D64)
-    for schedule, formula in [
-        ("constant", lambda t: 2.0),
-        ("sqrt", lambda t: 2.0 / math.sqrt(t)),
-        ("exp", lambda t: 2.0 * 7.0 ** (-t / 7.0)),
-    ]:
-        opt = SSO(
-            model.parameters(), target_lr=2.0, schedule=schedule, total_steps=7, inner_steps=1
-        )
-        for t in range(1, 10):
-            assert opt.target_step() == pytest.approx(formula(t), rel=1e-12)
-            opt.step(forward=lambda: x @ model.weight.T, target_grad=torch.ones(8, 1, dtype=D64))
-            assert opt.state[model.weight]["eta"] == pytest.approx(formula(t), rel=1e-12)
-    with pytest.raises(ValueError, match="total_steps"):
-        SSO(model.parameters(), schedule="exp")
-
-
-# ---------------------------------------------------------------- §7.10 state_dict
-
-
 @pytest.mark.parametrize("options", [{"target_line_search": True}, {"adaptive": "adagrad_norm"}])
-def test_state_dict_round_trip_continues_identically(options):
+def test_state_dict_round_trip_continues_identically(options, mlp):
     gen = torch.Generator().manual_seed(12)
     x = torch.randn(48, 5, generator=gen, dtype=D64)
     y = torch.randint(0, 3, (48,), generator=gen)
-    a, b = _mlp(seed=1), _mlp(seed=2)
+    a, b = mlp(seed=1), mlp(seed=2)
     opt_a = SSO(a.parameters(), inner_steps=3, **options)
 
     def run(model, opt, steps, offset):
@@ -349,11 +177,8 @@ def test_state_dict_round_trip_continues_identically(options):
     assert opt_a.counters == opt_b.counters
 
 
-# ---------------------------------------------------------------- §7.11 bad inputs
-
-
-def test_bad_inputs_raise_clear_errors():
-    model = _mlp()
+def test_bad_inputs_raise_clear_errors(mlp):
+    model = mlp()
     x = torch.randn(8, 5, dtype=D64)
     y = torch.randint(0, 3, (8,))
     opt = SSO(model.parameters())
@@ -384,8 +209,8 @@ def test_bad_inputs_raise_clear_errors():
         SSO([{"params": [model[0].weight]}, {"params": [model[2].weight], "target_lr": 3.0}])
 
 
-def test_model_output_shape_must_match_targets():
-    model = _mlp()
+def test_model_output_shape_must_match_targets(mlp):
+    model = mlp()
     x = torch.randn(8, 5, dtype=D64)
     y = torch.randint(0, 3, (8,))
     calls = []

@@ -1,14 +1,4 @@
-r"""Langevin dynamics (Euclidean or on the sphere) with iterate averaging.
-
-Paper: "Improved high-dimensional estimation with Langevin dynamics and stochastic weight
-averaging", ICLR 2026 (OpenReview ``GYXUD3hGTh``), arXiv:2603.06028. Authors not listed on the
-pages we could read (anonymous submission); no official code.
-
-The paper shows that for planted-direction problems (tensor PCA, single-index models with
-information exponent :math:`k^*`) the **time average** of Langevin iterates recovers the hidden
-direction with :math:`n \gtrsim d^{k^*/2}` samples, where the last iterate (and online SGD) needs
-:math:`d^{k^*-1}`: the injected noise spreads the iterates over a cap, and averaging over that
-cloud does what explicit landscape smoothing (Damian et al., 2023) would do.
+r"""Langevin dynamics, Euclidean or on the sphere: the :class:`Langevin` optimizer.
 
 Update (step size :math:`h` = ``lr``, inverse temperature :math:`\beta` = ``beta``):
 
@@ -32,25 +22,7 @@ Update (step size :math:`h` = ``lr``, inverse temperature :math:`\beta` = ``beta
   or the exponential map :math:`\theta_{t+1} = r\cos(\|v\|/r)\,u + r\sin(\|v\|/r)\,v/\|v\|`
   (``retraction="expmap"``).
 
-**Averaging** (the estimator): :class:`IterateAverager` keeps the equal-weight running mean of the
-iterates from ``start_step`` on, :math:`\bar\theta = \frac{1}{T-T_0}\sum_{t\ge T_0}\theta_t`,
-updated in place with ``torch.optim.swa_utils.get_swa_multi_avg_fn()`` (the function
-``AveragedModel`` uses); for an ``nn.Module`` it delegates to ``torch.optim.swa_utils.
-AveragedModel`` itself. :func:`langevin_recover` runs the whole recipe on a planted problem.
-
-Example::
-
-    theta = torch.randn(50); theta /= theta.norm()
-    theta.requires_grad_(True)
-    opt = Langevin([theta], lr=0.05, beta=60.0, sphere="group", seed=0)
-    avg = IterateAverager([theta], start_step=1000)
-    for _ in range(2000):
-        theta.grad = problem.grad(theta.detach())
-        opt.step()
-        avg.update()
-    theta_bar = avg.average(normalize=True)[0]
-
-Choices where the spec marks the paper NOT FOUND:
+Choices:
 
 * Discretisation: projected Euler–Maruyama with renormalisation (``retraction="normalize"``,
   default), the exponential map as the alternative. A parameter not on the sphere is first
@@ -64,27 +36,33 @@ Choices where the spec marks the paper NOT FOUND:
 * ``sphere`` modes: a parameter without ``.grad`` is skipped in Euclidean mode, as torch.optim
   does; in a spherical group it counts as zero gradient (it is part of the vector), and a group in
   which no parameter has a gradient is skipped.
-* Default hyper-parameters of :func:`langevin_recover` (h = 0.05, β = 60, T = 2000, burn-in T/2)
-  are the spec's, validated on tensor PCA k = 3, d = 50, n = 700; the paper's are unknown.
+
+Example::
+
+    theta = torch.randn(50); theta /= theta.norm()
+    theta.requires_grad_(True)
+    opt = Langevin([theta], lr=0.05, beta=60.0, sphere="group", seed=0)
+    for _ in range(2000):
+        theta.grad = problem.grad(theta.detach())
+        opt.step()
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from numbers import Integral, Real
-from typing import Any, Literal, Protocol
+from numbers import Real
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
+from torch import Tensor
 
-from optforge._core import check_positive, check_positive_int, make_generator
+from optforge._core import check_choice, check_positive, make_generator
+
+__all__ = ["Langevin", "Retraction", "Sphere", "langevin_noise_std"]
 
 Sphere = Literal["group", "tensor", "rows"] | None
 Retraction = Literal["normalize", "expmap"]
-
-__all__ = ["IterateAverager", "Langevin", "langevin_noise_std", "langevin_recover"]
 
 
 def langevin_noise_std(lr: float, beta: float) -> float:
@@ -231,232 +209,6 @@ class Langevin(torch.optim.Optimizer):
             self._generators[key] = generator
 
 
-class IterateAverager:
-    """Equal-weight running mean of iterates after a burn-in (SWA averaging).
-
-    With a list of tensors, the average is kept in ``dtype`` (float64 by default: long runs) and
-    updated with ``torch.optim.swa_utils.get_swa_multi_avg_fn()``. With an ``nn.Module``, the
-    averager wraps ``torch.optim.swa_utils.AveragedModel`` (equal weights, parameters only) and
-    :attr:`module` is the averaged copy.
-
-    Args:
-        params_or_module: the tensors being optimised (read at every :meth:`update`) or a module.
-        start_step: number of :meth:`update` calls skipped before averaging starts (burn-in).
-        dtype: accumulation dtype for tensors (``None``: each tensor's own dtype).
-
-    Example::
-
-        avg = IterateAverager([theta], start_step=1000)
-        for t in range(2000):
-            opt.step(); avg.update()
-        theta_bar, = avg.average(normalize=True)
-    """
-
-    def __init__(
-        self,
-        params_or_module: Iterable[Tensor] | nn.Module,
-        *,
-        start_step: int = 0,
-        dtype: torch.dtype | None = torch.float64,
-    ) -> None:
-        if not isinstance(start_step, Integral) or isinstance(start_step, bool) or start_step < 0:
-            raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
-        self.start_step = int(start_step)
-        self.dtype = dtype
-        self._avg_fn = get_swa_multi_avg_fn()
-        self.module: AveragedModel | None = None
-        if isinstance(params_or_module, nn.Module):
-            self._source: nn.Module | list[Tensor] = params_or_module
-            self.module = AveragedModel(params_or_module, multi_avg_fn=self._avg_fn)
-            self._average: list[Tensor] = []
-        else:
-            self._source = list(params_or_module)
-            if not self._source:
-                raise ValueError("params_or_module is empty")
-            for p in self._source:
-                if not isinstance(p, Tensor):
-                    raise TypeError(f"params_or_module must hold tensors, got {type(p).__name__}")
-            self._average = [
-                torch.zeros_like(p, dtype=dtype or p.dtype, memory_format=torch.preserve_format)
-                for p in self._source
-            ]
-        self.steps_seen = 0
-        self.n_averaged = 0
-
-    @torch.no_grad()
-    def update(self) -> None:
-        """Count one iterate; from the ``start_step``-th call on, add it to the mean."""
-        self.steps_seen += 1
-        if self.steps_seen <= self.start_step:
-            return
-        if self.module is not None:
-            self.module.update_parameters(self._source)
-        else:
-            current = [
-                p.detach().to(a.dtype) for p, a in zip(self._source, self._average, strict=True)
-            ]
-            if self.n_averaged == 0:
-                torch._foreach_copy_(self._average, current)
-            else:
-                self._avg_fn(self._average, current, self.n_averaged)
-        self.n_averaged += 1
-
-    def average(self, *, normalize: bool = False) -> list[Tensor]:
-        """The averaged tensors (copies; ``normalize=True`` divides the whole list by its norm).
-
-        Raises:
-            RuntimeError: nothing has been averaged yet.
-        """
-        if self.n_averaged == 0:
-            raise RuntimeError("no iterate averaged yet: call update() past start_step")
-        if self.module is not None:
-            out = [p.detach().clone() for p in self.module.module.parameters()]
-        else:
-            out = [a.clone() for a in self._average]
-        if normalize:
-            norm = torch.sqrt(sum((a.double() ** 2).sum() for a in out))
-            if not bool(norm > 0):
-                raise RuntimeError("the averaged iterate has zero norm; cannot normalize")
-            out = [(a / norm.to(a.dtype)) for a in out]
-        return out
-
-    def reset(self) -> None:
-        """Forget the average and the burn-in count (for cyclic restarts)."""
-        self.steps_seen = 0
-        self.n_averaged = 0
-        if self.module is not None:
-            self.module.n_averaged.zero_()
-        else:
-            for a in self._average:
-                a.zero_()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Counters and averaged tensors (or the ``AveragedModel``'s state dict)."""
-        state: dict[str, Any] = {
-            "start_step": self.start_step,
-            "steps_seen": self.steps_seen,
-            "n_averaged": self.n_averaged,
-        }
-        if self.module is not None:
-            state["module"] = self.module.state_dict()
-        else:
-            state["average"] = [a.clone() for a in self._average]
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.start_step = int(state["start_step"])
-        self.steps_seen = int(state["steps_seen"])
-        self.n_averaged = int(state["n_averaged"])
-        if self.module is not None:
-            self.module.load_state_dict(state["module"])
-        else:
-            if len(state["average"]) != len(self._average):
-                raise ValueError(
-                    f"state has {len(state['average'])} averaged tensors, expected "
-                    f"{len(self._average)}"
-                )
-            with torch.no_grad():
-                for a, s in zip(self._average, state["average"], strict=True):
-                    a.copy_(s)
-
-
-class PlantedProblem(Protocol):
-    """What :func:`langevin_recover` needs: a gradient, a dimension and (for the overlap) θ*."""
-
-    theta_star: Tensor
-
-    def grad(self, theta: Tensor) -> Tensor: ...
-
-
-def langevin_recover(
-    problem: PlantedProblem,
-    *,
-    beta: float = 60.0,
-    lr: float = 0.05,
-    steps: int = 2000,
-    burn_in: float | int = 0.5,
-    cycles: int = 1,
-    seed: int | None = 0,
-    init: Tensor | None = None,
-    retraction: Retraction = "normalize",
-    trace_every: int = 0,
-) -> dict[str, Any]:
-    """Spherical Langevin on ``problem`` with the averaged iterate as the estimator.
-
-    ``steps`` are split into ``cycles`` equal cycles; in each, the iterates after the burn-in are
-    averaged, and the next cycle restarts from the normalised average (cyclic SWA, our extension
-    for even ``k``; ``cycles=1`` is the paper's plain averaging).
-
-    Args:
-        problem: has ``grad(theta) -> Tensor`` and ``theta_star`` (a unit vector).
-        beta: inverse temperature (``inf`` gives Riemannian gradient descent).
-        lr: step size ``h``.
-        steps: total number of steps.
-        burn_in: fraction of each cycle in ``[0, 1)`` or a number of steps ``< steps // cycles``.
-        cycles: number of averaging cycles.
-        seed: seed of the generator used for the uniform initialisation and the noise.
-        init: initial vector (default: uniform on the sphere from the seeded generator).
-        retraction: ``"normalize"`` or ``"expmap"``.
-        trace_every: record the overlaps every that many steps (0: no trace).
-
-    Returns:
-        ``dict(last, avg, overlap_last, overlap_avg, trace)``; ``trace`` has ``step``,
-        ``overlap_last`` and ``overlap_avg`` lists (``overlap_avg`` is NaN before averaging).
-    """
-    steps = check_positive_int("steps", steps)
-    cycles = check_positive_int("cycles", cycles)
-    if steps // cycles < 1:
-        raise ValueError(f"steps ({steps}) must be >= cycles ({cycles})")
-    cycle_len = steps // cycles
-    start = _burn_in_steps(burn_in, cycle_len)
-    if trace_every < 0:
-        raise ValueError(f"trace_every must be >= 0, got {trace_every}")
-    theta_star = problem.theta_star
-    generator = make_generator(seed, theta_star.device)
-    if init is None:
-        init = torch.randn(
-            theta_star.shape, generator=generator, device=theta_star.device, dtype=theta_star.dtype
-        )
-    theta = init.detach().clone().to(theta_star)
-    theta /= _checked_norm([theta], "init")
-    theta.requires_grad_(True)
-    opt = Langevin(
-        [theta], lr=lr, beta=beta, sphere="group", retraction=retraction, generator=generator
-    )
-    averager = IterateAverager([theta], start_step=start)
-    trace: dict[str, list[float]] = {"step": [], "overlap_last": [], "overlap_avg": []}
-    avg = theta.detach().clone()
-    t = 0
-    for cycle in range(cycles):
-        averager.reset()
-        for _ in range(cycle_len):
-            theta.grad = problem.grad(theta.detach())
-            opt.step()
-            averager.update()
-            t += 1
-            if trace_every and t % trace_every == 0:
-                trace["step"].append(float(t))
-                trace["overlap_last"].append(_overlap(theta.detach(), theta_star))
-                trace["overlap_avg"].append(
-                    _overlap(averager.average()[0], theta_star)
-                    if averager.n_averaged
-                    else float("nan")
-                )
-        avg = averager.average(normalize=True)[0].to(theta_star.dtype)
-        if cycle + 1 < cycles:
-            with torch.no_grad():
-                theta.copy_(avg)
-    last = theta.detach().clone()
-    return {
-        "last": last,
-        "avg": avg,
-        "overlap_last": _overlap(last, theta_star),
-        "overlap_avg": _overlap(avg, theta_star),
-        "trace": trace,
-    }
-
-
 # --------------------------------------------------------------------------- private helpers
 
 
@@ -466,23 +218,9 @@ def _check_hyperparams(
     check_positive("lr", lr)
     if not isinstance(beta, Real) or isinstance(beta, bool) or math.isnan(beta) or beta <= 0:
         raise ValueError(f"beta must be > 0 (float('inf') for no noise), got {beta!r}")
-    if sphere not in (None, "group", "tensor", "rows"):
-        raise ValueError(f"sphere must be None, 'group', 'tensor' or 'rows', got {sphere!r}")
+    check_choice("sphere", sphere, (None, "group", "tensor", "rows"))
     check_positive("radius", radius)
-    if retraction not in ("normalize", "expmap"):
-        raise ValueError(f"retraction must be 'normalize' or 'expmap', got {retraction!r}")
-
-
-def _burn_in_steps(burn_in: float | int, cycle_len: int) -> int:
-    if isinstance(burn_in, bool) or not isinstance(burn_in, Real):
-        raise ValueError(f"burn_in must be a fraction in [0, 1) or an int, got {burn_in!r}")
-    if isinstance(burn_in, Integral):
-        if not 0 <= burn_in < cycle_len:
-            raise ValueError(f"burn_in must be in [0, {cycle_len}) steps, got {burn_in}")
-        return int(burn_in)
-    if not 0.0 <= burn_in < 1.0:
-        raise ValueError(f"burn_in as a fraction must be in [0, 1), got {burn_in}")
-    return int(burn_in * cycle_len)
+    check_choice("retraction", retraction, ("normalize", "expmap"))
 
 
 def _check_initial_norms(group: dict[str, Any]) -> None:
@@ -587,8 +325,3 @@ def _sphere_update(
         return
     pieces = new.reshape(-1).split([p.numel() for p in params])
     torch._foreach_copy_(params, [x.view(p.shape) for x, p in zip(pieces, params, strict=True)])
-
-
-def _overlap(theta: Tensor, theta_star: Tensor) -> float:
-    theta = theta.detach().double()
-    return float((theta @ theta_star.double()).abs() / torch.linalg.vector_norm(theta))

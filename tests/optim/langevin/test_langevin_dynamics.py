@@ -1,11 +1,11 @@
-"""Tests of optforge.optim.langevin: the Langevin optimizer, the iterate averager, the recipe."""
+"""Tests of the Langevin optimizer: noise scale, stationary laws, the sphere, checkpoints and RNG,
+bad inputs and the conformance suite."""
 
 import io
 import math
 
 import pytest
 import torch
-from torch.optim.swa_utils import AveragedModel, get_swa_multi_avg_fn
 
 from optforge.optim import IterateAverager, Langevin, langevin_noise_std, langevin_recover
 from optforge.problems import tensor_pca
@@ -16,9 +16,6 @@ def _zero_grad_step(opt, params):
     for p in params:
         p.grad = torch.zeros_like(p)
     opt.step()
-
-
-# --------------------------------------------------------------------------- conformance
 
 
 def test_conformance_euclidean():
@@ -32,9 +29,6 @@ def test_conformance_euclidean():
         # the noise stream depends on the order of all params by design
         deterministic_hyperparams={"beta": math.inf},
     )
-
-
-# --------------------------------------------------------------------------- noise scale
 
 
 def test_noise_variance_matches_2h_over_beta():
@@ -100,9 +94,6 @@ def test_von_mises_fisher_stationary_mean():
     c = beta * kappa
     expected = 1 / math.tanh(c) - 1 / c
     assert float((theta.detach() @ mu).mean()) == pytest.approx(expected, abs=0.02)
-
-
-# --------------------------------------------------------------------------- sphere
 
 
 @pytest.mark.parametrize("retraction", ["normalize", "expmap"])
@@ -184,9 +175,6 @@ def test_expmap_moves_by_the_step_length_along_a_great_circle():
     torch.testing.assert_close(theta.detach(), expected)
 
 
-# --------------------------------------------------------------------------- state / RNG
-
-
 def _roundtrip(obj):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -240,73 +228,6 @@ def test_global_rng_untouched():
     assert torch.equal(before, torch.get_rng_state())
 
 
-# --------------------------------------------------------------------------- averager
-
-
-def test_averager_is_mean_after_burn_in_and_matches_averaged_model():
-    gen = torch.Generator().manual_seed(13)
-    iterates = [torch.randn(6, generator=gen) for _ in range(30)]
-    x = torch.zeros(6)
-    avg64 = IterateAverager([x], start_step=10)
-    avg32 = IterateAverager([x], start_step=10, dtype=None)
-    module = torch.nn.Linear(6, 1, bias=False)
-    swa = AveragedModel(module, multi_avg_fn=get_swa_multi_avg_fn())
-    avg_mod = IterateAverager(module, start_step=10)
-    for t, it in enumerate(iterates):
-        x.copy_(it)
-        with torch.no_grad():
-            module.weight.copy_(it.unsqueeze(0))
-        avg64.update()
-        avg32.update()
-        avg_mod.update()
-        if t >= 10:
-            swa.update_parameters(module)
-    expected = torch.stack(iterates[10:]).double().mean(0)
-    torch.testing.assert_close(avg64.average()[0], expected, atol=1e-12, rtol=0)
-    assert avg64.n_averaged == 20
-    torch.testing.assert_close(avg32.average()[0], swa.module.weight.detach()[0])
-    torch.testing.assert_close(avg_mod.average()[0], swa.module.weight.detach())
-    normed = avg64.average(normalize=True)[0]
-    torch.testing.assert_close(normed, expected / expected.norm())
-
-
-def test_averager_reset_and_errors():
-    x = torch.zeros(3)
-    avg = IterateAverager([x], start_step=1)
-    with pytest.raises(RuntimeError, match="no iterate"):
-        avg.average()
-    for v in (1.0, 2.0, 4.0):
-        x.fill_(v)
-        avg.update()
-    assert float(avg.average()[0][0]) == 3.0
-    avg.reset()
-    x.fill_(10.0)
-    avg.update()
-    with pytest.raises(RuntimeError):
-        avg.average()
-    avg.update()
-    assert float(avg.average()[0][0]) == 10.0
-    with pytest.raises(ValueError, match="start_step"):
-        IterateAverager([x], start_step=-1)
-    with pytest.raises(ValueError, match="params_or_module"):
-        IterateAverager([])
-
-
-# --------------------------------------------------------------------------- recipe + bad input
-
-
-def test_langevin_recover_cycles_and_trace():
-    problem = tensor_pca(20, 3, 400.0, seed=3)
-    out = langevin_recover(
-        problem, beta=40.0, lr=0.05, steps=300, cycles=3, seed=77, trace_every=50
-    )
-    assert out["trace"]["step"] == [50.0, 100.0, 150.0, 200.0, 250.0, 300.0]
-    assert 0.0 <= out["overlap_avg"] <= 1.0 and 0.0 <= out["overlap_last"] <= 1.0
-    assert float(out["avg"].norm()) == pytest.approx(1.0, abs=1e-6)
-    again = langevin_recover(problem, beta=40.0, lr=0.05, steps=300, cycles=3, seed=77)
-    assert torch.equal(again["last"], out["last"])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -332,32 +253,3 @@ def test_zero_initial_vector_on_sphere_is_rejected(sphere):
     problem = tensor_pca(3, 3, 10.0, seed=0)
     with pytest.raises(ValueError, match="init"):
         langevin_recover(problem, steps=10, init=torch.zeros(3))
-
-
-def test_bad_inputs_of_the_recipe_and_step():
-    problem = tensor_pca(4, 3, 10.0, seed=0)
-    for burn_in in (1.0, -0.1, 10, 20):
-        with pytest.raises(ValueError, match="burn_in"):
-            langevin_recover(problem, steps=10, burn_in=burn_in)
-    with pytest.raises(ValueError, match="steps"):
-        langevin_recover(problem, steps=0)
-    with pytest.raises(NotImplementedError):
-        Langevin([torch.zeros(2, dtype=torch.complex64, requires_grad=True)], lr=0.1, beta=1.0)
-    x = torch.ones(2, requires_grad=True)
-    opt = Langevin([x], lr=0.1, beta=1.0)
-    x.grad = torch.tensor([float("nan"), 0.0])
-    with pytest.raises(ValueError, match="NaN"):
-        opt.step()
-
-
-def test_cycles_restart_from_the_normalised_average():
-    """β = ∞ (deterministic): 2 cycles of 40 steps = one 40-step run, then a second run started
-    from its normalised average."""
-    problem = tensor_pca(10, 3, 200.0, seed=5, dtype=torch.float64)
-    init = torch.nn.functional.normalize(torch.arange(1.0, 11.0, dtype=torch.float64), dim=0)
-    kw = {"beta": math.inf, "lr": 0.05, "burn_in": 10}
-    both = langevin_recover(problem, steps=80, cycles=2, init=init, **kw)
-    first = langevin_recover(problem, steps=40, init=init, **kw)
-    second = langevin_recover(problem, steps=40, init=first["avg"], **kw)
-    torch.testing.assert_close(both["avg"], second["avg"])
-    torch.testing.assert_close(both["last"], second["last"])

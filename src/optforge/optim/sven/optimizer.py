@@ -1,0 +1,353 @@
+r"""The ``torch.optim`` form: :class:`Sven`, ``θ ← θ − lr · M_k⁺ R`` over per-example conditions.
+
+One step builds the residuals ``R`` and their Jacobian ``M`` (:mod:`.jacobian`), optionally
+rescales ``M``'s columns, takes the truncated-pseudoinverse direction (:mod:`.direction`) and
+applies it with each param group's ``lr``.
+
+Options of the official code: RMSProp scaling ``rmsprop="pre"`` (divide each Jacobian column by
+:math:`\sqrt{v}+\epsilon`, ``v`` an EMA of the squared mean row of ``M``, and map the step back:
+:math:`\delta = D\,(MD)_k^+R` with :math:`D = \mathrm{diag}(1/(\sqrt v+\epsilon))`, a change of
+variables θ = Dφ) or ``"post"`` (RMSProp on the Sven update vector), heavy-ball ``momentum``,
+parameter subsampling (``param_fraction``, random coordinates or whole tensors with
+``mask_by_block``) and micro-batching (``microbatch_size``).
+
+Choices:
+
+* Param groups: one joint direction over all groups; each group's slice is scaled by its own
+  ``lr`` (so LR schedulers work). All other hyper-parameters must agree across groups.
+* ``variable_k`` (greedy rank selection with extra forward passes) is not implemented.
+* Under DDP each rank builds ``M`` from its local batch; gather ``M``'s rows yourself (or use
+  the same batch on every rank), otherwise the replicas take different steps.
+
+Memory: ``M`` is stored as a ``B × P`` matrix in ``solver_dtype`` (8·B·P bytes in float64).
+
+Example::
+
+    model = nn.Sequential(nn.Linear(1, 16), nn.GELU(), nn.Linear(16, 1))
+    optimizer = Sven(model.parameters(), lr=0.1, k=32)
+    loss_fn = nn.MSELoss(reduction="none")
+    for x, y in loader:
+        mean_loss = optimizer.step(model=model, loss_fn=loss_fn, inputs=x, targets=y)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from optforge._core import (
+    check_choice,
+    check_in_range,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    make_generator,
+)
+from optforge.optim.sven.direction import SOLVERS, Solver, SvdInfo, sven_direction
+from optforge.optim.sven.jacobian import _jacobian_closure, _jacobian_model, _residuals
+
+__all__ = ["Sven"]
+
+_JOINT_KEYS = (
+    "k",
+    "rtol",
+    "tol",
+    "kappa",
+    "svd",
+    "oversample",
+    "power_iters",
+    "param_fraction",
+    "mask_by_block",
+    "microbatch_size",
+    "rmsprop",
+    "rms_alpha",
+    "rms_eps",
+    "momentum",
+    "residual_mode",
+)
+
+
+class Sven(torch.optim.Optimizer):
+    """Sven (Singular Value Descent): ``θ ← θ − lr · M_k⁺ R`` over per-example conditions.
+
+    Args:
+        params: parameters or param groups (groups may differ only in ``lr``).
+        lr: step scale η (1 = full Gauss–Newton step; the paper's examples use 0.1).
+        k: maximum number of singular directions (``None``: all; the README suggests ``B // 2``).
+        rtol: relative singular-value cut-off in (0, 1).
+        tol: absolute singular-value floor (>= 0).
+        kappa: residual exponent, ``R = loss ** (kappa / 2)`` (> 0; 2 = the loss itself,
+            1 = classical least squares on ``sqrt(loss)``). Ignored with ``residual_mode``.
+        svd: solver, ``"gram"`` | ``"full"`` | ``"randomized"`` | ``"lowrank"``.
+        oversample: randomized solvers' oversampling (>= 0).
+        power_iters: randomized solvers' power iterations (>= 0).
+        param_fraction: fraction of the parameters updated per step, in (0, 1].
+        mask_by_block: subsample whole parameter tensors instead of coordinates.
+        microbatch_size: average the conditions over consecutive groups of this size.
+        rmsprop: ``None``, ``"pre"`` or ``"post"`` RMSProp scaling (module docstring).
+        rms_alpha: RMSProp EMA decay in [0, 1).
+        rms_eps: RMSProp epsilon (> 0).
+        momentum: heavy-ball momentum on the Sven direction, in [0, 1).
+        residual_mode: the closure / ``loss_fn`` returns residuals, not losses.
+        chunk_size: ``vmap`` chunk size for the per-example Jacobian (``None``: all at once).
+        solver_dtype: dtype of ``M`` and of the linear algebra (default float64).
+        seed: seed of the optimizer's generator (randomized solvers, parameter masks).
+
+    After each step ``optimizer.last_svd_info`` holds the :class:`SvdInfo` of that step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.1,
+        k: int | None = None,
+        rtol: float = 1e-3,
+        tol: float = 1e-10,
+        kappa: float = 2.0,
+        svd: Solver = "gram",
+        oversample: int = 5,
+        power_iters: int = 1,
+        param_fraction: float = 1.0,
+        mask_by_block: bool = False,
+        microbatch_size: int = 1,
+        rmsprop: Literal["pre", "post"] | None = None,
+        rms_alpha: float = 0.99,
+        rms_eps: float = 1e-8,
+        momentum: float = 0.0,
+        residual_mode: bool = False,
+        chunk_size: int | None = None,
+        solver_dtype: torch.dtype = torch.float64,
+        seed: int | None = None,
+    ) -> None:
+        check_nonnegative("lr", lr)
+        if k is not None:
+            check_positive_int("k", k)
+        check_in_range("rtol", rtol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_nonnegative("tol", tol)
+        check_positive("kappa", kappa)
+        check_choice("svd", svd, SOLVERS)
+        check_nonnegative_int("oversample", oversample)
+        check_nonnegative_int("power_iters", power_iters)
+        check_in_range("param_fraction", param_fraction, 0.0, 1.0, low_inclusive=False)
+        check_positive_int("microbatch_size", microbatch_size)
+        check_choice("rmsprop", rmsprop, (None, "pre", "post"))
+        check_in_range("rms_alpha", rms_alpha, 0.0, 1.0, high_inclusive=False)
+        check_positive("rms_eps", rms_eps)
+        check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        if chunk_size is not None:
+            check_positive_int("chunk_size", chunk_size)
+        if not (isinstance(solver_dtype, torch.dtype) and solver_dtype.is_floating_point):
+            raise ValueError(f"solver_dtype must be a floating torch.dtype, got {solver_dtype!r}")
+        defaults = dict(
+            lr=lr,
+            k=k,
+            rtol=rtol,
+            tol=tol,
+            kappa=float(kappa),
+            svd=svd,
+            oversample=oversample,
+            power_iters=power_iters,
+            param_fraction=float(param_fraction),
+            mask_by_block=bool(mask_by_block),
+            microbatch_size=microbatch_size,
+            rmsprop=rmsprop,
+            rms_alpha=rms_alpha,
+            rms_eps=rms_eps,
+            momentum=momentum,
+            residual_mode=bool(residual_mode),
+        )
+        super().__init__(params, defaults)
+        self.chunk_size = chunk_size
+        self.solver_dtype = solver_dtype
+        self.generator = make_generator(seed)
+        self.last_svd_info: SvdInfo | None = None
+
+    # -- torch.optim plumbing ---------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        check_nonnegative("lr", group["lr"])
+        first = self.param_groups[0]
+        differ = [key for key in _JOINT_KEYS if group[key] != first[key]]
+        if differ:
+            raise ValueError(
+                f"Sven computes one joint direction over all param groups; only lr may differ "
+                f"between groups, got different {differ}"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["generator_state"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        generator_state = state_dict.pop("generator_state", None)
+        super().load_state_dict(state_dict)
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+
+    # -- the step ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(
+        self,
+        closure: Callable[[], Tensor] | None = None,
+        *,
+        model: nn.Module | None = None,
+        loss_fn: Callable[..., Tensor] | None = None,
+        inputs: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """One Sven step; returns the mean per-example loss before the step (detached).
+
+        Give either ``closure`` (returns per-example losses or residuals, built with autograd;
+        grad mode is enabled for it) or ``model``, ``loss_fn``, ``inputs`` (and ``targets``):
+        ``loss_fn(model(inputs), targets)`` must return per-example losses of shape ``(B,)`` or
+        ``(B, ...)`` (summed over trailing dimensions). In ``residual_mode`` the value returned
+        is ``½‖r‖²``.
+
+        Raises:
+            ValueError: losses not per-example, wrong batch length, negative losses with a
+                fractional ``kappa / 2``, missing arguments.
+            FloatingPointError: NaN/inf in the losses or the Jacobian (the message gives the
+                step number).
+        """
+        group0 = self.param_groups[0]
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        if not params:
+            raise ValueError("params: no parameter requires grad")
+        for p in params:
+            self.state[p].setdefault("step", torch.tensor(0.0))
+        step_no = int(self.state[params[0]]["step"]) + 1
+        selected = self._select_params(params, group0)
+        if closure is not None:
+            if model is not None or loss_fn is not None or inputs is not None:
+                raise ValueError("give either closure or model/loss_fn/inputs, not both")
+            values, jac = _jacobian_closure(closure, params, selected, group0, self.solver_dtype)
+        else:
+            if model is None or loss_fn is None or inputs is None:
+                raise ValueError("step needs a closure, or model, loss_fn and inputs")
+            values, jac = _jacobian_model(
+                model, loss_fn, inputs, targets, params, selected, group0, self.solver_dtype,
+                self.chunk_size,
+            )  # fmt: skip
+        out_dtype = values.dtype
+        residuals, M, reported = _residuals(values, jac, group0, step_no, self.solver_dtype)
+
+        scale = None
+        if group0["rmsprop"] == "pre":
+            mean_row = M.mean(0)
+            v = self._ema_sq("rms_v", params, selected, mean_row, group0)
+            scale = 1.0 / (v.sqrt() + group0["rms_eps"])
+            M = M * scale
+        d, info = sven_direction(
+            M,
+            residuals,
+            group0["k"],
+            group0["rtol"],
+            group0["tol"],
+            group0["svd"],
+            oversample=group0["oversample"],
+            power_iters=group0["power_iters"],
+            generator=self.generator,
+        )
+        self.last_svd_info = info
+        if scale is not None:
+            d = d * scale
+        elif group0["rmsprop"] == "post":
+            v = self._ema_sq("rms_v", params, selected, d, group0)
+            d = d / (v.sqrt() + group0["rms_eps"])
+        if group0["momentum"] > 0:
+            buf = self._flat_state("momentum_buffer", params, selected, d.dtype)
+            buf = group0["momentum"] * buf + d
+            self._write_flat_state("momentum_buffer", params, selected, buf)
+            d = buf
+        self._apply(params, selected, d)
+        for p in params:
+            self.state[p]["step"] += 1
+        return reported.to(out_dtype)
+
+    # -- private helpers --------------------------------------------------------------------
+
+    def _select_params(self, params: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
+        """Per parameter, the flat indices updated this step (all, a random subset, or none)."""
+        numels = [p.numel() for p in params]
+        total = sum(numels)
+        fraction = group["param_fraction"]
+        if fraction >= 1.0:
+            return [torch.arange(n) for n in numels]
+        if group["mask_by_block"]:
+            order = torch.randperm(len(params), generator=self.generator).tolist()
+            chosen, count = set(), 0
+            for i in order:
+                if count >= fraction * total:
+                    break
+                chosen.add(i)
+                count += numels[i]
+            empty = torch.arange(0)
+            return [torch.arange(n) if i in chosen else empty for i, n in enumerate(numels)]
+        n_keep = max(1, round(fraction * total))
+        flat = torch.randperm(total, generator=self.generator)[:n_keep].sort().values
+        out, start = [], 0
+        for n in numels:
+            part = flat[(flat >= start) & (flat < start + n)] - start
+            out.append(part)
+            start += n
+        return out
+
+    def _flat_state(
+        self, key: str, params: list[Tensor], selected: list[Tensor], dtype: torch.dtype
+    ) -> Tensor:
+        parts = []
+        for p, idx in zip(params, selected, strict=True):
+            state = self.state[p]
+            if key not in state:
+                dtype_state = torch.float64 if p.dtype == torch.float64 else torch.float32
+                state[key] = torch.zeros(p.shape, dtype=dtype_state, device=p.device)
+            parts.append(state[key].reshape(-1)[idx.to(p.device)].to(dtype))
+        return torch.cat(parts)
+
+    def _write_flat_state(
+        self, key: str, params: list[Tensor], selected: list[Tensor], flat: Tensor
+    ) -> None:
+        start = 0
+        for p, idx in zip(params, selected, strict=True):
+            n = idx.numel()
+            buf = self.state[p][key].view(-1)
+            buf[idx.to(p.device)] = flat[start : start + n].to(buf.dtype)
+            start += n
+
+    def _ema_sq(
+        self,
+        key: str,
+        params: list[Tensor],
+        selected: list[Tensor],
+        value: Tensor,
+        group: dict[str, Any],
+    ) -> Tensor:
+        alpha = group["rms_alpha"]
+        v = self._flat_state(key, params, selected, value.dtype)
+        v = alpha * v + (1.0 - alpha) * value**2
+        self._write_flat_state(key, params, selected, v)
+        return v
+
+    def _apply(self, params: list[Tensor], selected: list[Tensor], d: Tensor) -> None:
+        lr_of = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
+        start = 0
+        for p, idx in zip(params, selected, strict=True):
+            n = idx.numel()
+            if n == 0:
+                continue
+            update = d[start : start + n].to(device=p.device, dtype=p.dtype)
+            start += n
+            lr = lr_of[id(p)]
+            if n == p.numel():
+                p.add_(update.view_as(p), alpha=-lr)
+            else:
+                p.view(-1).index_add_(0, idx.to(p.device), update, alpha=-lr)

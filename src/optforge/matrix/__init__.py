@@ -44,7 +44,6 @@ __all__ = [
     "bayes_optimal_mse",
     "denoising_mmse",
     "gamp_rie",
-    "make_incoherent_lowrank",
     "perfect_recovery_threshold",
     "relative_error",
     "robust_altmin_complete",
@@ -58,11 +57,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy re-export of :func:`optforge.problems.make_incoherent_lowrank` (its old home).
+    """Deprecated old home of :func:`optforge.problems.make_incoherent_lowrank` (one release).
 
     ``optforge.matrix`` and ``optforge.problems`` are independent method packages (an
-    import-linter contract), so the generator is looked up at first access instead of imported.
+    import-linter contract), so the alias is looked up at first access, with a warning.
     """
     if name == "make_incoherent_lowrank":
+        import warnings
+
+        warnings.warn(
+            f"{__name__}.make_incoherent_lowrank moved to "
+            "optforge.problems.make_incoherent_lowrank; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.import_module("optforge.problems.lowrank").make_incoherent_lowrank
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

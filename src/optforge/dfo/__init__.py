@@ -1,7 +1,8 @@
 """Derivative-free and surrogate-based black-box optimization."""
 
 from optforge.dfo.attacks import DirectionalAttack, directional_attack
-from optforge.dfo.cdsm import CDSM, Budget, CDSMConfig, OptimResult, minimize, poll_directions
+from optforge.dfo.cdsm import CDSM, CDSMConfig, minimize, poll_directions
+from optforge.dfo.direct_search import Budget, OptimResult
 from optforge.dfo.hybrid import (
     HybridAttackCDSM,
     HybridConfig,

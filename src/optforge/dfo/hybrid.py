@@ -1,9 +1,9 @@
 """The hybrid solver: directional attacks for fast ascent, cDSM steps for the guarantee.
 
 Paper: P.-Y. Bouchet, T. Vidal, "Optimization by Directional Attacks: Solving Problems with
-Neural Network Surrogates", arXiv 2510.01461 (2025); loop and constants from the official code
-(spec ``directional_attacks_dfo.md`` §3.4). It maximises ``f̃(Φ̃(x))`` of a
-:class:`~optforge.dfo.surrogate.SurrogateProblem`. Each iteration from the incumbent ``x``:
+Neural Network Surrogates", arXiv 2510.01461 (2025); loop and constants from the official code.
+It maximises ``f̃(Φ̃(x))`` of a :class:`~optforge.dfo.surrogate.SurrogateProblem`. Each
+iteration from the incumbent ``x``:
 
 .. code-block:: text
 
@@ -47,14 +47,8 @@ import torch
 
 from optforge._core import check_nonnegative, check_positive
 from optforge.dfo.attacks import DirectionalAttack
-from optforge.dfo.cdsm import (
-    CDSM,
-    Budget,
-    CDSMConfig,
-    DirectSearchBase,
-    OptimResult,
-    _unit_inf,
-)
+from optforge.dfo.cdsm import CDSM, CDSMConfig, _unit_inf
+from optforge.dfo.direct_search import Budget, DirectSearchBase, OptimResult
 from optforge.dfo.surrogate import SurrogateProblem
 
 __all__ = [

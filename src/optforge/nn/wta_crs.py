@@ -35,7 +35,7 @@ Example:
     >>> convert_linear(model, ratio=0.3, include=None)  # every nn.Linear
     ['0']
 
-Choices where the spec left room (see ``docs/methods/wta-crs.md``):
+Choices:
 
 * Probabilities: ``p_i ∝ ‖H_i‖`` (the official code's "first visit" proxy; the ideal
   ``‖H_i‖·‖∇Z_i‖`` needs ``∇Z``, unknown in the forward pass). The official per-example gradient

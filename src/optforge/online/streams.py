@@ -249,7 +249,7 @@ def sea_stream(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> QuadraticStream:
-    """A SEA quadratic stream on the ball of ``radius`` (spec §6).
+    """A SEA quadratic stream on the ball of ``radius``.
 
     Args:
         kind: ``"stochastic"``, ``"drift"``, ``"switch"``, ``"alternating"`` (``"adversarial"``).

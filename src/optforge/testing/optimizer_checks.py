@@ -45,6 +45,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+__all__ = [
+    "CHECKS",
+    "ConvergenceSettings",
+    "Problem",
+    "check_optimizer",
+    "default_step",
+    "make_linear_regression",
+    "make_quadratic",
+    "make_rosenbrock",
+]
+
 Factory = Callable[..., torch.optim.Optimizer]
 
 

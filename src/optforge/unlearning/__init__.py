@@ -1,19 +1,19 @@
-"""Language-model unlearning: losses, LoRA initialisation, metrics."""
+"""Language-model unlearning (LoKU): losses, Fisher-weighted LoRA init, the loop, metrics."""
 
-from optforge.unlearning.loku import (
+from optforge.unlearning.batches import causal_lm_logits
+from optforge.unlearning.fila import (
     FilaConfig,
-    GradientAscentLoss,
-    InvertedHingeLoss,
-    Unlearner,
-    causal_lm_logits,
     fila_factors,
     fila_init_,
-    fisher_diagonal,
-    gradient_ascent_loss,
     initialize_fila,
-    inverted_hinge_loss,
     lora_layers,
-    relative_importance,
+)
+from optforge.unlearning.fisher import fisher_diagonal, relative_importance
+from optforge.unlearning.losses import (
+    GradientAscentLoss,
+    InvertedHingeLoss,
+    gradient_ascent_loss,
+    inverted_hinge_loss,
 )
 from optforge.unlearning.metrics import (
     answer_accuracy,
@@ -28,6 +28,7 @@ from optforge.unlearning.metrics import (
     truth_ratio,
     truth_ratio_score,
 )
+from optforge.unlearning.trainer import Unlearner
 
 __all__ = [
     "FilaConfig",

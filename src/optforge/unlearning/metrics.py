@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from optforge.unlearning.loku import _labels_of, causal_lm_logits
+from optforge.unlearning.batches import _labels_of, causal_lm_logits
 
 __all__ = [
     "answer_accuracy",

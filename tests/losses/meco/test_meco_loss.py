@@ -1,4 +1,4 @@
-"""Tests of MECOLoss / NCELoss / ENCELoss (spec compositional_ebm.md §7)."""
+"""MECOLoss and the MECO momentum step (optforge.losses.meco.loss)."""
 
 import copy
 import math
@@ -7,44 +7,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize_scalar
+from _meco_models import LOG_SQRT_2PI, D, Quadratic, std_normal
 from torch import nn
 
 from optforge.losses.meco import (
-    ENCELoss,
     MECOLoss,
     NCELoss,
     fit_gaussian_noise,
-    grid_log_partition,
     meco_momentum_sgd,
 )
 from optforge.testing import ConvergenceSettings, check_optimizer
-
-D = torch.float64
-LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def std_normal(dim=1, dtype=D):
-    base = torch.distributions.Normal(torch.zeros(dim, dtype=dtype), torch.ones(dim, dtype=dtype))
-    return torch.distributions.Independent(base, 1)
-
-
-class Quadratic(nn.Module):
-    """f_θ(x) = −(x − θ)²/2 in 1-D (a unit-variance Gaussian, unnormalised)."""
-
-    def __init__(self, theta=0.0, dtype=D):
-        super().__init__()
-        self.theta = nn.Parameter(torch.tensor([theta], dtype=dtype))
-
-    def forward(self, x):
-        return -0.5 * (x[:, 0] - self.theta) ** 2
-
-
-def hermite(mean, n=200):
-    """Gauss–Hermite nodes (n, 1) and probability weights for N(mean, 1)."""
-    t, w = np.polynomial.hermite.hermgauss(n)
-    x = torch.tensor(mean + math.sqrt(2) * t, dtype=D)[:, None]
-    return x, torch.tensor(w / math.sqrt(math.pi), dtype=D)
 
 
 # -- 1. gradient identity --------------------------------------------------------------------
@@ -175,58 +147,6 @@ def test_inner_estimate_unbiased_and_log_bias_shrinks_with_gamma():
     assert abs(bias_ma) < abs(bias_plugin) / 3
 
 
-# -- 6. population landscape: MECO gradient R − θ; NCE flat (spec §3.5 table) ------------------
-def _nce_grad_at_optimal_bias(R, theta):
-    x, wx = hermite(R)
-    z, wz = hermite(0.0)
-    q = std_normal()
-    model = Quadratic(theta)
-    loss_fn = NCELoss(q, nu=1.0)
-
-    def loss_at(c):
-        with torch.no_grad():
-            loss_fn.log_normalizer.fill_(c)
-        return loss_fn(model, x, z, x_weights=wx, z_weights=wz)
-
-    res = minimize_scalar(lambda c: float(loss_at(c).detach()), bracket=(-5.0, 5.0), tol=1e-12)
-    (grad,) = torch.autograd.grad(loss_at(res.x), model.theta)
-    return abs(float(grad))
-
-
-def test_population_landscape_meco_vs_nce():
-    for R, theta in [(6.0, 4.5), (8.0, 6.0)]:
-        model = Quadratic(theta)
-        x, wx = hermite(R)
-        z, wz = hermite(0.0)
-        loss = MECOLoss(std_normal(), gamma=1.0)(model, x, z, x_weights=wx, z_weights=wz)
-        (grad,) = torch.autograd.grad(loss, model.theta)
-        assert abs(float(grad) - (theta - R)) < 1e-8
-    nce6 = _nce_grad_at_optimal_bias(6.0, 4.5)
-    nce8 = _nce_grad_at_optimal_bias(8.0, 6.0)
-    # spec §3.5 table (its §6.1 text says < 1e-3 at R = 6, θ = 4.5: the table's 1.2e-3 is right)
-    assert nce8 < 1e-4 and nce8 == pytest.approx(2.7e-5, rel=0.1)
-    assert nce6 == pytest.approx(1.2e-3, rel=0.1)
-    assert _nce_grad_at_optimal_bias(2.0, 1.0) == pytest.approx(0.25, rel=0.1)
-
-
-# -- 7. NCE consistency ------------------------------------------------------------------------
-def test_nce_sgd_recovers_mean_and_log_normalizer():
-    model = Quadratic(0.0, dtype=torch.float32)
-    loss_fn = NCELoss(std_normal(dtype=torch.float32), init_log_normalizer=LOG_SQRT_2PI, seed=0)
-    opt = torch.optim.SGD([*model.parameters(), *loss_fn.parameters()], lr=0.05)
-    g = torch.Generator().manual_seed(7)
-    thetas, cs = [], []
-    for _ in range(1500):
-        x = 1.0 + torch.randn(256, 1, generator=g)
-        opt.zero_grad()
-        loss_fn(model, x).backward()
-        opt.step()
-        thetas.append(float(model.theta.detach()))
-        cs.append(float(loss_fn.log_normalizer.detach()))
-    assert abs(np.mean(thetas[-300:]) - 1.0) < 0.05
-    assert abs(np.mean(cs[-300:]) - LOG_SQRT_2PI) < 0.1
-
-
 def test_meco_momentum_converges_on_gaussian_mean():
     model = Quadratic(0.0, dtype=torch.float32)
     loss_fn = MECOLoss(std_normal(dtype=torch.float32), gamma=0.1, seed=0)
@@ -259,28 +179,6 @@ def test_momentum_sgd_conformance():
         quadratic=ConvergenceSettings(steps=500, tol=1e-3),
         bad_hyperparams={"lr": -1.0, "beta": 1.5},
     )
-
-
-def test_enceloss_formula():
-    g = torch.Generator().manual_seed(9)
-    x, z = torch.randn(5, 1, generator=g, dtype=D), torch.randn(5, 1, generator=g, dtype=D)
-    model = Quadratic(0.3)
-    loss_fn = ENCELoss(std_normal(), init_log_normalizer=0.2)
-    loss_fn.log_normalizer.data = loss_fn.log_normalizer.data.to(D)
-    with torch.no_grad():
-        gx = model(x) - 0.2 - std_normal().log_prob(x)
-        gz = model(z) - 0.2 - std_normal().log_prob(z)
-        expected = torch.exp(-gx / 2).mean() + torch.exp(gz / 2).mean()
-    torch.testing.assert_close(loss_fn(model, x, z), expected)
-
-
-def test_energy_sign_energy_equals_logdensity():
-    g = torch.Generator().manual_seed(10)
-    x, z = torch.randn(5, 1, generator=g, dtype=D), torch.randn(5, 1, generator=g, dtype=D)
-    model = Quadratic(0.3)
-    a = MECOLoss(std_normal(), energy_sign="logdensity")(model, x, z)
-    b = MECOLoss(std_normal(), energy_sign="energy")(lambda t: -model(t), x, z)
-    torch.testing.assert_close(a, b)
 
 
 # -- 8. state_dict / resume ---------------------------------------------------------------------
@@ -342,18 +240,6 @@ def test_storm_recursion_matches_explicit_formula():
     assert loss_fn.storm_fallbacks == 0
 
 
-# -- determinism, generator use ----------------------------------------------------------------
-def test_seeded_sampling_is_deterministic_and_leaves_global_rng_alone():
-    for noise in (std_normal(), torch.distributions.Laplace(torch.zeros(1), torch.ones(1))):
-        if isinstance(noise, torch.distributions.Laplace):
-            noise = torch.distributions.Independent(noise, 1)  # generic (fork_rng) path
-        state = torch.get_rng_state()
-        a = MECOLoss(noise, seed=1)._sample(5, torch.zeros(1, 1))
-        b = MECOLoss(noise, seed=1)._sample(5, torch.zeros(1, 1))
-        assert torch.equal(a, b) and a.shape == (5, 1)
-        assert torch.equal(state, torch.get_rng_state())
-
-
 def test_ess_warning_when_noise_is_badly_matched():
     loss_fn = MECOLoss(std_normal(), gamma=0.1, num_noise=256, seed=0)
     with pytest.warns(RuntimeWarning, match="effective sample size"):
@@ -400,21 +286,6 @@ def test_bad_inputs_raise_clear_errors():
         NCELoss(std_normal())(model, torch.zeros(0, 1, dtype=D))
     with pytest.raises(RuntimeError, match="forward"):
         MECOLoss(std_normal()).nll_estimate()
-
-
-# -- 10. grid log Z -----------------------------------------------------------------------------
-def test_grid_log_partition_of_standard_gaussian():
-    log_z = grid_log_partition(lambda x: -0.5 * (x**2).sum(1), (-8.0, 8.0), 300, dim=2, dtype=D)
-    assert abs(float(log_z) - math.log(2 * math.pi)) < 1e-3
-    log_z1 = grid_log_partition(lambda x: -0.5 * (x**2).sum(1), (-8.0, 8.0), 300)
-    assert abs(float(log_z1) - 0.5 * math.log(2 * math.pi)) < 1e-3
-
-
-def test_fit_gaussian_noise_matches_moments():
-    x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(12), dtype=D) * 2 + 1
-    q = fit_gaussian_noise(x)
-    torch.testing.assert_close(q.loc, x.mean(0))
-    assert torch.allclose(q.covariance_matrix, 4 * torch.eye(2, dtype=D), atol=0.3)
 
 
 def test_unused_warning_filter_is_not_needed():

@@ -354,3 +354,16 @@ def test_nonfinite_gradient_raises_when_clipping():
     with pytest.raises(RuntimeError, match="non-finite"):
         opt.step()
     assert torch.equal(p.detach(), torch.zeros(3))
+
+
+def test_noisy_optimizer_shares_base_containers_after_load_state_dict():
+    model = torch.nn.Linear(3, 1)
+    opt = NoisyOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), eta=0.01, seed=0)
+    opt.load_state_dict(opt.state_dict())
+    assert opt.param_groups is opt.base.param_groups
+    assert opt.state is opt.base.state
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    scheduler.step()
+    assert opt.base.param_groups[0]["lr"] == 0.05  # the scheduler drives the base optimizer

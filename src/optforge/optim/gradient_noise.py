@@ -316,6 +316,9 @@ class NoisyOptimizer(torch.optim.Optimizer):
             )
         self.base.load_state_dict(state_dict["base"])
         self.noise.load_state_dict(state_dict["noise"])
+        # torch's load_state_dict replaces the base's containers: share the new ones again.
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
 
 
 def _flatten_params(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[Tensor]:

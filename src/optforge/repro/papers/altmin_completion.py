@@ -1,6 +1,6 @@
 """Reproduction ``altmin-completion``: alternating minimization with sketched, approximate
 least-squares solves completes low-rank matrices as accurately as exact alternating
-minimization, at O(|Ω|k) instead of O(|Ω|k²) cost (spec ``robust_altmin_completion.md`` §6).
+minimization, at O(|Ω|k) instead of O(|Ω|k²) cost.
 
 The paper (arXiv 2302.11068) is theory only; the experiments are the spec's:
 
@@ -14,12 +14,14 @@ The paper (arXiv 2302.11068) is theory only; the experiments are the spec's:
   |Ω| (m = n, p = 0.5).
 * R3 (arm ``scaling-omega``): wall time per sweep of the sketch solver versus |Ω| at k = 8,
   and sweeps to relative error 1e-6.
-* R4 (arm ``digits``): scikit-learn's digits (1797 × 64), 50 % of entries hidden, k = 10,
+* R4 (arm ``digits``): scikit-learn's digits (1797 × 64, raw counts 0–16 from
+  :func:`optforge.repro.data.digits`), 50 % of entries hidden, k = 10,
   ridge 1e-2·p: held-out RMSE of robust vs exact AltMin vs column-mean imputation
   (scikit-learn ``SimpleImputer``); ridge λ = 1e-2·p (relative to the orthonormal factor's
   Gram, see ``run_digits``).
 
-Each seed draws the matrix from ``seed`` and the algorithm's randomness from ``1000 + seed``.
+Each seed draws the matrix from ``seed`` and the algorithm's randomness from ``1000 + seed``; one
+experiment per seed runs the arms, and the three AltMin arms of R1 share the seed's matrix.
 """
 
 from __future__ import annotations
@@ -28,20 +30,25 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from optforge._core import seed_everything
 from optforge.matrix.altmin import (
     ExactNormalEquations,
     SketchPreconditionedCG,
-    make_incoherent_lowrank,
     relative_error,
     robust_altmin_complete,
 )
+from optforge.problems import make_incoherent_lowrank
+from optforge.repro.baselines import soft_impute_path
+from optforge.repro.data import digits
 from optforge.repro.registry import Claim, Reproduction, Results, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _R1 = {"m": 800, "n": 800, "k": 10, "sweeps": 12, "cond": 2.0, "q": 2, "target": 1e-4}
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -67,6 +74,30 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "softimpute": {"n_lambdas": 10, "max_iters": 50, "tol": 1e-5},
     },
 }
+
+ARMS = ("exact", "sketch-pcg", "sketch-solve", "softimpute", "scaling-k", "scaling-omega", "digits")
+_ALTMIN_ARMS = {
+    "exact": ("exact", 0),
+    "sketch-pcg": ("sketch", _R1["q"]),
+    "sketch-solve": ("sketch", 0),
+}
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed; the AltMin arms of R1 share the seed's matrix."""
+    out: dict[str, dict[str, Any]] = {}
+    problem: tuple | None = None
+    for arm in arms:
+        seed_everything(seed)
+        if arm in _ALTMIN_ARMS:
+            if problem is None:
+                problem = _r1_problem(config, seed, device)
+            out[arm] = _run_altmin(config, seed, device, problem, *_ALTMIN_ARMS[arm])
+        else:
+            out[arm] = _ARM_RUNS[arm](config, seed, device)
+    return out
 
 
 def _dtype(config: Mapping[str, Any]) -> torch.dtype:
@@ -101,75 +132,45 @@ def _time_to(curve: list[float], times: list[float], target: float) -> float:
     return float("inf")
 
 
-def _altmin_arm(solver_kind: str, q: int = 0):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        c = config["r1"]
-        u_star, s_star, v_star, rows, cols, vals = _r1_problem(config, seed, device)
-        gen = torch.Generator(device=device).manual_seed(1000 + seed)
-        solver = (
-            ExactNormalEquations()
-            if solver_kind == "exact"
-            else SketchPreconditionedCG(max_iter=q, generator=gen)
-        )
-        _sync(device)
-        res = robust_altmin_complete(
-            rows,
-            cols,
-            vals,
-            (c["m"], c["n"]),
-            c["k"],
-            n_iters=c["sweeps"],
-            solver=solver,
-            tol=0.0,
-            truth=(u_star, s_star, v_star),
-            generator=gen,
-        )
-        _sync(device)
-        err = res.history["rel_error"]
-        times = res.history["time"]
-        return {
-            "final_error": float(err[-1]),
-            "time_s": float(times[-1]),
-            "flops": float(res.history["flops"][-1]),
-            "time_to_target": _time_to(err, times, c["target"]),
-            "n_obs": float(vals.numel()),
-            "monotone": float(all(b < a for a, b in itertools.pairwise(err))),
-            "sweep": res.history["sweep"],
-            "rel_error": [float(e) for e in err],
-            "time": [float(t) for t in times],
-        }
-
-    return run
-
-
-def _soft_impute_path(
-    observed: np.ndarray,
-    mask: np.ndarray,
-    lambdas: list[float],
-    max_rank: int,
-    max_iters: int,
-    tol: float,
-    seed: int,
-    on_lambda,
-) -> None:
-    """SoftImpute (Mazumder, Hastie, Tibshirani 2010): ``Z ← SVT_λ(P_Ω(M) + P_Ω⊥(Z))`` with a
-    rank-``max_rank`` randomized SVD (scikit-learn's ``randomized_svd``, as fancyimpute uses),
-    warm-started along the λ path; ``on_lambda(U·s, V)`` is called at the end of each λ."""
-    from sklearn.utils.extmath import randomized_svd
-
-    rng = np.random.RandomState(seed)
-    z = np.zeros_like(observed)
-    for lam in lambdas:
-        for _ in range(max_iters):
-            filled = np.where(mask, observed, z)
-            u, s, vt = randomized_svd(filled, max_rank, n_iter=2, random_state=rng)
-            s = np.maximum(s - lam, 0.0)
-            z_new = (u * s) @ vt
-            change = np.linalg.norm(z_new - z) ** 2 / max(np.linalg.norm(z) ** 2, 1e-300)
-            z = z_new
-            if change < tol:
-                break
-        on_lambda(u * s, vt.T)
+def _run_altmin(
+    config: Mapping[str, Any], seed: int, device: str, problem: tuple, solver_kind: str, q: int
+) -> dict[str, Any]:
+    """R1: exact AltMin, or the sketch solver with ``q`` refinement steps, on ``problem``."""
+    c = config["r1"]
+    u_star, s_star, v_star, rows, cols, vals = problem
+    gen = torch.Generator(device=device).manual_seed(1000 + seed)
+    solver = (
+        ExactNormalEquations()
+        if solver_kind == "exact"
+        else SketchPreconditionedCG(max_iter=q, generator=gen)
+    )
+    _sync(device)
+    res = robust_altmin_complete(
+        rows,
+        cols,
+        vals,
+        (c["m"], c["n"]),
+        c["k"],
+        n_iters=c["sweeps"],
+        solver=solver,
+        tol=0.0,
+        truth=(u_star, s_star, v_star),
+        generator=gen,
+    )
+    _sync(device)
+    err = res.history["rel_error"]
+    times = res.history["time"]
+    return {
+        "final_error": float(err[-1]),
+        "time_s": float(times[-1]),
+        "flops": float(res.history["flops"][-1]),
+        "time_to_target": _time_to(err, times, c["target"]),
+        "n_obs": float(vals.numel()),
+        "monotone": float(all(b < a for a, b in itertools.pairwise(err))),
+        "sweep": res.history["sweep"],
+        "rel_error": [float(e) for e in err],
+        "time": [float(t) for t in times],
+    }
 
 
 def run_softimpute(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
@@ -202,7 +203,7 @@ def run_softimpute(config: Mapping[str, Any], seed: int, device: str) -> dict[st
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     with threadpool_limits(torch.get_num_threads()):  # numpy BLAS obeys the run's threads
-        _soft_impute_path(
+        soft_impute_path(
             observed, mask, lambdas, 2 * k, si["max_iters"], si["tol"], 1000 + seed, record
         )
     return {
@@ -313,11 +314,10 @@ def run_scaling_omega(config: Mapping[str, Any], seed: int, device: str) -> dict
 
 def run_digits(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
     """R4: complete the digits matrix with half its entries hidden; held-out RMSE."""
-    from sklearn.datasets import load_digits
     from sklearn.impute import SimpleImputer
 
     c = config["r4"]
-    data = load_digits().data.astype(np.float64)
+    data = digits(pixels="raw")[0].numpy()
     rng = np.random.default_rng(seed)
     hide = rng.random(data.shape) < c["hide"]
     x = np.where(hide, np.nan, data)
@@ -361,10 +361,6 @@ def run_digits(config: Mapping[str, Any], seed: int, device: str) -> dict[str, A
     return out
 
 
-def _worst_ratio(r: Results, a: str, b: str, key: str) -> float:
-    return float(np.max(r.values(a, key) / r.values(b, key)))
-
-
 def _max_curve_ratio(r: Results) -> float:
     """Worst over seeds and sweeps of error(sketch-pcg) / error(exact)."""
     worst = 0.0
@@ -384,6 +380,13 @@ def _softimpute_slower(r: Results) -> float:
         np.mean([(not math.isfinite(s)) or s > f for s, f in zip(soft, fast, strict=True)])
     )
 
+
+_ARM_RUNS = {
+    "softimpute": run_softimpute,
+    "scaling-k": run_scaling_k,
+    "scaling-omega": run_scaling_omega,
+    "digits": run_digits,
+}
 
 _STATEMENT = (
     "Alternating minimization with each least-squares update solved approximately by a "
@@ -523,15 +526,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,
-        methods={
-            "exact": _altmin_arm("exact"),
-            "sketch-pcg": _altmin_arm("sketch", q=_R1["q"]),
-            "sketch-solve": _altmin_arm("sketch", q=0),
-            "softimpute": run_softimpute,
-            "scaling-k": run_scaling_k,
-            "scaling-omega": run_scaling_omega,
-            "digits": run_digits,
-        },
+        methods=list(ARMS),
+        experiment=run,
         methods_by_scale={
             "smoke": ("exact", "sketch-pcg", "scaling-k"),
             # dense numpy SoftImpute at n = 5000 would dominate the GPU run; quick covers it

@@ -1,9 +1,10 @@
 """Reproduction ``directional-dfo``: attacks + cDSM vs DFO baselines through a trained network
-(spec ``directional_attacks_dfo.md`` §6, miniatures of the paper's problems).
+(miniatures of the paper's problems).
 
 **P1 — digits barycenter** (miniature of the ResNet-18 barycentric-image problem). A small CNN
 (conv 1→8→16, 3×3, ReLU, average pooling, linear → 10) is trained on scikit-learn's digits
-(scaled to [0, 1]; Adam lr 1e-2, full batch, seed 0). ``n`` digit images are picked with a fixed
+(``digits(pixels="unit")`` from :mod:`optforge.repro.data`: [0, 1]; Adam lr 1e-2, full batch,
+seed 0). ``n`` digit images are picked with a fixed
 generator (seed 0, stratified over classes; image 0 is the target).
 ``Φ(x) = softmax(CNN(Σ_i softmax(x)_i img_i) / T)``, ``f(y) = -‖y - Φ_target‖²`` with
 ``Φ_target = softmax(CNN(img_0)/T)``, and the box ``[-10, 10]ⁿ`` by the paper's penalty
@@ -22,20 +23,22 @@ of ``f``). ``x₀ = (40/120, 6/20)``, ``r₀ = 1e-3``, ``r_atk ∈ [1e-6, 1]``, 
 Arms: ``hybrid`` (FGSM, soft cross-entropy, ``"n+1"`` poll), ``cdsm`` (``"2n"`` poll),
 ``attacks-only``, ``random-line-search`` (our implementations of the official baselines),
 ``cma-es`` (pycma, σ₀ = 1 on P1 and 0.1 with the box on P2), ``nevergrad`` (``NGOpt``) and
-``adam`` (white-box reference). Each seed re-seeds every arm's randomness; the problems are fixed.
+``adam`` (white-box reference). The problems are fixed: the CNN and P1 are built once per process
+(``memoize``) and shared by every arm of the one experiment per seed; each seed re-seeds every
+arm's randomness.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from optforge._core import require, seed_everything
 from optforge.dfo import (
     CDSMConfig,
     HybridConfig,
@@ -46,7 +49,11 @@ from optforge.dfo import (
     hybrid_attack_cdsm,
     random_line_search,
 )
+from optforge.repro.cache import memoize
+from optforge.repro.data import digits
 from optforge.repro.registry import Claim, Reproduction, Results, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _BASE: dict[str, Any] = {
     "n_images": 32,
@@ -75,6 +82,28 @@ CONFIGS = {
     },
 }
 
+ARMS = (
+    "hybrid",
+    "cdsm",
+    "attacks-only",
+    "random-line-search",
+    "cma-es",
+    "nevergrad",
+    "adam(white-box)",
+)
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed, all on the same P1 problem (built once per process)."""
+    setup = _setup(config, device)
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        out[arm] = _ARM_RUNS[arm](config, seed, device, setup)
+    return out
+
 
 # ---------------------------------------------------------------------------- P1: digits
 class _CNN(nn.Module):
@@ -97,16 +126,14 @@ class _CNN(nn.Module):
 
 
 def _images(side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.from_numpy(data.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    x, y = digits(pixels="unit")
+    x = x.reshape(-1, 1, 8, 8)
     if side != 8:
         x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear")
-    return x, torch.from_numpy(data.target.astype(np.int64))
+    return x, y
 
 
-@cache
+@memoize
 def _trained_cnn(side: int, channels: int, epochs: int, device: str) -> tuple[nn.Module, float]:
     x, y = _images(side)
     x, y = x.to(device), y.to(device)
@@ -144,10 +171,9 @@ class _BarycenterPhi(nn.Module):
         return torch.softmax(self.cnn(img) / self.temperature, dim=-1).reshape(-1)
 
 
-@cache
-def _p1(config_items: tuple, device: str) -> tuple[SurrogateProblem, float, float, float]:
+@memoize
+def _p1(config: Mapping[str, Any], device: str) -> tuple[SurrogateProblem, float, float, float]:
     """The P1 problem, f̃(x₀), f* = 0 (the known supremum) and the CNN's train accuracy."""
-    config = dict(config_items)
     side, n = config["upsample"], config["n_images"]
     cnn, acc = _trained_cnn(side, config["channels"], config["epochs"], device)
     x, y = _images(side)
@@ -280,13 +306,13 @@ _P2_CDSM = CDSMConfig(r0=1e-3, r_min=1e-6, r_max=0.1, poll="2n")
 
 
 def _setup(config: Mapping[str, Any], device: str):
-    problem, f0, f_star, acc = _p1(tuple(sorted(config.items())), device)
+    problem, f0, f_star, acc = _p1(config, device)
     return problem, f0, f_star, acc, torch.zeros(config["n_images"], dtype=torch.float64)
 
 
 def _our_arm(kind: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        problem, f0, f_star, acc, x0 = _setup(config, device)
+    def run(config: Mapping[str, Any], seed: int, device: str, setup: tuple) -> dict[str, Any]:
+        problem, f0, f_star, acc, x0 = setup
         budget = config["budget"]
         res: OptimResult
         if kind == "hybrid":
@@ -317,8 +343,6 @@ def _our_arm(kind: str):
 
 
 def _cma_values(fn, x0: np.ndarray, sigma0: float, budget: int, seed: int, bounds=None):
-    from optforge._core import require
-
     cma = require("cma", "dfo")
     opts = {"maxfevals": budget, "seed": seed + 1, "verbose": -9}
     if bounds is not None:
@@ -335,8 +359,8 @@ def _cma_values(fn, x0: np.ndarray, sigma0: float, budget: int, seed: int, bound
     return values[:budget], xs[:budget]
 
 
-def _run_cma(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    problem, f0, f_star, _acc, x0 = _setup(config, device)
+def _run_cma(config: Mapping[str, Any], seed: int, device: str, setup: tuple) -> dict[str, Any]:
+    problem, f0, f_star, _acc, x0 = setup
 
     def loss(p: np.ndarray) -> float:
         v = problem.value(torch.as_tensor(p, dtype=torch.float64))
@@ -358,11 +382,11 @@ def _run_cma(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any
     return out
 
 
-def _run_nevergrad(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    from optforge._core import require
-
+def _run_nevergrad(
+    config: Mapping[str, Any], seed: int, device: str, setup: tuple
+) -> dict[str, Any]:
     ng = require("nevergrad", "dfo")
-    problem, f0, f_star, _acc, x0 = _setup(config, device)
+    problem, f0, f_star, _acc, x0 = setup
     param = ng.p.Array(init=x0.numpy())
     param.random_state = np.random.RandomState(seed)
     opt = ng.optimizers.NGOpt(parametrization=param, budget=config["budget"])
@@ -375,13 +399,13 @@ def _run_nevergrad(config: Mapping[str, Any], seed: int, device: str) -> dict[st
     return _p1_metrics(values, f0, f_star, config)
 
 
-def _run_adam(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    problem, f0, f_star, _acc, x0 = _setup(config, device)
+def _run_adam(config: Mapping[str, Any], seed: int, device: str, setup: tuple) -> dict[str, Any]:
+    problem, f0, f_star, _acc, x0 = setup
     adam = _adam(problem, x0, config["budget"], device)
     return _p1_metrics(adam["values"], f0, f_star, config)
 
 
-METHODS = {
+_ARM_RUNS = {
     "hybrid": _our_arm("hybrid"),
     "cdsm": _our_arm("cdsm"),
     "attacks-only": _our_arm("attacks-only"),
@@ -489,7 +513,8 @@ register(
         arxiv="2510.01461",
         spec="directional_attacks_dfo.md",
         configs=CONFIGS,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 5, "full": 3},
         seed_base=100,

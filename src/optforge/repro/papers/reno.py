@@ -1,9 +1,9 @@
 """Reproduction ``reno``: reward-based initial-noise optimisation of a one-step generator beats
-best-of-N random search at matched compute (spec ``reno.md`` §6).
+best-of-N random search at matched compute.
 
 No text-to-image or reward model can be downloaded, so the whole stack is trained here from a
-random init on scikit-learn's digits (8×8, scaled to [−1, 1], split 50/50 with a fixed
-permutation, seed 0):
+random init on scikit-learn's digits (``digits(pixels="symmetric", shuffle_seed=0)`` from
+:mod:`optforge.repro.data`: 8×8 in [−1, 1], fixed permutation, split 50/50):
 
 * **generator** ("the one-step T2I model"): the decoder of a VAE (MLP 16 → 256 → 256 → 64, SiLU,
   tanh) trained on all digits; a "prompt" asks for two digits side by side ("a 3 left of a 7"),
@@ -15,9 +15,9 @@ permutation, seed 0):
   optimised against; accuracy = both halves classified as requested. **Realism**: mean L2
   distance of each half to its nearest real digit.
 
-Models are trained once per process with fixed seeds (shared by every arm); each trial seed
-draws the prompts and the initial noises, shared by the arms. Arms: ``base`` (the initial noise,
-no optimisation), ``best-of-50`` and ``best-of-150`` (fresh noises, the reference code's
+The models have fixed seeds and are trained once per process (``memoize``); one experiment per
+seed draws the prompts and the initial noises, shared by the arms. Arms: ``base`` (the initial
+noise, no optimisation), ``best-of-50`` and ``best-of-150`` (fresh noises, the reference code's
 "imageselect"; 150 forwards ≈ the compute of ReNO's 50 forwards + 49 backwards), ``reno``
 (paper defaults: SGD Nesterov 0.9, lr 5, clip 0.1 per sample, λ_reg 0.01, 50 iterations) and
 ``reno-no-reg`` (λ_reg = 0 at lr 20: the regulariser's effect on the norm and on realism).
@@ -25,16 +25,20 @@ no optimisation), ``best-of-50`` and ``best-of-150`` (fresh noises, the referenc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from optforge._core import seed_everything
 from optforge.diffusion.reno import best_of_n, reno
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.cache import memoize
+from optforge.repro.data import digits
+from optforge.repro.models import mlp
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _BASE = {
     "latent": 16,
@@ -69,53 +73,27 @@ CONFIGS = {
     "full": {**_BASE, "vae_steps": 8000, "n_prompts": 2000},
 }
 
-_MODEL_KEYS = (
-    "latent",
-    "vae_hidden",
-    "vae_steps",
-    "vae_lr",
-    "vae_batch",
-    "recon_scale",
-    "clf_hidden",
-    "clf_steps",
-    "judge_steps",
-    "clf_batch",
-    "jitter",
-)
+ARMS = ("base", "best-of-50", "best-of-150", "reno", "reno-no-reg")
 
 
-@cache
-def _digits() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """All digits, split A and split B (images in [−1, 1], flattened to 64)."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.from_numpy((data.data / 8.0 - 1.0).astype(np.float32))
-    y = torch.from_numpy(data.target.astype(np.int64))
-    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
-    x, y = x[order], y[order]
-    half = len(x) // 2
-    return x, y, x[:half], y[:half], x[half:], y[half:]
-
-
-def _mlp(sizes: list[int], out_act: nn.Module | None = None, dropout: float = 0.0) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(nn.SiLU())
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-    if out_act is not None:
-        layers.append(out_act)
-    return nn.Sequential(*layers)
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: the models, the prompts and the initial noises are shared."""
+    setup = _setup(config, seed, device)
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        result = _ARM_RUNS[arm](config, seed, device, setup)
+        out[arm] = _metrics(setup, result, _running_best(result))
+    return out
 
 
 def _train_vae(cfg: Mapping[str, Any], x: Tensor, device: str) -> nn.Module:
     torch.manual_seed(0)
     h, k = cfg["vae_hidden"], cfg["latent"]
-    enc = _mlp([64, h, h, 2 * k]).to(device)
-    dec = _mlp([k, h, h, 64], nn.Tanh()).to(device)
+    enc = mlp([64, h, h, 2 * k], activation=nn.SiLU).to(device)
+    dec = mlp([k, h, h, 64], activation=nn.SiLU, out_activation=nn.Tanh()).to(device)
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=cfg["vae_lr"])
     rng = torch.Generator().manual_seed(1)
     for _ in range(cfg["vae_steps"]):
@@ -131,23 +109,19 @@ def _train_vae(cfg: Mapping[str, Any], x: Tensor, device: str) -> nn.Module:
     return dec.eval().requires_grad_(False)
 
 
-class _CNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Unflatten(1, (1, 8, 8)),
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(128, 10),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+def _judge_cnn() -> nn.Sequential:
+    """The judge: conv 1→16→32 (3×3, ReLU, max-pool) → linear 128 → 10 on flattened 8×8 digits."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128, 10),
+    )
 
 
 def _train_classifier(
@@ -167,18 +141,19 @@ def _train_classifier(
     return model.eval().requires_grad_(False)
 
 
-@cache
-def _models(key: tuple, device: str) -> dict[str, Any]:
-    cfg = dict(zip(_MODEL_KEYS, key, strict=True))
-    x, _y, xa, ya, xb, yb = (t.to(device) for t in _digits())
+@memoize
+def _models(cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """Decoder, reward classifier (split A) and judge (split B), each from a fixed seed."""
+    x, y = (t.to(device) for t in digits(pixels="symmetric", shuffle_seed=0))
+    half = len(x) // 2
+    xa, ya, xb, yb = x[:half], y[:half], x[half:], y[half:]
     h = cfg["clf_hidden"]
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # fixed model seeds, trial RNG untouched
         decoder = _train_vae(cfg, x, device)
-        clf = _train_classifier(
-            _mlp([64, h, h, 10], dropout=0.1).to(device), cfg, xa, ya, cfg["clf_steps"], 10
-        )
-        judge = _train_classifier(_CNN().to(device), cfg, xb, yb, cfg["judge_steps"], 20)
+        clf = mlp([64, h, h, 10], activation=nn.SiLU, dropout=0.1).to(device)
+        clf = _train_classifier(clf, cfg, xa, ya, cfg["clf_steps"], 10)
+        judge = _train_classifier(_judge_cnn().to(device), cfg, xb, yb, cfg["judge_steps"], 20)
     with torch.no_grad():
         clf_acc = float((clf(xb).argmax(1) == yb).float().mean())
         judge_acc = float((judge(xa).argmax(1) == ya).float().mean())
@@ -194,7 +169,7 @@ def _models(key: tuple, device: str) -> dict[str, Any]:
 
 def _setup(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
     torch.set_flush_denormal(True)
-    models = _models(tuple(config[k] for k in _MODEL_KEYS), device)
+    models = _models(config, device)
     k, n = config["latent"], config["n_prompts"]
     rng = torch.Generator().manual_seed(seed)
     prompts = torch.randint(10, (n, 2), generator=rng).to(device)
@@ -241,27 +216,22 @@ def _running_best(result: Any) -> list[float]:
     return result.history["reward"].cummax(0).values.mean(1).tolist()
 
 
-def _run_base(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    s = _setup(config, seed, device)
-    result = reno(s["generator"], [s["reward"]], [1.0], s["z0"], n_iters=1)
-    return _metrics(s, result, _running_best(result))
+def _run_base(config: Mapping[str, Any], seed: int, device: str, s: dict[str, Any]) -> Any:
+    return reno(s["generator"], [s["reward"]], [1.0], s["z0"], n_iters=1)
 
 
 def _best_of(n: int):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        s = _setup(config, seed, device)
-        result = best_of_n(
+    def run(config: Mapping[str, Any], seed: int, device: str, s: dict[str, Any]) -> Any:
+        return best_of_n(
             s["generator"], [s["reward"]], [1.0], s["z0"].shape, n, seed=1000 + seed, device=device
         )
-        return _metrics(s, result, _running_best(result))
 
     return run
 
 
 def _reno(reg: bool):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        s = _setup(config, seed, device)
-        result = reno(
+    def run(config: Mapping[str, Any], seed: int, device: str, s: dict[str, Any]) -> Any:
+        return reno(
             s["generator"],
             [s["reward"]],
             [1.0],
@@ -271,23 +241,17 @@ def _reno(reg: bool):
             grad_clip=config["grad_clip"],
             reg_weight=config["reg_weight"] if reg else 0.0,
         )
-        return _metrics(s, result, _running_best(result))
 
     return run
 
 
-METHODS = {
+_ARM_RUNS = {
     "base": _run_base,
     "best-of-50": _best_of(50),
     "best-of-150": _best_of(150),
     "reno": _reno(True),
     "reno-no-reg": _reno(False),
 }
-
-
-def _gap(r: Results, a: str, b: str, metric: str) -> float:
-    return r.mean(a, metric) - r.mean(b, metric)
-
 
 CLAIMS = [
     Claim(
@@ -296,7 +260,7 @@ CLAIMS = [
             "ReNO improves one-step models on compositional benchmarks (GenEval/T2I-CompBench) "
             "beyond random search with the same compute."
         ),
-        metric=lambda r: _gap(r, "reno", "best-of-150", "judge_acc"),
+        metric=lambda r: r.mean_gap("reno", "best-of-150", "judge_acc"),
         op=">=",
         threshold=0.20,
         scales=("quick", "full"),
@@ -313,7 +277,7 @@ CLAIMS = [
     Claim(
         name="reno-improves-over-base",
         statement="ReNO improves the one-step model it starts from.",
-        metric=lambda r: _gap(r, "reno", "base", "judge_acc"),
+        metric=lambda r: r.mean_gap("reno", "base", "judge_acc"),
         op=">=",
         threshold={"smoke": 0.3, "quick": 0.5, "full": 0.5},
         description="held-out judge accuracy, ReNO minus the un-optimised model",
@@ -321,7 +285,7 @@ CLAIMS = [
     Claim(
         name="reno-reward-at-least-best-of-150",
         statement="Gradient ascent on the noise reaches a higher reward than random search.",
-        metric=lambda r: _gap(r, "reno", "best-of-150", "reward"),
+        metric=lambda r: r.mean_gap("reno", "best-of-150", "reward"),
         op=">=",
         threshold=0.0,
         scales=("quick", "full"),
@@ -355,7 +319,7 @@ CLAIMS = [
     Claim(
         name="regulariser-improves-realism",
         statement="The regulariser reduces reward hacking: optimised images stay realistic.",
-        metric=lambda r: _gap(r, "reno-no-reg", "reno", "nn_dist"),
+        metric=lambda r: r.mean_gap("reno-no-reg", "reno", "nn_dist"),
         op=">=",
         threshold=0.5,
         scales=("quick", "full"),
@@ -364,7 +328,7 @@ CLAIMS = [
     Claim(
         name="regulariser-does-not-hurt-judge",
         statement="The regulariser reduces reward hacking as judged by a held-out evaluator.",
-        metric=lambda r: _gap(r, "reno", "reno-no-reg", "judge_acc"),
+        metric=lambda r: r.mean_gap("reno", "reno-no-reg", "judge_acc"),
         op=">=",
         threshold=0.0,
         scales=("quick", "full"),
@@ -383,7 +347,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 3, "full": 5},
         seed_base=100,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         methods_by_scale={"smoke": ("base", "reno")},
         claims=CLAIMS,
         plot_x="iteration",

@@ -1,8 +1,8 @@
-"""Reproduction ``ttsnap``: noise-aware pruning beats best-of-N at equal compute (spec
-``ttsnap.md`` §6).
+"""Reproduction ``ttsnap``: noise-aware pruning beats best-of-N at equal compute.
 
 Set-up (everything trained locally, no download): scikit-learn's digits scaled to [-1, 1], split
-A/B 50/50 (permutation seed 0). A "prompt" is a requested pair of digits (left, right); the
+A/B 50/50 (permutation seed 0; ``digits(pixels="symmetric", shuffle_seed=0)`` from
+:mod:`optforge.repro.data`). A "prompt" is a requested pair of digits (left, right); the
 generator is an *unconditional* ε-prediction DDPM (T = 1000, linear β 1e-4 → 0.02, MLP denoiser
 with a sinusoidal time embedding) trained on random side-by-side pairs (8 × 16 images), so a
 sample matches a given prompt with probability ≈ 1/100. Sampling: deterministic DDIM, S = 20
@@ -24,16 +24,14 @@ the last snapshot for every level) and ``random-pruning`` (sanity floor). The ``
 also runs the online :func:`~optforge.diffusion.ttsnap.ttsnap_search` with the real sampler at
 B = 1000 for every prompt and compares it with the simulation.
 
-Each seed trains its own DDPM, classifier and student (seeded by ``seed``), draws its own pools
-and Monte-Carlo subsets.
+One experiment per seed trains the DDPM, the classifier and the student (seeded by ``seed``),
+draws the pools and the Monte-Carlo subsets, and scores every arm from them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +51,11 @@ from optforge.diffusion.ttsnap import (
     simulate_ttsnap,
     ttsnap_search,
 )
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.data import digits
+from optforge.repro.models import mlp
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "PROMPTS", "run"]
 
 PROMPTS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (1, 7), (3, 8), (5, 6), (9, 4), (2, 0))
 
@@ -100,150 +102,13 @@ CONFIGS = {
     "full": {**_BASE, "ddpm_iters": 30000, "hidden": 512, "n_pool": 5000, "n_distill": 5000},
 }
 
-# --------------------------------------------------------------------------------------------
-# Data and models
-# --------------------------------------------------------------------------------------------
+ARMS = ("ttsnap", "best-of-n", "naive-pruning", "ttsnap-last-snapshot", "random-pruning")
 
 
-@cache
-def _digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.from_numpy(data.data.astype(np.float32) / 16.0 * 2.0 - 1.0)
-    y = torch.from_numpy(data.target.astype(np.int64))
-    order = torch.from_numpy(np.random.default_rng(0).permutation(len(x)))
-    return x[order], y[order]
-
-
-def _pairs(digits: torch.Tensor, idx_left: torch.Tensor, idx_right: torch.Tensor) -> torch.Tensor:
-    """Side-by-side 8 × 16 images, flattened to 128."""
-    left = digits[idx_left].view(-1, 8, 8)
-    right = digits[idx_right].view(-1, 8, 8)
-    return torch.cat([left, right], dim=2).reshape(-1, 128)
-
-
-class _Denoiser(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.freqs = nn.Buffer(torch.exp(-math.log(10000.0) * torch.arange(16) / 16))
-        self.inp = nn.Linear(128, hidden)
-        self.temb = nn.Linear(32, hidden)
-        self.body = nn.Sequential(
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, 128),
-        )
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        arg = t.float()[:, None] * self.freqs[None]
-        emb = torch.cat([arg.sin(), arg.cos()], dim=1)
-        return self.body(self.inp(x) + self.temb(emb))
-
-
-class _PairClassifier(nn.Module):
-    """8 × 16 image → ``[B, 2, 10]`` clamped log-probabilities of the left and right digit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img = x.reshape(-1, 8, 16)
-        halves = torch.stack([img[:, :, :8], img[:, :, 8:]], dim=1).reshape(-1, 64)
-        logp = torch.log_softmax(self.net(halves), dim=-1).clamp_min(-20.0)
-        return logp.view(-1, 2, 10)
-
-
-def _prompt_head(out: torch.Tensor, cond: tuple[int, int]) -> torch.Tensor:
-    a, b = cond
-    return out[:, 0, a] + out[:, 1, b]
-
-
-def _alphas_cumprod(device: str) -> torch.Tensor:
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-    return torch.cumprod(1.0 - betas, 0).float().to(device)
-
-
-def _train_ddpm(config: Mapping[str, Any], seed: int, device: str) -> _Denoiser:
-    digits = _digits()[0].to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # parameter init only
-        model = _Denoiser(config["hidden"]).to(device)
-    abar = _alphas_cumprod(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config["ddpm_lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["ddpm_iters"])
-    bs, n = config["ddpm_batch"], len(digits)
-    for _ in range(config["ddpm_iters"]):
-        idx = torch.randint(0, n, (2, bs), generator=g, device=device)
-        x0 = _pairs(digits, idx[0], idx[1])
-        t = torch.randint(0, 1000, (bs,), generator=g, device=device)
-        eps = torch.randn(x0.shape, generator=g, device=device)
-        a = abar[t][:, None]
-        loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval().requires_grad_(False)
-
-
-def _train_classifier(config: Mapping[str, Any], seed: int, device: str) -> _PairClassifier:
-    x, y = _digits()
-    half = len(x) // 2
-    xa, ya = x[:half].to(device), y[:half].to(device)
-    g = torch.Generator(device=device).manual_seed(10_000 + seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(10_000 + seed)
-        clf = _PairClassifier().to(device)
-    opt = torch.optim.Adam(clf.net.parameters(), lr=1e-3)
-    for _ in range(config["clf_steps"]):
-        idx = torch.randint(0, half, (128,), generator=g, device=device)
-        xb = xa[idx] + 0.1 * torch.randn(xa[idx].shape, generator=g, device=device)
-        loss = nn.functional.cross_entropy(clf.net(xb), ya[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return clf.eval().requires_grad_(False)
-
-
-def _classifier_accuracy(clf: _PairClassifier, device: str) -> float:
-    x, y = _digits()
-    half = len(x) // 2
-    with torch.no_grad():
-        pred = clf.net(x[half:].to(device)).argmax(1).cpu()
-    return float((pred == y[half:]).float().mean())
-
-
-def _trajectories(
-    sampler: DDIMSampler, clf: _PairClassifier, n: int, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step estimates ``[n, S, 128]`` and final images ``[n, 128]``."""
-    ds = TrajectoryDataset.generate(
-        sampler, clf, n, range(sampler.num_steps), generator=g, batch_size=1000
-    )
-    return ds.estimates, ds.estimates[:, -1]
-
-
-# --------------------------------------------------------------------------------------------
-# The experiment (shared by every arm of a seed; cached)
-# --------------------------------------------------------------------------------------------
-
-_CACHE: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
-
-
-def _experiment(config: Mapping[str, Any], seed: int, device: str) -> dict[str, dict[str, Any]]:
-    key = (json.dumps(dict(config), sort_keys=True), seed, str(device))
-    if key in _CACHE:
-        return _CACHE[key]
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: one DDPM, classifier, student and scored pool shared by every arm."""
     S = config["num_steps"]
     denoiser = _train_ddpm(config, seed, device)
     clf = _train_classifier(config, seed, device)
@@ -340,14 +205,133 @@ def _experiment(config: Mapping[str, Any], seed: int, device: str) -> dict[str, 
     ttsnap["first_checkpoint_kendall_gain"] = diffs[0]
     ttsnap["seed_ratio_vs_bon"] = n_tts / n_bon
 
-    if config["online"]:
+    if config["online"] and "ttsnap" in arms:
         ttsnap.update(
             _online_check(
                 config, seed, device, sampler, clf, snapshots, schedule, cost, inter, final, order
             )
         )
-    _CACHE[key] = out
-    return out
+    return {arm: out[arm] for arm in arms}
+
+
+# --------------------------------------------------------------------------------------------
+# Data and models
+# --------------------------------------------------------------------------------------------
+
+
+def _pairs(images: torch.Tensor, idx_left: torch.Tensor, idx_right: torch.Tensor) -> torch.Tensor:
+    """Side-by-side 8 × 16 images, flattened to 128."""
+    left = images[idx_left].view(-1, 8, 8)
+    right = images[idx_right].view(-1, 8, 8)
+    return torch.cat([left, right], dim=2).reshape(-1, 128)
+
+
+class _Denoiser(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.freqs = nn.Buffer(torch.exp(-math.log(10000.0) * torch.arange(16) / 16))
+        self.inp = nn.Linear(128, hidden)
+        self.temb = nn.Linear(32, hidden)
+        self.body = nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, 128),
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        arg = t.float()[:, None] * self.freqs[None]
+        emb = torch.cat([arg.sin(), arg.cos()], dim=1)
+        return self.body(self.inp(x) + self.temb(emb))
+
+
+class _PairClassifier(nn.Module):
+    """8 × 16 image → ``[B, 2, 10]`` clamped log-probabilities of the left and right digit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = mlp([64, 128, 128, 10])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = x.reshape(-1, 8, 16)
+        halves = torch.stack([img[:, :, :8], img[:, :, 8:]], dim=1).reshape(-1, 64)
+        logp = torch.log_softmax(self.net(halves), dim=-1).clamp_min(-20.0)
+        return logp.view(-1, 2, 10)
+
+
+def _prompt_head(out: torch.Tensor, cond: tuple[int, int]) -> torch.Tensor:
+    a, b = cond
+    return out[:, 0, a] + out[:, 1, b]
+
+
+def _alphas_cumprod(device: str) -> torch.Tensor:
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, 0).float().to(device)
+
+
+def _train_ddpm(config: Mapping[str, Any], seed: int, device: str) -> _Denoiser:
+    images = digits(pixels="symmetric", shuffle_seed=0)[0].to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # parameter init only
+        model = _Denoiser(config["hidden"]).to(device)
+    abar = _alphas_cumprod(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config["ddpm_lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["ddpm_iters"])
+    bs, n = config["ddpm_batch"], len(images)
+    for _ in range(config["ddpm_iters"]):
+        idx = torch.randint(0, n, (2, bs), generator=g, device=device)
+        x0 = _pairs(images, idx[0], idx[1])
+        t = torch.randint(0, 1000, (bs,), generator=g, device=device)
+        eps = torch.randn(x0.shape, generator=g, device=device)
+        a = abar[t][:, None]
+        loss = ((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval().requires_grad_(False)
+
+
+def _train_classifier(config: Mapping[str, Any], seed: int, device: str) -> _PairClassifier:
+    x, y = digits(pixels="symmetric", shuffle_seed=0)
+    half = len(x) // 2
+    xa, ya = x[:half].to(device), y[:half].to(device)
+    g = torch.Generator(device=device).manual_seed(10_000 + seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(10_000 + seed)
+        clf = _PairClassifier().to(device)
+    opt = torch.optim.Adam(clf.net.parameters(), lr=1e-3)
+    for _ in range(config["clf_steps"]):
+        idx = torch.randint(0, half, (128,), generator=g, device=device)
+        xb = xa[idx] + 0.1 * torch.randn(xa[idx].shape, generator=g, device=device)
+        loss = nn.functional.cross_entropy(clf.net(xb), ya[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return clf.eval().requires_grad_(False)
+
+
+def _classifier_accuracy(clf: _PairClassifier, device: str) -> float:
+    x, y = digits(pixels="symmetric", shuffle_seed=0)
+    half = len(x) // 2
+    with torch.no_grad():
+        pred = clf.net(x[half:].to(device)).argmax(1).cpu()
+    return float((pred == y[half:]).float().mean())
+
+
+def _trajectories(
+    sampler: DDIMSampler, clf: _PairClassifier, n: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step estimates ``[n, S, 128]`` and final images ``[n, 128]``."""
+    ds = TrajectoryDataset.generate(
+        sampler, clf, n, range(sampler.num_steps), generator=g, batch_size=1000
+    )
+    return ds.estimates, ds.estimates[:, -1]
 
 
 def _online_check(
@@ -394,25 +378,98 @@ def _online_check(
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Arms
-# --------------------------------------------------------------------------------------------
-
-
-def _arm(name: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        return dict(_experiment(config, seed, device)[name])
-
-    run.__name__ = f"run_{name.replace('-', '_')}"
-    return run
-
-
-_ARMS = ("ttsnap", "best-of-n", "naive-pruning", "ttsnap-last-snapshot", "random-pruning")
-
-
-def _min_paired(r: Results, a: str, b: str, metric: str) -> float:
-    return float(np.min(r.paired(a, b, metric)))
-
+CLAIMS = [
+    Claim(
+        name="ttsnap-beats-best-of-n",
+        statement=(
+            "TTSnap improves the reward-vs-budget curve over best-of-N at equal compute: "
+            "worst seed's relative area gain in % (direction of the paper's claim)"
+        ),
+        metric=lambda r: r.min("ttsnap", "area_gain"),
+        op=">",
+        threshold=0.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="ttsnap-area-gain-size",
+        statement=(
+            "> 16% improvement over existing methods on the budget-aware metric (spec "
+            "§6 criterion for the toy: mean area gain over best-of-N >= 8%)"
+        ),
+        metric=lambda r: r.mean("ttsnap", "area_gain"),
+        op=">=",
+        threshold=8.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="noise-aware-beats-naive-pruning",
+        statement=(
+            "Noise-aware fine-tuning is what makes pruning pay off: area gain of TTSnap "
+            "minus pruning with the original reward, worst seed, percentage points"
+        ),
+        metric=lambda r: r.worst_gap("ttsnap", "naive-pruning", "area_gain"),
+        op=">",
+        threshold=0.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="noise-aware-margin-size",
+        statement=(
+            "... by a clear margin (spec §6 criterion: TTSnap minus naive pruning >= 8 "
+            "percentage points; mean over seeds)"
+        ),
+        metric=lambda r: float(np.mean(r.paired("ttsnap", "naive-pruning", "area_gain"))),
+        op=">=",
+        threshold=8.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="noise-aware-reward-aligns-better",
+        statement=(
+            "The noise-aware reward ranks intermediate estimates closer to the final "
+            "reward: min over steps 2/6/11 of the Kendall tau gain (mean over seeds)"
+        ),
+        metric=lambda r: r.mean("ttsnap", "min_kendall_gain"),
+        op=">",
+        threshold=0.0,
+        scales=("quick", "full"),
+    ),
+    Claim(
+        name="noise-aware-aligns-at-first-checkpoint",
+        statement=(
+            "Clean-domain rewards rank early, blurry estimates almost randomly; the "
+            "noise-aware copy does better: Kendall tau gain at step 2 (worst seed)"
+        ),
+        metric=lambda r: r.min("ttsnap", "first_checkpoint_kendall_gain"),
+        op=">",
+        threshold=0.0,
+    ),
+    Claim(
+        name="more-seeds-at-equal-budget",
+        statement="At B = 1000, TTSnap evaluates at least 3x as many seeds as best-of-N",
+        metric=lambda r: r.min("ttsnap", "seed_ratio_vs_bon"),
+        op=">=",
+        threshold=3.0,
+    ),
+    Claim(
+        name="online-search-within-budget",
+        statement="The online search never spends more than its budget (max cost / B)",
+        metric=lambda r: r.max("ttsnap", "online_max_cost_over_budget"),
+        op="<=",
+        threshold=1.0,
+    ),
+    Claim(
+        name="online-matches-simulation",
+        statement=(
+            "The online sampler's mean final reward at B = 1000 matches the offline "
+            "simulation within Monte-Carlo error (worst seed |z|)"
+        ),
+        metric=lambda r: r.max("ttsnap", "online_vs_sim_z"),
+        op="<=",
+        threshold=3.0,
+        scales=("quick", "full"),
+    ),
+]
 
 register(
     Reproduction(
@@ -423,7 +480,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 3, "full": 5},
         seed_base=100,
-        methods={name: _arm(name) for name in _ARMS},
+        methods=list(ARMS),
+        experiment=run,
         methods_by_scale={"smoke": ("ttsnap", "best-of-n", "naive-pruning")},
         plot_x="budget",
         plot_y=("reward", "reward_minus_bon"),
@@ -432,97 +490,6 @@ register(
             "noise-aware copy: reward-vs-budget of TTSnap, best-of-N and naive pruning "
             "(offline simulation of the reference code) plus an online search check."
         ),
-        claims=[
-            Claim(
-                name="ttsnap-beats-best-of-n",
-                statement=(
-                    "TTSnap improves the reward-vs-budget curve over best-of-N at equal compute: "
-                    "worst seed's relative area gain in % (direction of the paper's claim)"
-                ),
-                metric=lambda r: r.min("ttsnap", "area_gain"),
-                op=">",
-                threshold=0.0,
-                scales=("quick", "full"),
-            ),
-            Claim(
-                name="ttsnap-area-gain-size",
-                statement=(
-                    "> 16% improvement over existing methods on the budget-aware metric (spec "
-                    "§6 criterion for the toy: mean area gain over best-of-N >= 8%)"
-                ),
-                metric=lambda r: r.mean("ttsnap", "area_gain"),
-                op=">=",
-                threshold=8.0,
-                scales=("quick", "full"),
-            ),
-            Claim(
-                name="noise-aware-beats-naive-pruning",
-                statement=(
-                    "Noise-aware fine-tuning is what makes pruning pay off: area gain of TTSnap "
-                    "minus pruning with the original reward, worst seed, percentage points"
-                ),
-                metric=lambda r: _min_paired(r, "ttsnap", "naive-pruning", "area_gain"),
-                op=">",
-                threshold=0.0,
-                scales=("quick", "full"),
-            ),
-            Claim(
-                name="noise-aware-margin-size",
-                statement=(
-                    "... by a clear margin (spec §6 criterion: TTSnap minus naive pruning >= 8 "
-                    "percentage points; mean over seeds)"
-                ),
-                metric=lambda r: float(np.mean(r.paired("ttsnap", "naive-pruning", "area_gain"))),
-                op=">=",
-                threshold=8.0,
-                scales=("quick", "full"),
-            ),
-            Claim(
-                name="noise-aware-reward-aligns-better",
-                statement=(
-                    "The noise-aware reward ranks intermediate estimates closer to the final "
-                    "reward: min over steps 2/6/11 of the Kendall tau gain (mean over seeds)"
-                ),
-                metric=lambda r: r.mean("ttsnap", "min_kendall_gain"),
-                op=">",
-                threshold=0.0,
-                scales=("quick", "full"),
-            ),
-            Claim(
-                name="noise-aware-aligns-at-first-checkpoint",
-                statement=(
-                    "Clean-domain rewards rank early, blurry estimates almost randomly; the "
-                    "noise-aware copy does better: Kendall tau gain at step 2 (worst seed)"
-                ),
-                metric=lambda r: r.min("ttsnap", "first_checkpoint_kendall_gain"),
-                op=">",
-                threshold=0.0,
-            ),
-            Claim(
-                name="more-seeds-at-equal-budget",
-                statement="At B = 1000, TTSnap evaluates at least 3x as many seeds as best-of-N",
-                metric=lambda r: r.min("ttsnap", "seed_ratio_vs_bon"),
-                op=">=",
-                threshold=3.0,
-            ),
-            Claim(
-                name="online-search-within-budget",
-                statement="The online search never spends more than its budget (max cost / B)",
-                metric=lambda r: r.max("ttsnap", "online_max_cost_over_budget"),
-                op="<=",
-                threshold=1.0,
-            ),
-            Claim(
-                name="online-matches-simulation",
-                statement=(
-                    "The online sampler's mean final reward at B = 1000 matches the offline "
-                    "simulation within Monte-Carlo error (worst seed |z|)"
-                ),
-                metric=lambda r: r.max("ttsnap", "online_vs_sim_z"),
-                op="<=",
-                threshold=3.0,
-                scales=("quick", "full"),
-            ),
-        ],
+        claims=CLAIMS,
     )
 )

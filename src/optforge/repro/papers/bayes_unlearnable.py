@@ -1,14 +1,14 @@
 """Reproduction ``bayes-unlearnable``: unlearnable examples by Bayes-error maximisation (BEO)
-versus random noise and error-minimising noise on scikit-learn's digits (spec
-``bayes_error_unlearnable.md`` §6).
+versus random noise and error-minimising noise on scikit-learn's digits.
 
-Set-up: ``load_digits`` pixels / 16 ∈ [0, 1], a fixed stratified 70/30 split (seed 0; 1257 train,
-540 test). The Bayes error is estimated in raw input space with the leave-one-out kernel
-estimate at σ = 0.5 × the median nearest-neighbour distance of the clean training set (fixed for
-every arm so values are comparable). Each seed perturbs the *whole* training set with one method
-at budget ε (L∞), then trains two learners on (a) the fully protected set and (b) a 50% mix
-(each index protected with probability 0.5, the mask drawn from the seed and shared by all arms),
-and reports the clean-test accuracy. Learners: ``sklearn.linear_model.LogisticRegression``
+Set-up: ``load_digits`` pixels / 16 ∈ [0, 1], a fixed stratified 70/30 split
+(``repro.data.digits_split(test_size=0.3)``: seed 0, 1257 train, 540 test). The Bayes error is
+estimated in raw input space with the leave-one-out kernel estimate at σ = 0.5 × the median
+nearest-neighbour distance of the clean training set (fixed for every arm so values are
+comparable). Each arm perturbs the *whole* training set with one method at budget ε (L∞), then
+trains two learners on (a) the fully protected set and (b) a 50% mix (each index protected with
+probability 0.5), and reports the clean-test accuracy. One experiment per seed draws the mix's
+mask once and shares it with every arm. Learners: ``sklearn.linear_model.LogisticRegression``
 (C = 10) and ``sklearn.neural_network.MLPClassifier`` (one hidden layer).
 
 Arms:
@@ -19,20 +19,21 @@ Arms:
 * ``error-min``: ``error_minimizing_noise`` (Huang et al., sample-wise min-min, torch MLP);
 * ``beo-input``: ``BayesErrorPerturbation`` on raw pixels (sign PGA, α = ε/10);
 * ``beo-feature``: ``BayesErrorPerturbation`` on the penultimate features of a torch MLP
-  retrained from scratch on the current perturbed data every ``refresh_every`` steps (the
-  authors' pipeline at digits scale; σ = 0.3 on max-abs-normalised features, their default).
+  (``repro.models.mlp``) retrained from scratch on the current perturbed data every
+  ``refresh_every`` steps (the authors' pipeline at digits scale; σ = 0.3 on max-abs-normalised
+  features, their default); ``beo-feature(eps=0.3)`` the same at ε = 0.3.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import cache
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from optforge._core import seed_everything
 from optforge.data.bayes_error import (
     BayesErrorPerturbation,
     bayes_error_estimate,
@@ -41,7 +42,12 @@ from optforge.data.bayes_error import (
     mix_protected,
     random_noise,
 )
+from optforge.repro.cache import memoize
+from optforge.repro.data import digits_split
+from optforge.repro.models import mlp
 from optforge.repro.registry import Claim, Reproduction, Results, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _BASE: dict[str, Any] = {
     "eps": 0.2,
@@ -72,27 +78,24 @@ CONFIGS = {
 }
 
 
-@cache
-def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = data.data.astype(np.float32) / 16.0
-    xtr, xte, ytr, yte = train_test_split(
-        x, data.target, test_size=0.3, stratify=data.target, random_state=0
-    )
-    return (
-        torch.from_numpy(xtr),
-        torch.from_numpy(ytr.astype(np.int64)),
-        torch.from_numpy(xte),
-        torch.from_numpy(yte.astype(np.int64)),
-    )
+ARMS = ("clean", "random", "error-min", "beo-input", "beo-feature", "beo-feature(eps=0.3)")
 
 
-@cache
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: the 50% mix's mask is drawn once and shared by every arm."""
+    mask = _mask(seed, config)
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        out[arm] = _ARM_RUNS[arm](config, seed, device, mask)
+    return out
+
+
+@memoize
 def _sigma(scale: float) -> float:
-    return scale * median_nn_distance(_digits()[0])
+    return scale * median_nn_distance(digits_split(test_size=0.3)[0])
 
 
 def _ber(x: torch.Tensor, y: torch.Tensor, config: Mapping[str, Any]) -> float:
@@ -110,7 +113,7 @@ def _fit_score(name: str, x: torch.Tensor, y: torch.Tensor, seed: int, config) -
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-    _, _, x_test, y_test = _digits()
+    _, _, x_test, y_test = digits_split(test_size=0.3)
     if name == "logreg":
         model = LogisticRegression(C=config["logreg_c"], max_iter=2000)
     else:
@@ -127,18 +130,19 @@ def _fit_score(name: str, x: torch.Tensor, y: torch.Tensor, seed: int, config) -
     return float(model.score(x_test.numpy(), y_test.numpy()))
 
 
-def _mask(seed: int, config: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, _, _, _ = _digits()
+def _mask(seed: int, config: Mapping[str, Any]) -> torch.Tensor:
+    x, _, _, _ = digits_split(test_size=0.3)
     gen = torch.Generator().manual_seed(3000 + seed)
     _, mask = mix_protected(x, x, config["mix_ratio"], generator=gen)
     return mask
 
 
-def _evaluate(delta: torch.Tensor, seed: int, config: Mapping[str, Any]) -> dict[str, Any]:
-    x, y, _, _ = _digits()
+def _evaluate(
+    delta: torch.Tensor, mask: torch.Tensor, seed: int, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    x, y, _, _ = digits_split(test_size=0.3)
     delta = delta.cpu()
     xp = x + delta
-    mask = _mask(seed, config)
     xmix = torch.where(mask[:, None], xp, x)
     out: dict[str, Any] = {
         "ber": _ber(xp, y, config),
@@ -153,35 +157,34 @@ def _evaluate(delta: torch.Tensor, seed: int, config: Mapping[str, Any]) -> dict
     return out
 
 
-def _run_clean(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    x, y, _, _ = _digits()
-    out = _evaluate(torch.zeros_like(x), seed, config)
-    mask = _mask(seed, config)
+def _run_clean(
+    config: Mapping[str, Any], seed: int, device: str, mask: torch.Tensor
+) -> dict[str, Any]:
+    x, y, _, _ = digits_split(test_size=0.3)
+    out = _evaluate(torch.zeros_like(x), mask, seed, config)
     for learner in config["learners"]:
         out[f"acc_half_{learner}"] = _fit_score(learner, x[~mask], y[~mask], seed, config)
     return out
 
 
-def _run_random(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    x, _, _, _ = _digits()
+def _run_random(
+    config: Mapping[str, Any], seed: int, device: str, mask: torch.Tensor
+) -> dict[str, Any]:
+    x, _, _, _ = digits_split(test_size=0.3)
     gen = torch.Generator(device=device).manual_seed(seed)
     delta = random_noise(x.to(device), config["eps"], generator=gen)
-    return _evaluate(delta, seed, config)
+    return _evaluate(delta, mask, seed, config)
 
 
 def _mlp(seed: int, device: str, hidden: int = 128, features: int = 64) -> nn.Sequential:
     torch.manual_seed(seed)  # harness-level trial code; library code never uses the global RNG
-    return nn.Sequential(
-        nn.Linear(64, hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, features),
-        nn.ReLU(),
-        nn.Linear(features, 10),
-    ).to(device)
+    return mlp([64, hidden, features, 10]).to(device)
 
 
-def _run_error_min(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    x, y, _, _ = _digits()
+def _run_error_min(
+    config: Mapping[str, Any], seed: int, device: str, mask: torch.Tensor
+) -> dict[str, Any]:
+    x, y, _, _ = digits_split(test_size=0.3)
     model = _mlp(1000 + seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     delta = error_minimizing_noise(
@@ -196,11 +199,13 @@ def _run_error_min(config: Mapping[str, Any], seed: int, device: str) -> dict[st
         stop_error=config["em_stop_error"],
         generator=torch.Generator().manual_seed(seed),
     )
-    return _evaluate(delta, seed, config)
+    return _evaluate(delta, mask, seed, config)
 
 
-def _run_beo_input(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    x, y, _, _ = _digits()
+def _run_beo_input(
+    config: Mapping[str, Any], seed: int, device: str, mask: torch.Tensor
+) -> dict[str, Any]:
+    x, y, _, _ = digits_split(test_size=0.3)
     beo = BayesErrorPerturbation(
         config["eps"],
         steps=config["beo_steps"],
@@ -208,7 +213,7 @@ def _run_beo_input(config: Mapping[str, Any], seed: int, device: str) -> dict[st
         normalize="none",
     )
     delta = beo.fit(x.to(device), y.to(device))
-    out = _evaluate(delta, seed, config)
+    out = _evaluate(delta, mask, seed, config)
     out["step"] = [h["step"] for h in beo.history]
     out["ber_curve"] = [h["ber"] for h in beo.history]
     return out
@@ -237,10 +242,10 @@ def _retrainer(config: Mapping[str, Any], seed: int, device: str) -> Callable:
 
 
 def _run_beo_feature(
-    config: Mapping[str, Any], seed: int, device: str, eps: float | None = None
+    config: Mapping[str, Any], seed: int, device: str, mask: torch.Tensor, eps_key: str = "eps"
 ) -> dict[str, Any]:
-    x, y, _, _ = _digits()
-    eps = config["eps"] if eps is None else eps
+    x, y, _, _ = digits_split(test_size=0.3)
+    eps = config[eps_key]
     beo = BayesErrorPerturbation(
         eps,
         step_size=config["feat_step_frac"] * eps,
@@ -250,7 +255,7 @@ def _run_beo_feature(
         refresh_every=config["feat_refresh_every"],
     )
     delta = beo.fit(x.to(device), y.to(device))
-    out = _evaluate(delta, seed, config)
+    out = _evaluate(delta, mask, seed, config)
     out["feature_ber_first"] = beo.history[0]["ber"]
     out["feature_ber_last"] = beo.history[-1]["ber"]
     out["step"] = [h["step"] for h in beo.history]
@@ -258,15 +263,13 @@ def _run_beo_feature(
     return out
 
 
-METHODS = {
+_ARM_RUNS = {
     "clean": _run_clean,
     "random": _run_random,
     "error-min": _run_error_min,
     "beo-input": _run_beo_input,
     "beo-feature": _run_beo_feature,
-    "beo-feature(eps=0.3)": lambda config, seed, device: _run_beo_feature(
-        config, seed, device, eps=config["eps_large"]
-    ),
+    "beo-feature(eps=0.3)": partial(_run_beo_feature, eps_key="eps_large"),
 }
 
 
@@ -282,7 +285,7 @@ CLAIMS = [
         name="beo-raises-bayes-error-beyond-random",
         statement="BEO perturbations substantially increase the (estimated) Bayes error, far more "
         "than random noise at the same budget (mean BER̂ of beo-input minus random, ε = 0.2).",
-        metric=lambda r: r.mean("beo-input", "ber") - r.mean("random", "ber"),
+        metric=lambda r: r.mean_gap("beo-input", "random", "ber"),
         op=">=",
         threshold=0.3,
     ),
@@ -307,7 +310,7 @@ CLAIMS = [
         name="ber-increase-survives-mixing",
         statement="Because the Bayes error is concave in the data distribution, the increase "
         "survives mixing with clean data (50% mix: BER̂ of beo-input minus random).",
-        metric=lambda r: r.mean("beo-input", "ber_mix") - r.mean("random", "ber_mix"),
+        metric=lambda r: r.mean_gap("beo-input", "random", "ber_mix"),
         op=">=",
         threshold=0.15,
     ),
@@ -400,7 +403,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 3, "full": 5},
         seed_base=100,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         methods_by_scale={"smoke": ("clean", "random", "beo-input")},
         claims=CLAIMS,
         plot_x="step",

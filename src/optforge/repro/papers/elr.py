@@ -1,12 +1,12 @@
-"""Reproduction ``elr``: early-learning regularization prevents memorisation of noisy labels
-(spec ``elr.md`` §6).
+"""Reproduction ``elr``: early-learning regularization prevents memorisation of noisy labels.
 
-Set-up (quick/smoke): scikit-learn digits (1797 × 64), features ``/16`` then standardised with the
-train statistics (``sklearn.preprocessing.StandardScaler``), stratified 70/30 split
-(``train_test_split(random_state=seed)``, 1257 train / 540 clean test). Train labels get 40%
-noise from ``optforge.data``: symmetric (``make_symmetric_noise``, new label uniform over the
-other 9 classes) or asymmetric (``make_pair_noise`` with ``c → c+1 mod 10`` on 40% of each class).
-Model: MLP 64 → 256 → ReLU → 256 → ReLU → 10 (PyTorch default init from ``torch.manual_seed(seed)``,
+Set-up (quick/smoke): scikit-learn digits (1797 × 64), features ``/16``, stratified 70/30 split
+per seed, then standardised with the train statistics
+(``repro.data.digits_split(test_size=0.3, split_seed=seed, standardize=True)``: 1257 train / 540
+clean test). Train labels get 40% noise from ``optforge.data``: symmetric
+(``make_symmetric_noise``, new label uniform over the other 9 classes) or asymmetric
+(``make_pair_noise`` with ``c → c+1 mod 10`` on 40% of each class). Model: MLP 64 → 256 → ReLU →
+256 → ReLU → 10 (``repro.models.mlp``, PyTorch default init from ``torch.manual_seed(seed)``,
 shared by every arm of a seed), ``torch.optim.Adam`` lr 1e-3, batch 64, no weight decay; the
 epoch order comes from a generator seeded ``1000 + seed``. Metric: clean test accuracy at the
 **last** epoch (memorisation is the point), the memorised fraction of the flipped labels, and
@@ -25,10 +25,9 @@ an ``elr+`` arm (two networks, cross targets from the other network's EMA, mixup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +39,11 @@ from optforge.data import (
     make_symmetric_noise,
 )
 from optforge.losses import ELRLoss, ELRPlusLoss, GCELoss, ModelEMA, SCELoss, mixup_batch
+from optforge.repro.data import digits_split
+from optforge.repro.models import mlp
 from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["CLAIMS", "CONFIGS", "METHODS"]
 
 _DIGITS = {
     "data": "digits",
@@ -94,22 +97,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------------------
 
 
-@cache
-def _digits(seed: int) -> tuple[torch.Tensor, ...]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    data = load_digits()
-    x = data.data.astype(np.float32) / 16.0
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, data.target, test_size=0.3, stratify=data.target, random_state=seed
-    )
-    scaler = StandardScaler().fit(x_tr)
-    as_x = lambda a: torch.from_numpy(scaler.transform(a).astype(np.float32))  # noqa: E731
-    return as_x(x_tr), torch.from_numpy(y_tr).long(), as_x(x_te), torch.from_numpy(y_te).long()
-
-
 def _gmm(config: Mapping[str, Any], seed: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(5000 + seed)
     c, d = config["num_classes"], config["dim"]
@@ -127,7 +114,7 @@ def _gmm(config: Mapping[str, Any], seed: int) -> tuple[torch.Tensor, ...]:
 
 def _data(config: Mapping[str, Any], seed: int, noise: str) -> dict[str, Any]:
     if config["data"] == "digits":
-        x_tr, y_tr, x_te, y_te = _digits(seed)
+        x_tr, y_tr, x_te, y_te = digits_split(test_size=0.3, split_seed=seed, standardize=True)
         c, bayes = 10, float("nan")
     else:
         x_tr, y_tr, x_te, y_te, means = _gmm(config, seed)
@@ -157,13 +144,7 @@ def _data(config: Mapping[str, Any], seed: int, noise: str) -> dict[str, Any]:
 
 def _mlp(config: Mapping[str, Any], in_dim: int, num_classes: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(config["depth"]):
-        layers += [nn.Linear(width, config["width"]), nn.ReLU()]
-        width = config["width"]
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    return mlp([in_dim] + [config["width"]] * config["depth"] + [num_classes])
 
 
 def _optimizer(config: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
@@ -294,28 +275,15 @@ def _detection(flagged: torch.Tensor, flipped: torch.Tensor) -> dict[str, float]
     }
 
 
-def _arm(loss: str, noise: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        if loss == "elr+":
-            return _train_elr_plus(config, seed, device, noise)
-        return _train(config, seed, device, loss, noise)
-
-    return run
-
-
 METHODS = {
-    f"{loss}/{noise}": _arm(loss, noise)
+    f"{loss}/{noise}": (
+        partial(_train_elr_plus, noise=noise)
+        if loss == "elr+"
+        else partial(_train, loss=loss, noise=noise)
+    )
     for noise in ("sym", "asym")
     for loss in ("elr", "ce", "gce", "sce", "elr+")
 }
-
-
-def _gap(noise: str):
-    return lambda r: r.mean(f"elr/{noise}", "test_acc") - r.mean(f"ce/{noise}", "test_acc")
-
-
-def _worst_gap(noise: str):
-    return lambda r: float(np.min(r.paired(f"elr/{noise}", f"ce/{noise}", "test_acc")))
 
 
 CLAIMS = [
@@ -323,7 +291,7 @@ CLAIMS = [
         name="elr-beats-ce-symmetric",
         statement="ELR prevents memorisation: with 40% symmetric noise its (last-epoch) test "
         "accuracy exceeds cross-entropy's by ≥ 0.15 on average.",
-        metric=_gap("sym"),
+        metric=lambda r: r.mean_gap("elr/sym", "ce/sym", "test_acc"),
         op=">=",
         threshold={"quick": 0.15, "full": 0.15},
         scales=("quick", "full"),
@@ -331,7 +299,7 @@ CLAIMS = [
     Claim(
         name="elr-beats-ce-asymmetric",
         statement="... and by ≥ 0.12 with 40% asymmetric (c → c+1) noise.",
-        metric=_gap("asym"),
+        metric=lambda r: r.mean_gap("elr/asym", "ce/asym", "test_acc"),
         op=">=",
         threshold=0.12,
         scales=("quick", "full"),
@@ -339,7 +307,7 @@ CLAIMS = [
     Claim(
         name="elr-beats-ce-every-seed-symmetric",
         statement="ELR beats CE on every seed (symmetric noise): min over seeds of the paired gap.",
-        metric=_worst_gap("sym"),
+        metric=lambda r: r.worst_gap("elr/sym", "ce/sym", "test_acc"),
         op=">",
         threshold=0.0,
         scales=("quick", "full"),
@@ -348,7 +316,7 @@ CLAIMS = [
         name="elr-beats-ce-every-seed-asymmetric",
         statement="ELR beats CE on every seed (asymmetric noise): min over seeds of the "
         "paired gap.",
-        metric=_worst_gap("asym"),
+        metric=lambda r: r.worst_gap("elr/asym", "ce/asym", "test_acc"),
         op=">",
         threshold=0.0,
         scales=("quick", "full"),
@@ -382,7 +350,7 @@ CLAIMS = [
     Claim(
         name="gce-beats-ce-symmetric",
         statement="GCE also resists symmetric noise (spec §6 optional): mean gain over CE ≥ 0.1.",
-        metric=lambda r: r.mean("gce/sym", "test_acc") - r.mean("ce/sym", "test_acc"),
+        metric=lambda r: r.mean_gap("gce/sym", "ce/sym", "test_acc"),
         op=">=",
         threshold=0.1,
         scales=("quick", "full"),
@@ -390,7 +358,7 @@ CLAIMS = [
     Claim(
         name="elr-plus-adds-over-elr",
         statement="ELR+ (two networks, mixup, EMA) adds ≥ 1 point over ELR (weak claim, spec §6).",
-        metric=lambda r: r.mean("elr+/sym", "test_acc") - r.mean("elr/sym", "test_acc"),
+        metric=lambda r: r.mean_gap("elr+/sym", "elr/sym", "test_acc"),
         op=">=",
         threshold=0.01,
         scales=("full",),
@@ -399,7 +367,7 @@ CLAIMS = [
         name="smoke-elr-ahead-of-ce",
         statement="Mechanism: after 30 epochs ELR is ahead of CE on the clean test set by "
         "≥ 0.1 (symmetric 40% noise).",
-        metric=_worst_gap("sym"),
+        metric=lambda r: r.worst_gap("elr/sym", "ce/sym", "test_acc"),
         op=">=",
         threshold=0.1,
         scales=("smoke",),

@@ -1,8 +1,9 @@
 """Reproduction ``gradient-noise``: annealed gradient noise rescues a deep, narrow ReLU network
-from a poor initialisation (spec ``gradient_noise.md`` §6).
+from a poor initialisation.
 
-Set-up: scikit-learn's digits (1797 × 64, scaled to [0, 1] and mean-centred; fixed permutation
-seed 0; 1400 train / 397 test), an MLP 64 → 20 × 50 ReLU → 10, every weight drawn from
+Set-up: scikit-learn's digits (1797 × 64, scaled to [0, 1] and mean-centred;
+``repro.data.digits_split(n_train=1400, center=True)``: fixed permutation seed 0, 1400 train /
+397 test), an MLP 64 → 20 × 50 ReLU → 10 (``repro.models.mlp``), every weight drawn from
 N(0, init_std²) with zero biases (the paper's "simple init"), minibatch SGD (batch 128 with
 replacement, lr 0.1, global-norm clip 10, noise after clipping, γ = 0.55). Each seed draws the
 init from ``seed``, the noise from ``1000 + seed`` and the batches from ``2000 + seed``; every arm
@@ -15,9 +16,8 @@ Arms: ``sgd`` (no noise), ``sgd+noise`` (η = 0.03), ``sgd+noise(eta=0.01)`` (do
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
-from functools import cache
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,11 @@ import torch
 from torch import nn
 
 from optforge.optim import NoisyOptimizer
+from optforge.repro.data import digits_split
+from optforge.repro.models import mlp
 from optforge.repro.registry import Claim, Reproduction, Results, register
+
+__all__ = ["CLAIMS", "CONFIGS", "METHODS"]
 
 _BASE = {
     "depth": 20,
@@ -49,51 +53,20 @@ CONFIGS = {
 }
 
 
-@cache
-def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = data.data.astype(np.float32) / 16.0
-    x -= x.mean(axis=0, keepdims=True)
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = torch.from_numpy(x[order]), torch.from_numpy(y[order])
-    n = _BASE["n_train"]
-    return x[:n], y[:n], x[n:], y[n:]
-
-
-def _mlp(config: Mapping[str, Any], seed: int, init: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    sizes = [64] + [config["width"]] * config["depth"] + [10]
-    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in layers:
-            if isinstance(layer, nn.Linear):
-                if init == "poor":
-                    layer.weight.normal_(0.0, config["init_std"], generator=generator)
-                else:  # Kaiming-normal for ReLU
-                    std = (2.0 / layer.in_features) ** 0.5
-                    layer.weight.normal_(0.0, std, generator=generator)
-                layer.bias.zero_()
-    return nn.Sequential(*layers)
-
-
 def _train(
     config: Mapping[str, Any],
     seed: int,
     device: str,
     *,
     optimizer: str,
-    eta: float,
+    eta_key: str | None,
     init: str = "poor",
 ) -> dict[str, Any]:
+    """Train the deep MLP with ``optimizer`` and noise η = ``config[eta_key]`` (none if None)."""
     torch.set_flush_denormal(True)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in _digits())
+    eta = 0.0 if eta_key is None else config[eta_key]
+    data = digits_split(n_train=config["n_train"], center=True)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in data)
     model = _mlp(config, seed, init).to(device)
     if optimizer == "sgd":
         base: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
@@ -139,21 +112,29 @@ def _train(
     }
 
 
-def _arm(optimizer: str, eta_key: str | None, init: str = "poor"):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        eta = 0.0 if eta_key is None else config[eta_key]
-        return _train(config, seed, device, optimizer=optimizer, eta=eta, init=init)
-
-    return run
+def _mlp(config: Mapping[str, Any], seed: int, init: str) -> nn.Sequential:
+    """The deep MLP, re-initialised from ``seed``: the poor N(0, init_std²) init or Kaiming."""
+    model = mlp([64] + [config["width"]] * config["depth"] + [10])
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                if init == "poor":
+                    layer.weight.normal_(0.0, config["init_std"], generator=generator)
+                else:  # Kaiming-normal for ReLU
+                    std = (2.0 / layer.in_features) ** 0.5
+                    layer.weight.normal_(0.0, std, generator=generator)
+                layer.bias.zero_()
+    return model
 
 
 METHODS = {
-    "sgd+noise": _arm("sgd", "eta"),
-    "sgd": _arm("sgd", None),
-    "sgd+noise(eta=0.01)": _arm("sgd", "eta_low"),
-    "adam+noise": _arm("adam", "eta"),
-    "adam": _arm("adam", None),
-    "sgd(kaiming)": _arm("sgd", None, init="kaiming"),
+    "sgd+noise": partial(_train, optimizer="sgd", eta_key="eta"),
+    "sgd": partial(_train, optimizer="sgd", eta_key=None),
+    "sgd+noise(eta=0.01)": partial(_train, optimizer="sgd", eta_key="eta_low"),
+    "adam+noise": partial(_train, optimizer="adam", eta_key="eta"),
+    "adam": partial(_train, optimizer="adam", eta_key=None),
+    "sgd(kaiming)": partial(_train, optimizer="sgd", eta_key=None, init="kaiming"),
 }
 
 
@@ -191,9 +172,7 @@ CLAIMS = [
     Claim(
         name="noise-lowers-train-loss",
         statement="Mean final train loss with noise is lower than without by more than 0.5.",
-        metric=lambda r: (
-            r.mean("sgd", "final_train_loss") - r.mean("sgd+noise", "final_train_loss")
-        ),
+        metric=lambda r: r.mean_gap("sgd", "sgd+noise", "final_train_loss"),
         op=">",
         threshold=0.5,
         scales=("quick", "full"),
@@ -210,9 +189,7 @@ CLAIMS = [
         name="noise-does-not-hurt-adam",
         statement="Noise also helps (or at least does not hurt) when the base optimizer is Adam: "
         "mean train accuracy of adam+noise ≥ that of adam − 0.05 (same η = 0.03).",
-        metric=lambda r: (
-            r.mean("adam+noise", "final_train_acc") - r.mean("adam", "final_train_acc")
-        ),
+        metric=lambda r: r.mean_gap("adam+noise", "adam", "final_train_acc"),
         op=">=",
         threshold=-0.05,
         scales=("quick", "full"),

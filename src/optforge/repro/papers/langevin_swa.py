@@ -1,33 +1,36 @@
 """Reproduction ``langevin-swa``: averaged Langevin iterates recover a planted direction.
 
 Paper: "Improved high-dimensional estimation with Langevin dynamics and stochastic weight
-averaging", ICLR 2026, arXiv:2603.06028. Spec: ``langevin_swa.md`` §6.
+averaging", ICLR 2026, arXiv:2603.06028.
 
-Set-up (spec §6, our torch port): spiked tensor PCA k = 3, d = 50, n = 700; spherical Langevin
-h = 0.05, β = 60, 2000 steps, average over steps ≥ 1000; the averaged iterate and the last
-iterate come from the **same** run (one method reports both). Baseline: plain gradient descent
-on the sphere with ``torch.optim.SGD`` (renormalised after every step), the projected-GD a user
-would write, from the same initial vector. The single-index model (He₃ link, correlation loss)
-is the second problem. ``full`` (GPU): the sample-size sweep n = d^a for several d, where the
-averaged iterate should succeed from a smaller exponent a than GD / the last iterate.
+Set-up: spiked tensor PCA k = 3, d = 50, n = 700; spherical Langevin h = 0.05, β = 60, 2000
+steps, average over steps ≥ 1000; the averaged iterate and the last iterate come from the
+**same** run (one arm reports both). Baseline: plain gradient descent on the sphere with
+``torch.optim.SGD`` (renormalised after every step), the projected-GD a user would write, from
+the same initial vector. The single-index model (He₃ link, correlation loss) is the second
+problem. ``full`` (GPU): the sample-size sweep n = d^a for several d, where the averaged iterate
+should succeed from a smaller exponent a than GD / the last iterate.
 
 Seeds: the problem is drawn with ``seed`` and the chain (initialisation + noise) with
-``seed + CHAIN_SEED_OFFSET``, so the chain's first draw is not θ* itself.
+``seed + CHAIN_SEED_OFFSET``, so the chain's first draw is not θ* itself. One experiment per seed
+draws each problem (and the sweep's problems) once; its Langevin and GD arms share it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from optforge._core import make_generator
+from optforge._core import make_generator, seed_everything
 from optforge.optim import Langevin, langevin_recover
 from optforge.problems import overlap, single_index, tensor_pca
 from optforge.repro import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CHAIN_SEED_OFFSET", "CONFIGS", "SUCCESS", "run"]
 
 CHAIN_SEED_OFFSET = 1_000_003
 SUCCESS = 0.7
@@ -48,8 +51,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "si": _SI,
         "trace_every": 50,
         "dtype": "float32",
-        # sample-size sweep, tensor PCA k = 3: n = d**a, β = beta_per_d * d (spec §3.3 heuristic:
-        # keep the injected-noise displacement sqrt(2h(d-1)/β) fixed as d grows)
+        # sample-size sweep, tensor PCA k = 3: n = d**a, β = beta_per_d * d (keeps the
+        # injected-noise displacement sqrt(2h(d-1)/β) fixed as d grows)
         "sweep": {
             "k": 3,
             "ds": [50, 100, 200],
@@ -61,6 +64,32 @@ CONFIGS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+ARMS = ("tpca/langevin", "tpca/sgd", "si/langevin", "si/sgd")
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: each problem is drawn once and shared by its Langevin and GD arms."""
+    dtype = _dtype(config)
+    problems = {
+        kind: _problem(kind, config, seed, device)
+        for kind in dict.fromkeys(arm.split("/")[0] for arm in arms)
+    }
+    sweep = config.get("sweep") if "tpca" in problems else None
+    sweep_problems = _sweep_problems(sweep, seed, device, dtype) if sweep else None
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        kind, method = arm.split("/")
+        seed_everything(seed)
+        langevin = method == "langevin"
+        metrics = (_langevin if langevin else _sgd)(kind, problems[kind], config, seed)
+        if sweep and kind == "tpca":
+            metrics.update(_sweep(sweep, sweep_problems, seed, device, dtype, langevin=langevin))
+        out[arm] = metrics
+    return out
 
 
 def _dtype(config: Mapping[str, Any]) -> torch.dtype:
@@ -82,66 +111,71 @@ def _init(problem, seed: int) -> torch.Tensor:
     return v / v.norm()
 
 
-def _langevin(kind: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        problem = _problem(kind, config, seed, device)
-        c = config[kind]
-        out = langevin_recover(
-            problem,
-            beta=c["beta"],
-            lr=c["lr"],
-            steps=c["steps"],
-            burn_in=c["burn_in"],
-            seed=seed + CHAIN_SEED_OFFSET,
-            trace_every=config["trace_every"],
-        )
-        metrics: dict[str, Any] = {
-            "overlap_avg": out["overlap_avg"],
-            "overlap_last": out["overlap_last"],
-            "success_avg": float(out["overlap_avg"] > SUCCESS),
-            "success_last": float(out["overlap_last"] > SUCCESS),
-            "step": out["trace"]["step"],
-            f"{kind}_overlap_last": out["trace"]["overlap_last"],
-            f"{kind}_overlap_avg": out["trace"]["overlap_avg"],
-        }
-        if "sweep" in config and kind == "tpca":
-            metrics.update(_sweep(config["sweep"], seed, device, _dtype(config), langevin=True))
-        return metrics
-
-    return run
+def _langevin(kind: str, problem, config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    c = config[kind]
+    out = langevin_recover(
+        problem,
+        beta=c["beta"],
+        lr=c["lr"],
+        steps=c["steps"],
+        burn_in=c["burn_in"],
+        seed=seed + CHAIN_SEED_OFFSET,
+        trace_every=config["trace_every"],
+    )
+    return {
+        "overlap_avg": out["overlap_avg"],
+        "overlap_last": out["overlap_last"],
+        "success_avg": float(out["overlap_avg"] > SUCCESS),
+        "success_last": float(out["overlap_last"] > SUCCESS),
+        "step": out["trace"]["step"],
+        f"{kind}_overlap_last": out["trace"]["overlap_last"],
+        f"{kind}_overlap_avg": out["trace"]["overlap_avg"],
+    }
 
 
-def _sgd(kind: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        problem = _problem(kind, config, seed, device)
-        c = config[kind]
-        theta = _init(problem, seed).requires_grad_(True)
-        opt = torch.optim.SGD([theta], lr=c["lr"])
-        steps, trace = [], []
-        for t in range(1, c["steps"] + 1):
-            theta.grad = problem.grad(theta.detach())
-            opt.step()
-            with torch.no_grad():
-                theta /= theta.norm()
-            if t % config["trace_every"] == 0:
-                steps.append(float(t))
-                trace.append(overlap(theta, problem.theta_star))
-        final = overlap(theta, problem.theta_star)
-        metrics: dict[str, Any] = {
-            "overlap_last": final,
-            "success_last": float(final > SUCCESS),
-            "step": steps,
-            f"{kind}_overlap_last": trace,
-        }
-        if "sweep" in config and kind == "tpca":
-            metrics.update(_sweep(config["sweep"], seed, device, _dtype(config), langevin=False))
-        return metrics
+def _sgd(kind: str, problem, config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    c = config[kind]
+    theta = _init(problem, seed).requires_grad_(True)
+    opt = torch.optim.SGD([theta], lr=c["lr"])
+    steps, trace = [], []
+    for t in range(1, c["steps"] + 1):
+        theta.grad = problem.grad(theta.detach())
+        opt.step()
+        with torch.no_grad():
+            theta /= theta.norm()
+        if t % config["trace_every"] == 0:
+            steps.append(float(t))
+            trace.append(overlap(theta, problem.theta_star))
+    final = overlap(theta, problem.theta_star)
+    return {
+        "overlap_last": final,
+        "success_last": float(final > SUCCESS),
+        "step": steps,
+        f"{kind}_overlap_last": trace,
+    }
 
-    return run
+
+def _sweep_problems(
+    sweep: Mapping[str, Any], seed: int, device: str, dtype: torch.dtype
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per d of the sweep: θ* and Sym(Z) of one tensor PCA problem drawn with ``seed``."""
+    problems = {}
+    for d in sweep["ds"]:
+        base = tensor_pca(d, sweep["k"], 1.0, seed=seed, device=device, dtype=dtype)
+        signal = base.theta_star
+        # base.sym = Sym(θ*^{⊗k}) + Sym(Z): remove the signal part to get Sym(Z)
+        problems[d] = signal, base.sym - _outer_power(signal, sweep["k"]).reshape(d, -1)
+    return problems
 
 
 def _sweep(
-    sweep: Mapping[str, Any], seed: int, device: str, dtype: torch.dtype, *, langevin: bool
+    sweep: Mapping[str, Any],
+    problems: Mapping[int, tuple[torch.Tensor, torch.Tensor]],
+    seed: int,
+    device: str,
+    dtype: torch.dtype,
+    *,
+    langevin: bool,
 ) -> dict[str, float]:
     """Success (overlap > 0.7) for every (d, n = d**a): one problem per d whose noise tensor Z
     is shared by all n (common random numbers), the chains for the different n run together as
@@ -149,10 +183,7 @@ def _sweep(
     out: dict[str, float] = {}
     exps = list(sweep["exponents"])
     for d in sweep["ds"]:
-        base = tensor_pca(d, sweep["k"], 1.0, seed=seed, device=device, dtype=dtype)
-        signal = base.theta_star
-        # base.sym = Sym(θ*^{⊗k}) + Sym(Z): remove the signal part to get Sym(Z)
-        sym_z = base.sym - _outer_power(signal, sweep["k"]).reshape(d, -1)
+        signal, sym_z = problems[d]
         # 1/sqrt(n) for each row (chain), n = d**a
         scale = torch.tensor([d ** (-a / 2) for a in exps], device=device, dtype=dtype)[:, None]
 
@@ -229,12 +260,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 2, "quick": 16, "full": 16},
         seed_base=100,
-        methods={
-            "tpca/langevin": _langevin("tpca"),
-            "tpca/sgd": _sgd("tpca"),
-            "si/langevin": _langevin("si"),
-            "si/sgd": _sgd("si"),
-        },
+        methods=list(ARMS),
+        experiment=run,
         plot_x="step",
         plot_y=("tpca_overlap_last", "tpca_overlap_avg", "si_overlap_last", "si_overlap_avg"),
         summary="Tensor PCA (k=3, d=50, n=700) and a He3 single-index model (d=50, n=3000): "

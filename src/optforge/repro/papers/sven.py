@@ -1,4 +1,4 @@
-"""Reproduction ``sven``: Sven vs Adam, SGD and L-BFGS on small regressions (spec ``sven.md`` §6).
+"""Reproduction ``sven``: Sven vs Adam, SGD and L-BFGS on small regressions.
 
 Tasks (both generated in code, targets standardised with the training mean/std):
 
@@ -7,8 +7,9 @@ Tasks (both generated in code, targets standardised with the training mean/std):
 * ``friedman``: scikit-learn's ``make_friedman1`` (10 features, 5 informative, noise 0.1;
   features centred to [−0.5, 0.5]), MLP 10 → 32 → 32 → 1 with GELU (1 441 params).
 
-Per seed, the data, the initial weights (identical for every method) and the shuffling are drawn
-from the seed. Methods, at an equal budget of epochs and the same mini-batches:
+Per seed, the data, the initial weights and the shuffling are drawn from the seed; one experiment
+per seed draws each task's data once and trains every arm from the same initial weights.
+Methods, at an equal budget of epochs and the same mini-batches:
 
 * ``sven``: :class:`optforge.optim.Sven`, lr 0.1, k = B/2, rtol 1e-3, κ = 2, Gram-eigh solver
   in float64, per-example loss Σ_out (pred − y)².
@@ -26,17 +27,20 @@ evaluation excluded) and total training time. L-BFGS logs its curves against fun
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from optforge._core import seed_everything
 from optforge.optim.sven import Sven
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.models import mlp
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _BASE: dict[str, Any] = {
     "batch_size": 64,
@@ -83,6 +87,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+ARMS = ("sven", "adam", "sgd", "lbfgs")
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: each task's data is drawn once and shared by every arm."""
+    data = {task: _task_data(task, config, seed, device) for task in config["tasks"]}
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        out[arm] = _ARM_RUNS[arm](config, data, seed, device)
+    return out
 
 
 def _task_data(task: str, config: Mapping[str, Any], seed: int, device: str) -> Data:
@@ -116,12 +133,7 @@ def _model(task: str, seed: int, device: str) -> nn.Module:
     sizes = [1, 16, 16, 16, 1] if task == "toy" else [10, 32, 32, 1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(10_000 + seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.GELU())
-        return nn.Sequential(*layers).to(device)
+        return mlp(sizes, activation=nn.GELU).to(device)
 
 
 def _batches(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:
@@ -137,12 +149,13 @@ def _val_mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def _train_minibatch(
     task: str,
     config: Mapping[str, Any],
+    data: Data,
     seed: int,
     device: str,
     make_step: Callable[[nn.Module], Callable[[torch.Tensor, torch.Tensor], Any]],
 ) -> dict[str, list[float]]:
     """Train a fresh model epoch by epoch; return val MSE and cumulative wall time per epoch."""
-    x, y, xv, yv = _task_data(task, config, seed, device)
+    x, y, xv, yv = data
     model = _model(task, seed, device)
     step = make_step(model)
     bs = config["batch_size"]
@@ -203,11 +216,13 @@ def _prefix(task: str) -> str:
     return "" if task == "toy" else f"{task}_"
 
 
-def _run_grid(config, seed, device, lrs, cls, **kwargs) -> dict[str, Any]:
+def _run_grid(config, data, seed, device, lrs, cls, **kwargs) -> dict[str, Any]:
     metrics: dict[str, Any] = {"epoch": list(range(config["epochs"] + 1))}
     for task in config["tasks"]:
         runs = {
-            lr: _train_minibatch(task, config, seed, device, _first_order_step(cls, lr, **kwargs))
+            lr: _train_minibatch(
+                task, config, data[task], seed, device, _first_order_step(cls, lr, **kwargs)
+            )
             for lr in lrs
         }
         best = min(runs, key=lambda lr: runs[lr]["val"][-1])
@@ -220,27 +235,35 @@ def _run_grid(config, seed, device, lrs, cls, **kwargs) -> dict[str, Any]:
     return metrics
 
 
-def run_sven(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _run_sven(
+    config: Mapping[str, Any], data: Mapping[str, Data], seed: int, device: str
+) -> dict[str, Any]:
     metrics: dict[str, Any] = {"epoch": list(range(config["epochs"] + 1))}
     for task in config["tasks"]:
-        out = _train_minibatch(task, config, seed, device, _sven_step(config))
+        out = _train_minibatch(task, config, data[task], seed, device, _sven_step(config))
         metrics.update(_pack(_prefix(task), out))
     return metrics
 
 
-def run_adam(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _run_grid(config, seed, device, config["adam_lrs"], torch.optim.Adam)
+def _run_adam(
+    config: Mapping[str, Any], data: Mapping[str, Data], seed: int, device: str
+) -> dict[str, Any]:
+    return _run_grid(config, data, seed, device, config["adam_lrs"], torch.optim.Adam)
 
 
-def run_sgd(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _run_grid(config, seed, device, config["sgd_lrs"], torch.optim.SGD, momentum=0.9)
+def _run_sgd(
+    config: Mapping[str, Any], data: Mapping[str, Data], seed: int, device: str
+) -> dict[str, Any]:
+    return _run_grid(config, data, seed, device, config["sgd_lrs"], torch.optim.SGD, momentum=0.9)
 
 
-def run_lbfgs(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _run_lbfgs(
+    config: Mapping[str, Any], data: Mapping[str, Data], seed: int, device: str
+) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     loss_fn = nn.MSELoss()
     for task in config["tasks"]:
-        x, y, xv, yv = _task_data(task, config, seed, device)
+        x, y, xv, yv = data[task]
         model = _model(task, seed, device)
         optimizer = torch.optim.LBFGS(
             model.parameters(),
@@ -278,14 +301,7 @@ def run_lbfgs(config: Mapping[str, Any], seed: int, device: str) -> dict[str, An
     return metrics
 
 
-def _worst_ratio(metric: str) -> Callable[[Results], float]:
-    """max over seeds of Sven's / best Adam's final validation MSE (< 1: Sven wins every seed)."""
-    return lambda r: float(np.max(r.values("sven", metric) / r.values("adam", metric)))
-
-
-def _median_gain(metric: str) -> Callable[[Results], float]:
-    return lambda r: float(np.median(r.values("adam", metric) / r.values("sven", metric)))
-
+_ARM_RUNS = {"sven": _run_sven, "adam": _run_adam, "sgd": _run_sgd, "lbfgs": _run_lbfgs}
 
 _ABSTRACT = (
     "On regression tasks Sven converges faster and to a lower final loss than first-order "
@@ -298,7 +314,7 @@ CLAIMS = [
         statement=_ABSTRACT,
         description="1-D toy: max over seeds of Sven val MSE / best-of-grid Adam val MSE at "
         "equal epochs (< 1 means Sven is below Adam on every seed)",
-        metric=_worst_ratio("final_val_mse"),
+        metric=lambda r: r.worst_ratio("sven", "adam", "final_val_mse"),
         op="<",
         threshold=1.0,
         scales=("smoke", "quick", "full"),
@@ -307,7 +323,7 @@ CLAIMS = [
         name="sven-below-best-adam-friedman",
         statement=_ABSTRACT,
         description="Friedman #1 (scikit-learn): max over seeds of Sven / best Adam val MSE",
-        metric=_worst_ratio("friedman_final_val_mse"),
+        metric=lambda r: r.worst_ratio("sven", "adam", "friedman_final_val_mse"),
         op="<",
         threshold=1.0,
         scales=("quick", "full"),
@@ -317,7 +333,7 @@ CLAIMS = [
         statement=_ABSTRACT,
         description="1-D toy: median over seeds of best Adam val MSE / Sven val MSE "
         "(spec §6 criterion 1)",
-        metric=_median_gain("final_val_mse"),
+        metric=lambda r: r.median_ratio("adam", "sven", "final_val_mse"),
         op=">=",
         threshold=3.0,
         scales=("quick", "full"),
@@ -341,7 +357,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,
-        methods={"sven": run_sven, "adam": run_adam, "sgd": run_sgd, "lbfgs": run_lbfgs},
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         plot_x="epoch",
         plot_y=("val_mse", "friedman_val_mse"),

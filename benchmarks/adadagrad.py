@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optforge.optim import AdAdaGrad
-from optforge.repro.bench import time_interleaved
+from optforge.repro.timing import time_interleaved
 
 
 def _model(width: int, device: str) -> nn.Module:

@@ -22,72 +22,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
-import numpy as np
 import torch
 
-from optforge.matrix.altmin import (
-    ExactNormalEquations,
-    SketchPreconditionedCG,
-    make_incoherent_lowrank,
-    relative_error,
-    robust_altmin_complete,
-)
+from optforge.matrix.altmin import ExactNormalEquations, SketchPreconditionedCG
+from optforge.problems import make_incoherent_lowrank
+from optforge.repro.bench import altmin_time_to_target, soft_impute_time_to_target
 
 
-def _time_to_target(solver, problem, n, k, target, device, max_sweeps):
-    u_star, s_star, v_star, rows, cols, vals = problem
-    errors: list[float] = []
-
-    def stop(sweep, u_hat, v):
-        errors.append(relative_error(u_hat, v, u_star, s_star, v_star))
-        return errors[-1] <= target
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    robust_altmin_complete(
-        rows,
-        cols,
-        vals,
-        (n, n),
-        k,
-        n_iters=max_sweeps,
-        solver=solver,
-        tol=0.0,
-        generator=torch.Generator(device=device).manual_seed(1),
-        callback=stop,
-    )
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0  # includes the per-sweep error evaluation, O((m+n)k²)
-    return (elapsed if errors[-1] <= target else math.inf), len(errors)
-
-
-def _soft_time(problem, n, k, target):
-    from optforge.repro.papers.altmin_completion import _soft_impute_path
-
-    u_star, s_star, v_star, rows, cols, vals = (
-        t.cpu().double() if t.is_floating_point() else t.cpu() for t in problem
-    )
-    mask = np.zeros((n, n), dtype=bool)
-    mask[rows.numpy(), cols.numpy()] = True
-    observed = np.zeros((n, n))
-    observed[rows.numpy(), cols.numpy()] = vals.numpy()
-    lam0 = 0.5 * float(np.linalg.norm(observed, 2))
-    hit: list[float] = []
-    start = time.perf_counter()
-
-    def record(us, v):
-        err = relative_error(torch.from_numpy(us), torch.from_numpy(v), u_star, s_star, v_star)
-        if err <= target and not hit:
-            hit.append(time.perf_counter() - start)
-
-    _soft_impute_path(
-        observed, mask, [lam0 * 0.5**i for i in range(10)], 2 * k, 50, 1e-5, 0, record
-    )
-    return hit[0] if hit else math.inf
+def _time_to_target(solver, problem, target, device, max_sweeps) -> float:
+    """Seconds until the relative error (evaluated after every sweep, counted in the time:
+    O((m+n)k²)) is <= target; inf if never within ``max_sweeps``."""
+    return altmin_time_to_target(problem, solver, target, device, max_sweeps).seconds
 
 
 def main() -> None:
@@ -121,30 +67,30 @@ def main() -> None:
             device=args.device,
         )
         # warm-up (allocator, layouts)
-        _time_to_target(ExactNormalEquations(), problem, n, k, 1.0, args.device, 1)
+        _time_to_target(ExactNormalEquations(), problem, 1.0, args.device, 1)
         g = torch.Generator(device=args.device).manual_seed(2)
-        t_exact, _ = _time_to_target(
-            ExactNormalEquations(), problem, n, k, args.target, args.device, args.max_sweeps
+        t_exact = _time_to_target(
+            ExactNormalEquations(), problem, args.target, args.device, args.max_sweeps
         )
-        t_rob, _ = _time_to_target(
+        t_rob = _time_to_target(
             SketchPreconditionedCG(max_iter=2, generator=g),
             problem,
-            n,
-            k,
             args.target,
             args.device,
             args.max_sweeps,
         )
-        t_rob_soft, _ = _time_to_target(
+        t_rob_soft = _time_to_target(
             SketchPreconditionedCG(max_iter=2, generator=g),
             problem,
-            n,
-            k,
             args.soft_target,
             args.device,
             args.max_sweeps,
         )
-        t_soft = math.nan if args.no_soft else _soft_time(problem, n, k, args.soft_target)
+        t_soft = (
+            math.nan
+            if args.no_soft
+            else soft_impute_time_to_target(problem, args.soft_target).seconds
+        )
         print(
             f"{n:<5} {problem[3].numel():<9} {t_exact:<8.3f} {t_rob:<9.3f} {t_soft:<13.3f} "
             f"{t_rob_soft:<15.3f} {t_exact / t_rob:<13.2f} {t_soft / t_rob_soft:.2f}"

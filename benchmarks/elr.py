@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from optforge.losses import ELRLoss
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from optforge.repro.timing import time_interleaved
 
 
 def main() -> None:
@@ -67,18 +61,7 @@ def main() -> None:
         return step
 
     steps = {"ce": make("ce"), "elr": make("elr")}
-    for step in steps.values():
-        for _ in range(10):
-            step()
-    _sync(dev)
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            _sync(dev)
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    med = {k: v * 1e3 for k, v in time_interleaved(steps, dev, args.repeats, warmup=10).items()}
     print(
         json.dumps(
             {

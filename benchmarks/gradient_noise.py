@@ -19,7 +19,7 @@ import json
 import torch
 
 from optforge.optim import NoisyOptimizer
-from optforge.repro.bench import time_interleaved
+from optforge.repro.timing import time_interleaved
 
 
 def main() -> None:

@@ -2,32 +2,34 @@
 
 Same process, same batches: the R1 logistic-regression problem of the ``sso`` reproduction
 (n = 4000, d = 100, batch 100) and the imitation MLP (4 → 32 → 1, 100 states). Prints the
-time per outer step and its ratio to SGD's. Run: ``python benchmarks/sso.py``.
+time per outer step (the mean over ``steps`` consecutive steps) and its ratio to SGD's. Run:
+``python benchmarks/sso.py``.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from optforge.optim import SSO
+from optforge.repro.timing import mean_time
 
 
-def _time(make, forward, loss, steps: int, params) -> float:
+def _step(make, forward, loss, params) -> Callable[[], None]:
+    """One outer step of the optimizer ``make(params)`` in its natural call form."""
     opt = make(params)
-    is_sso = isinstance(opt, SSO)
-    start = time.perf_counter()
-    for _ in range(steps):
-        if is_sso:
-            opt.step(forward=forward, target_loss=loss)
-        else:
-            opt.zero_grad()
-            loss(forward()).backward()
-            opt.step()
-    return (time.perf_counter() - start) / steps
+    if isinstance(opt, SSO):
+        return lambda: opt.step(forward=forward, target_loss=loss)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss(forward()).backward()
+        opt.step()
+
+    return step
 
 
 def main(steps: int = 200) -> None:
@@ -65,7 +67,7 @@ def main(steps: int = 200) -> None:
             with torch.no_grad():  # every arm starts from the same point
                 for p, p0 in zip(plist, initial[task], strict=True):
                     p.copy_(p0)
-            t = _time(make, forward, loss, steps, plist)
+            t = mean_time(_step(make, forward, loss, plist), steps)
             base = base or t
             print(f"{task:7s} {name:8s} {1e3 * t:8.3f} ms/oracle call   x{t / base:6.2f} vs sgd")
 

@@ -19,13 +19,12 @@ Run::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from optforge.optim.sven import Sven
+from optforge.repro.timing import median_time
 
 
 def _mlp(width: int, device: str) -> nn.Module:
@@ -33,24 +32,6 @@ def _mlp(width: int, device: str) -> nn.Module:
     return nn.Sequential(
         nn.Linear(10, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)
     ).to(device)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _time(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up (torch.func tracing, allocator)
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(width: int, batch: int, device: str, repeats: int) -> list[dict[str, object]]:
@@ -67,7 +48,7 @@ def bench(width: int, batch: int, device: str, repeats: int) -> list[dict[str, o
         mse(model(x), y).backward()
         adam.step()
 
-    t_adam = _time(adam_step, device, repeats)
+    t_adam = median_time(adam_step, device, repeats)  # 2 warm-up calls (torch.func, allocator)
     per_example = nn.MSELoss(reduction="none")
     m_bytes = batch * n_params * (4 + 8)
     for svd in ("gram", "full", "randomized", "lowrank"):
@@ -81,7 +62,7 @@ def bench(width: int, batch: int, device: str, repeats: int) -> list[dict[str, o
             peak = None
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            t = _time(sven_step, device, repeats)
+            t = median_time(sven_step, device, repeats)
             if device.startswith("cuda"):
                 peak = torch.cuda.max_memory_allocated() / 2**20
             rows.append(

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from optforge.nn import convert_linear, convert_relu, peak_memory_bytes, saved_tensor_bytes
+from optforge.repro.timing import time_interleaved
 
 
 class Net(nn.Module):
@@ -60,11 +60,6 @@ def _build(variant: str, args: argparse.Namespace) -> nn.Module:
     return net.to(args.device)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -94,22 +89,16 @@ def main() -> None:
             v: peak_memory_bytes(lambda net=net: net(ids), args.device) for v, net in nets.items()
         }
 
-    def step(net: nn.Module) -> None:
-        net.zero_grad(set_to_none=True)
-        net(ids).backward()
+    def step(net: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            net.zero_grad(set_to_none=True)
+            net(ids).backward()
 
-    for net in nets.values():
-        for _ in range(3):
-            step(net)
-    _sync(args.device)
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.repeats):  # interleaved rounds so that drift cancels
-        for v, net in nets.items():
-            start = time.perf_counter()
-            step(net)
-            _sync(args.device)
-            times[v].append(time.perf_counter() - start)
-    median = {v: statistics.median(t) for v, t in times.items()}
+        return run
+
+    # interleaved rounds so that drift cancels
+    steps = {v: step(net) for v, net in nets.items()}
+    median = time_interleaved(steps, args.device, args.repeats, warmup=3)
     result = {
         "config": vars(args),
         "saved_bytes": saved,

@@ -42,7 +42,7 @@ import torch
 import optforge
 from optforge._core import seed_everything
 from optforge.repro.executors import Executor, LocalExecutor
-from optforge.repro.registry import SCALES, Reproduction, Results, get
+from optforge.repro.registry import SCALES, Claim, Reproduction, Results, get
 
 SCHEMA_VERSION = 1
 
@@ -172,31 +172,25 @@ def run_reproduction(
     for result in results:
         for arm, arm_metrics in result.metrics.items():
             metrics[arm][result.trial.seed] = arm_metrics
-    aggregate = Results(metrics)
-    claims = [claim.evaluate(aggregate, scale) for claim in reproduction.claims_at(scale)]
     config = reproduction.configs[scale]
-    record = {
-        "schema": SCHEMA_VERSION,
-        "run_id": uuid.uuid4().hex[:12],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "name": reproduction.name,
-        "title": reproduction.title,
-        "arxiv": reproduction.arxiv,
-        "spec": reproduction.spec,
-        "scale": scale,
-        "seeds": seeds,
-        "config": dict(config),
-        "run_info": {
-            **environment_info(device, threads),
-            "precision": str(config.get("dtype", "float32")),
-            "effective_batch_size": config.get("batch_size"),
-            "world_size": 1,
-            "executor": executor.name,
-            "wall_time_s": wall,
-            "peak_memory_mb": max((r.peak_memory_mb for r in results), default=0.0),
-        },
-        "metrics": {m: {str(s): v for s, v in per.items()} for m, per in metrics.items()},
-        "trials": [
+    return build_record(
+        name=reproduction.name,
+        title=reproduction.title,
+        arxiv=reproduction.arxiv,
+        spec=reproduction.spec,
+        scale=scale,
+        seeds=seeds,
+        config=config,
+        metrics=metrics,
+        claims=reproduction.claims_at(scale),
+        device=device,
+        threads=threads,
+        precision=str(config.get("dtype", "float32")),
+        effective_batch_size=config.get("batch_size"),
+        executor=executor.name,
+        wall_time_s=wall,
+        peak_memory_mb=max((r.peak_memory_mb for r in results), default=0.0),
+        trials=[
             {
                 "method": r.trial.method,
                 "arms": list(r.trial.arms),
@@ -206,13 +200,68 @@ def run_reproduction(
             }
             for r in results
         ],
-        "claims": claims,
-        "all_held": all(c["held"] for c in claims),
-        "plot": {
+        plot={
             "x": reproduction.plot_x,
             "y": list(reproduction.plot_y),
             "logy": reproduction.plot_logy,
         },
+    )
+
+
+def build_record(
+    *,
+    name: str,
+    title: str,
+    arxiv: str,
+    spec: str,
+    scale: str,
+    seeds: Sequence[int],
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    claims: Sequence[Claim],
+    device: str,
+    threads: int,
+    precision: str,
+    effective_batch_size: Any,
+    executor: str,
+    wall_time_s: float,
+    peak_memory_mb: float,
+    trials: Sequence[Mapping[str, Any]],
+    plot: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The run record (schema in the module docstring), strict JSON, with ``claims`` evaluated.
+
+    ``metrics`` is method → seed → metric name → value; the claims are evaluated on it at
+    ``scale``. Used by :func:`run_reproduction` and by ``optforge bench``, so every record in the
+    store has the same shape.
+    """
+    results = Results(metrics)
+    evaluated = [claim.evaluate(results, scale) for claim in claims]
+    record = {
+        "schema": SCHEMA_VERSION,
+        "run_id": uuid.uuid4().hex[:12],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "name": name,
+        "title": title,
+        "arxiv": arxiv,
+        "spec": spec,
+        "scale": scale,
+        "seeds": list(seeds),
+        "config": dict(config),
+        "run_info": {
+            **environment_info(device, threads),
+            "precision": precision,
+            "effective_batch_size": effective_batch_size,
+            "world_size": 1,
+            "executor": executor,
+            "wall_time_s": wall_time_s,
+            "peak_memory_mb": peak_memory_mb,
+        },
+        "metrics": {m: {str(s): v for s, v in per.items()} for m, per in metrics.items()},
+        "trials": [dict(t) for t in trials],
+        "claims": evaluated,
+        "all_held": all(c["held"] for c in evaluated),
+        "plot": dict(plot),
     }
     return to_json_safe(record)
 

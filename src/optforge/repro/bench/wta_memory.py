@@ -1,0 +1,108 @@
+"""WTA-CRS: saved activation bytes and step time, vs ``nn.Linear`` and ``torch.utils.checkpoint``.
+
+Rows ``wta/<variant>`` (``checkpoint``, ``wta-0.3``, ``wta-0.1``): a residual MLP of 3 blocks
+``x + fc2(relu(fc1(x)))`` (hidden ``4·width``) whose linears are WTA-CRS layers keeping that
+fraction of rows (``optforge.nn.convert_linear`` plus 1-bit ReLU masks), or wrapped in
+non-reentrant checkpointing. ``ratio`` is autograd's saved bytes
+(``optforge.nn.saved_tensor_bytes``, parameters excluded: exact and machine independent) over
+``nn.Linear``'s; ``time_ratio`` the forward + backward time (interleaved medians) over
+``nn.Linear``'s; ``*_vs_checkpoint`` the same against checkpointing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optforge.repro.bench.registry import BenchEntry, register_bench
+from optforge.repro.registry import Claim
+from optforge.repro.timing import time_interleaved
+
+__all__ = ["wta_crs"]
+
+
+def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict]:
+    """The ``wta/<variant>`` rows at ``width`` on a batch of ``batch`` rows."""
+    from optforge.nn import convert_linear, convert_relu, saved_tensor_bytes
+
+    def build(variant: str) -> nn.Module:
+        torch.manual_seed(0)
+        net = _ResidualMLP(width, depth=3, checkpoint=variant == "checkpoint")
+        if variant.startswith("wta"):
+            convert_relu(net)
+            convert_linear(net, float(variant.split("-")[1]), include=("*.0", "*.2"))
+        return net.to(device)
+
+    variants = ("linear", "checkpoint", "wta-0.3", "wta-0.1")
+    nets = {v: build(v) for v in variants}
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(0)).to(device)
+    saved = {
+        v: float(saved_tensor_bytes(lambda net=net: net(x), exclude=net.parameters()))
+        for v, net in nets.items()
+    }
+
+    def step(net: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            net.zero_grad(set_to_none=True)
+            net(x).backward()
+
+        return run
+
+    median = time_interleaved({v: step(n) for v, n in nets.items()}, device, repeats)
+    return {
+        f"wta/{v}": {
+            "ratio": saved[v] / saved["linear"],
+            "time_ratio": median[v] / median["linear"],
+            "ratio_vs_checkpoint": saved[v] / saved["checkpoint"],
+            "time_ratio_vs_checkpoint": median[v] / median["checkpoint"],
+            "saved_mb": saved[v] / 2**20,
+            "ms": 1e3 * median[v],
+        }
+        for v in variants
+        if v != "linear"
+    }
+
+
+class _ResidualMLP(nn.Module):
+    def __init__(self, width: int, depth: int, checkpoint: bool = False) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(), nn.Linear(4 * width, width))
+            for _ in range(depth)
+        )
+        self.checkpoint = checkpoint
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            if self.checkpoint:
+                x = x + torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = x + block(x)
+        return x.pow(2).mean()
+
+
+def _run(config: Mapping[str, Any], device: str, scale: str, repeats: int) -> dict[str, dict]:
+    return wta_crs(device, config["width"], config["batch"], repeats)
+
+
+register_bench(
+    BenchEntry(
+        name="wta",
+        title="saved activation bytes and step time of WTA-CRS layers / nn.Linear, checkpoint",
+        run=_run,
+        configs={"quick": {"width": 128, "batch": 512}, "full": {"width": 256, "batch": 2048}},
+        claims=[
+            Claim(
+                name="wta-saves-activation-memory",
+                statement="WTA-CRS (keep 30% of rows) saves fewer activation bytes than nn.Linear.",
+                metric=lambda r: r.mean("wta/wta-0.3", "ratio"),
+                op="<",
+                threshold=1.0,
+            ),
+        ],
+        order=20,
+    )
+)

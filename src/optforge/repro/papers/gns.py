@@ -1,7 +1,8 @@
 """Reproduction ``gns``: gradient-regularized Newton with approximate Hessians keeps a fast global
-(linear) rate (spec ``gradient_normalized_smoothness.md`` §6).
+(linear) rate.
 
-Problems (float64, generated per seed; every arm of a seed sees the same data and start):
+Problems (float64, generated once per seed by one experiment; every arm of a seed sees the same
+data, start and ``f*``):
 
 * ``lse`` (R1) — log-sum-exp ``f(x) = μ log Σ exp((Ax − b)/μ)``, ``A, b ~ U[−1, 1]``, ``A`` shifted
   by ``1·∇f₀(0)ᵀ`` so ``x* = 0`` and ``f* = f(0)``; ``x0 = 1``; metric ``B = AᵀA/m + 1e-8·I``.
@@ -21,8 +22,8 @@ Problems (float64, generated per seed; every arm of a seed sees the same data an
 Curves are per outer iteration (``step``); ``*_nfev`` and ``*_time`` curves give the number of
 function+gradient evaluations and seconds at each iteration (for per-evaluation and per-second
 plots). Gaps are floored at 1e-17 for the log plots. "Not reached" is recorded as ``inf``.
-The gradient descent the spec uses (Nesterov's backtracking) is the GNS gradient method arm;
-``torch.optim.SGD`` with step ``1/L`` (``L`` a valid smoothness bound) is the library baseline.
+Gradient descent with Nesterov's backtracking is the GNS gradient method arm; ``torch.optim.SGD``
+with step ``1/L`` (``L`` a valid smoothness bound) is the library baseline.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
-from functools import cache
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from optforge._core import seed_everything
 from optforge.optim import gns_minimize
 from optforge.optim.hessian_approx import (
     FixedHessian,
@@ -46,7 +47,9 @@ from optforge.optim.hessian_approx import (
     SubsampledHessian,
     WeightedGaussNewtonLSE,
 )
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 DT = torch.float64
 FLOOR = 1e-17
@@ -68,6 +71,36 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "lr_gd_iters": 4000, "cheb_n": 50, "cheb_maxiter": 1000, "dtype": "float64",
     },
 }  # fmt: skip
+
+_KINDS = {
+    "lse": ("gns-exact", "gns-wgn", "gns-gd-B", "gns-gd", "sgd", "lbfgs", "newton-scipy"),
+    "logreg": (
+        "gns-exact",
+        "gns-lazy5",
+        "gns-sub20",
+        "gns-bohning",
+        "sgd",
+        "lbfgs",
+        "newton-scipy",
+    ),
+    "cheb": ("gns-gn", "gns-exact", "gns-gd"),
+}
+ARMS = tuple(f"{problem}/{kind}" for problem, kinds in _KINDS.items() for kind in kinds)
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: each problem the arms need is built once (logreg's ``f*`` included)."""
+    problems: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        name, kind = arm.split("/")
+        if name not in problems:
+            problems[name] = _PROBLEMS[name](config, seed, device)
+        seed_everything(seed)
+        out[arm] = _RUNS[name](kind, problems[name], config, seed)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,11 +126,7 @@ def _lse(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
 
 
 def _logreg(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _logreg_cached(config["lr_n"], config["lr_d"], config["lr_reg"], seed, device)
-
-
-@cache
-def _logreg_cached(n: int, d: int, reg: float, seed: int, device: str) -> dict[str, Any]:
+    n, d, reg = config["lr_n"], config["lr_d"], config["lr_reg"]
     gen = torch.Generator().manual_seed(seed)
     scales = 10 ** torch.linspace(-1.5, 1.5, d, dtype=DT)
     X = torch.randn(n, d, generator=gen, dtype=DT) * scales
@@ -122,11 +151,13 @@ def _logreg_cached(n: int, d: int, reg: float, seed: int, device: str) -> dict[s
             "bohning": bohning, "L": smooth}  # fmt: skip
 
 
-def _cheb() -> Callable[[Tensor], Tensor]:
-    def residuals(x: Tensor) -> Tensor:
-        return torch.cat([(1 - x[:1]) / 2, x[1:] - 2 * x[:-1] ** 2 + 1])
+def _cheb(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"x0": torch.rand(config["cheb_n"], generator=gen, dtype=DT).to(device)}
 
-    return residuals
+
+def _cheb_residuals(x: Tensor) -> Tensor:
+    return torch.cat([(1 - x[:1]) / 2, x[1:] - 2 * x[:-1] ** 2 + 1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,93 +280,72 @@ def _lbfgs(params: list[Tensor]) -> torch.optim.Optimizer:
                              line_search_fn="strong_wolfe")  # fmt: skip
 
 
-def _lse_arm(kind: str) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        pr = _lse(config, seed, device)
-        tol, maxiter = config["lse_tol"], config["lse_maxiter"]
-        if kind == "gns-exact":
-            return _gns("lse", pr, tol, maxiter, hessian="exact", metric=pr["metric"])
-        if kind == "gns-wgn":
-            wgn = WeightedGaussNewtonLSE(pr["A"], pr["b"], pr["mu"])
-            return _gns("lse", pr, tol, maxiter, hessian=wgn, metric=pr["metric"])
-        if kind == "gns-gd-B":
-            return _gns("lse", pr, tol, maxiter, hessian="zero", metric=pr["metric"])
-        if kind == "gns-gd":
-            return _gns("lse", pr, tol, maxiter, hessian="zero")
-        if kind == "sgd":
-            return _torch_opt("lse", pr, tol, maxiter,
-                              lambda p: torch.optim.SGD(p, lr=1.0 / pr["L"]))  # fmt: skip
-        if kind == "lbfgs":
-            return _torch_opt("lse", pr, tol, maxiter, _lbfgs)
-        return _scipy_newton("lse", pr, tol, maxiter)
-
-    return run
+def _lse_run(kind: str, pr: dict[str, Any], config: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    tol, maxiter = config["lse_tol"], config["lse_maxiter"]
+    if kind == "gns-exact":
+        return _gns("lse", pr, tol, maxiter, hessian="exact", metric=pr["metric"])
+    if kind == "gns-wgn":
+        wgn = WeightedGaussNewtonLSE(pr["A"], pr["b"], pr["mu"])
+        return _gns("lse", pr, tol, maxiter, hessian=wgn, metric=pr["metric"])
+    if kind == "gns-gd-B":
+        return _gns("lse", pr, tol, maxiter, hessian="zero", metric=pr["metric"])
+    if kind == "gns-gd":
+        return _gns("lse", pr, tol, maxiter, hessian="zero")
+    if kind == "sgd":
+        return _torch_opt("lse", pr, tol, maxiter,
+                          lambda p: torch.optim.SGD(p, lr=1.0 / pr["L"]))  # fmt: skip
+    if kind == "lbfgs":
+        return _torch_opt("lse", pr, tol, maxiter, _lbfgs)
+    return _scipy_newton("lse", pr, tol, maxiter)
 
 
-def _logreg_arm(kind: str) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        pr = _logreg(config, seed, device)
-        tol, maxiter = config["lr_tol"], config["lr_maxiter"]
-        if kind == "gns-exact":
-            return _gns("logreg", pr, tol, maxiter, hessian="exact")
-        if kind == "gns-lazy5":
-            return _gns("logreg", pr, tol, maxiter, hessian=LazyHessian("exact", every=5))
-        if kind == "gns-sub20":
-            sub = SubsampledHessian(pr["per_example"], pr["n"], 0.2, seed=seed, is_psd=True)
-            return _gns("logreg", pr, tol, maxiter, hessian=sub)
-        if kind == "gns-bohning":
-            return _gns("logreg", pr, tol, maxiter, hessian=FixedHessian(pr["bohning"]))
-        if kind == "sgd":
-            return _torch_opt("logreg", pr, tol, config["lr_gd_iters"],
-                              lambda p: torch.optim.SGD(p, lr=1.0 / pr["L"]))  # fmt: skip
-        if kind == "lbfgs":
-            return _torch_opt("logreg", pr, tol, config["lr_gd_iters"], _lbfgs)
-        return _scipy_newton("logreg", pr, tol, maxiter)
-
-    return run
+def _logreg_run(
+    kind: str, pr: dict[str, Any], config: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    tol, maxiter = config["lr_tol"], config["lr_maxiter"]
+    if kind == "gns-exact":
+        return _gns("logreg", pr, tol, maxiter, hessian="exact")
+    if kind == "gns-lazy5":
+        return _gns("logreg", pr, tol, maxiter, hessian=LazyHessian("exact", every=5))
+    if kind == "gns-sub20":
+        sub = SubsampledHessian(pr["per_example"], pr["n"], 0.2, seed=seed, is_psd=True)
+        return _gns("logreg", pr, tol, maxiter, hessian=sub)
+    if kind == "gns-bohning":
+        return _gns("logreg", pr, tol, maxiter, hessian=FixedHessian(pr["bohning"]))
+    if kind == "sgd":
+        return _torch_opt("logreg", pr, tol, config["lr_gd_iters"],
+                          lambda p: torch.optim.SGD(p, lr=1.0 / pr["L"]))  # fmt: skip
+    if kind == "lbfgs":
+        return _torch_opt("logreg", pr, tol, config["lr_gd_iters"], _lbfgs)
+    return _scipy_newton("logreg", pr, tol, maxiter)
 
 
-def _cheb_arm(kind: str) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        n, maxiter = config["cheb_n"], config["cheb_maxiter"]
-        gen = torch.Generator().manual_seed(seed)
-        x0 = torch.rand(n, generator=gen, dtype=DT).to(device)
-        out: dict[str, Any] = {}
-        for p in (2, 4):
-            u = _cheb()
+def _cheb_run(
+    kind: str, pr: dict[str, Any], config: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    u, x0, maxiter = _cheb_residuals, pr["x0"], config["cheb_maxiter"]
+    out: dict[str, Any] = {}
+    for p in (2, 4):
 
-            def f(x: Tensor, u: Callable[[Tensor], Tensor] = u, p: int = p) -> Tensor:
-                return torch.linalg.vector_norm(u(x)) ** p / p
+        def f(x: Tensor, p: int = p) -> Tensor:
+            return torch.linalg.vector_norm(u(x)) ** p / p
 
-            hessian = {"gns-gn": GaussNewton(u, p), "gns-exact": "exact", "gns-gd": "zero"}[kind]
-            res = gns_minimize(f, x0, hessian=hessian, maxiter=maxiter, gtol=1e-8,
-                               ftol=1e-12, f_star=0.0)  # fmt: skip
-            fs = res.history["f"]
-            out[f"p{p}_iters_to_tol"] = (
-                float(res.nit) if res.status in ("ftol", "gtol") else math.inf
-            )
-            out[f"p{p}_final_f"] = float(fs[-1])
-            out[f"p{p}_final_dist"] = float(torch.linalg.vector_norm(res.x - 1))
-            out[f"cheb_p{p}_f"] = [max(v, FLOOR) for v in fs]
-        out["step"] = [float(i) for i in range(max(len(out["cheb_p2_f"]), len(out["cheb_p4_f"])))]
-        return out
-
-    return run
+        hessian = {"gns-gn": GaussNewton(u, p), "gns-exact": "exact", "gns-gd": "zero"}[kind]
+        res = gns_minimize(f, x0, hessian=hessian, maxiter=maxiter, gtol=1e-8,
+                           ftol=1e-12, f_star=0.0)  # fmt: skip
+        fs = res.history["f"]
+        out[f"p{p}_iters_to_tol"] = float(res.nit) if res.status in ("ftol", "gtol") else math.inf
+        out[f"p{p}_final_f"] = float(fs[-1])
+        out[f"p{p}_final_dist"] = float(torch.linalg.vector_norm(res.x - 1))
+        out[f"cheb_p{p}_f"] = [max(v, FLOOR) for v in fs]
+    out["step"] = [float(i) for i in range(max(len(out["cheb_p2_f"]), len(out["cheb_p4_f"])))]
+    return out
 
 
-METHODS: dict[str, Callable[[Mapping[str, Any], int, str], Mapping[str, Any]]] = {
-    **{f"lse/{k}": _lse_arm(k) for k in
-       ("gns-exact", "gns-wgn", "gns-gd-B", "gns-gd", "sgd", "lbfgs", "newton-scipy")},
-    **{f"logreg/{k}": _logreg_arm(k) for k in
-       ("gns-exact", "gns-lazy5", "gns-sub20", "gns-bohning", "sgd", "lbfgs", "newton-scipy")},
-    **{f"cheb/{k}": _cheb_arm(k) for k in ("gns-gn", "gns-exact", "gns-gd")},
-}  # fmt: skip
+_PROBLEMS = {"lse": _lse, "logreg": _logreg, "cheb": _cheb}
+_RUNS = {"lse": _lse_run, "logreg": _logreg_run, "cheb": _cheb_run}
 
 _APPROX = ("logreg/gns-exact", "logreg/gns-lazy5", "logreg/gns-sub20", "logreg/gns-bohning")
-
-
-def _ratio(r: Results, a: str, b: str, metric: str = "iters_to_tol") -> float:
-    return float(np.max(r.values(a, metric) / r.values(b, metric)))
 
 
 CLAIMS = [
@@ -351,7 +361,7 @@ CLAIMS = [
         name="lse-wgn-vs-gd-B",
         statement="... with approximate Hessians, far fewer iterations than the gradient method: "
         "iterations(weighted GN) / iterations(gradient method in metric B), worst seed.",
-        metric=lambda r: _ratio(r, "lse/gns-wgn", "lse/gns-gd-B"),
+        metric=lambda r: r.worst_ratio("lse/gns-wgn", "lse/gns-gd-B", "iters_to_tol"),
         op="<=",
         threshold=0.25,
         scales=("quick", "full"),
@@ -408,7 +418,8 @@ register(
         arxiv="2506.13710",
         spec="gradient_normalized_smoothness.md",
         configs=CONFIGS,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,

@@ -1,5 +1,4 @@
-"""Reproduction ``loku``: inverted hinge loss + Fisher-initialised LoRA unlearning on "TinyTOFU"
-(spec ``loku.md`` §6).
+"""Reproduction ``loku``: inverted hinge loss + Fisher-initialised LoRA unlearning on "TinyTOFU".
 
 Set-up (all synthetic, no download): fictitious authors, each with a two-syllable name and one
 value token per attribute (birthplace, genre, birth year, award, parent's job, book); two question
@@ -7,9 +6,9 @@ phrasings per (author, attribute), ``Q: <question> A: <value> <eos>``, loss only
 and ``<eos>``; plus "world facts" (``Q: capital of <country> ? A: <city>``) that must survive.
 A tiny ``transformers`` ``LlamaForCausalLM`` built from a config (random init) is trained on
 everything (the "base" model) and, separately, on everything but the forget authors (the
-"retain-only" oracle, used for Forget Quality); both are cached per process, so every arm of a seed
-starts from the same base model. The forget set is the first phrasing of the forget authors'
-questions; retain batches are drawn from the other authors.
+"retain-only" oracle, used for Forget Quality). One experiment per seed builds the data and trains
+both models once; every arm of the seed starts from the same base model. The forget set is the
+first phrasing of the forget authors' questions; retain batches are drawn from the other authors.
 
 Arms (all ``optforge.unlearning.Unlearner``; LoRA from ``peft``): ``ga`` (gradient ascent, all
 parameters), ``ga+lora`` (GA on LoRA adapters), ``ihl+lora`` (IHL + retain NLL, standard LoRA init)
@@ -20,14 +19,15 @@ and world-fact answer accuracies (next-token argmax = the value token) are recor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge._core import seed_everything
+from optforge.repro.llm import tiny_llama
+from optforge.repro.registry import Claim, Reproduction, register
 from optforge.unlearning import (
     FilaConfig,
     Unlearner,
@@ -39,6 +39,8 @@ from optforge.unlearning import (
     model_utility,
     truth_ratio,
 )
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _ATTRIBUTES = (  # name, number of values, phrasing-1 words, phrasing-2 words
     ("birthplace", 16, ("where", "was"), ("born", "in")),
@@ -105,6 +107,32 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
+# arm → (forget loss, retain NLL on?, parameterisation)
+ARMS: dict[str, tuple[str, bool, str]] = {
+    "ga": ("ga", False, "full"),
+    "ga+lora": ("ga", False, "lora"),
+    "ihl+lora": ("ihl", True, "lora"),
+    "ihl+fila": ("ihl", True, "fila"),
+}
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: the data, the base model and the oracle are built once and shared."""
+    data = _data(config, seed)
+    base = _trained_state(config, data, seed, "base", device)
+    oracle = _trained_state(config, data, seed, "oracle", device) if config["oracle"] else None
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        forget_loss, retain, param = ARMS[arm]
+        out[arm] = _unlearn(
+            config, data, base, oracle, seed, device,
+            forget_loss=forget_loss, retain=retain, param=param,
+        )  # fmt: skip
+    return out
+
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -119,14 +147,8 @@ class _Vocab:
         return self.ids.setdefault(word, len(self.ids))
 
 
-def _freeze(config: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((k, v) for k, v in config.items()))
-
-
-@cache
-def _data(frozen: tuple, seed: int) -> dict[str, Any]:
+def _data(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Token tensors of TinyTOFU for one seed (authors' names and attributes drawn from it)."""
-    config = dict(frozen)
     rng = np.random.default_rng(seed)
     vocab = _Vocab()
     pad, eos = vocab("<pad>"), vocab("<eos>")
@@ -225,10 +247,9 @@ def _concat(*parts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _new_model(config: Mapping[str, Any], vocab_size: int, seed: int, device: str):
-    from optforge._core import require
-
-    transformers = require("transformers", "llm")
-    cfg = transformers.LlamaConfig(
+    return tiny_llama(
+        seed=seed,
+        device=device,
         vocab_size=vocab_size,
         hidden_size=config["hidden"],
         intermediate_size=config["mlp"],
@@ -241,10 +262,6 @@ def _new_model(config: Mapping[str, Any], vocab_size: int, seed: int, device: st
         bos_token_id=None,
         eos_token_id=1,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.LlamaForCausalLM(cfg)
-    return model.to(device)
 
 
 def _train_lm(
@@ -277,11 +294,10 @@ def _train_lm(
     return model
 
 
-@cache
-def _trained(frozen: tuple, seed: int, which: str, device: str) -> dict[str, torch.Tensor]:
-    """State dict of the base (``which="base"``) or retain-only (``"oracle"``) model (cached)."""
-    config = dict(frozen)
-    data = _data(frozen, seed)
+def _trained_state(
+    config: Mapping[str, Any], data: Mapping[str, Any], seed: int, which: str, device: str
+) -> dict[str, torch.Tensor]:
+    """State dict of the base (``which="base"``) or retain-only (``"oracle"``) model."""
     parts = [data["retain"], data["world"]]
     if which == "base":
         parts += [data["forget"], data["forget_para"]]
@@ -290,11 +306,13 @@ def _trained(frozen: tuple, seed: int, which: str, device: str) -> dict[str, tor
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _load(config: Mapping[str, Any], seed: int, which: str, device: str):
-    frozen = _freeze(config)
-    data = _data(frozen, seed)
+def _load(
+    config: Mapping[str, Any], data: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+    seed: int, device: str,
+):  # fmt: skip
+    """A fresh model holding ``state`` (the shared state dict is copied, never modified)."""
     model = _new_model(config, data["vocab_size"], seed, device)
-    model.load_state_dict(_trained(frozen, seed, which, device))
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -359,6 +377,9 @@ def _lora(model, config: Mapping[str, Any]):
 
 def _unlearn(
     config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    base: Mapping[str, torch.Tensor],
+    oracle_state: Mapping[str, torch.Tensor] | None,
     seed: int,
     device: str,
     *,
@@ -366,9 +387,8 @@ def _unlearn(
     retain: bool,
     param: str,
 ) -> dict[str, Any]:
-    frozen = _freeze(config)
-    data = _data(frozen, seed)
-    model = _load(config, seed, "base", device)
+    """Unlearn the forget set from the base model with one arm; curves and final metrics."""
+    model = _load(config, data, base, seed, device)
     base_metrics = _evaluate(model, data, device)
     gen = torch.Generator().manual_seed(20_000 + seed)
     bs = config["batch_size"]
@@ -418,34 +438,12 @@ def _unlearn(
         "seed": float(seed),
         **curves,
     }
-    if config["oracle"]:
-        oracle = _load(config, seed, "oracle", device)
+    if oracle_state is not None:
+        oracle = _load(config, data, oracle_state, seed, device)
         tr_oracle = _truth_ratios(oracle, data, device)
         out["oracle_forget_acc"] = _evaluate(oracle, data, device)["forget_acc"]
         out["forget_quality"] = forget_quality(_truth_ratios(model, data, device), tr_oracle)
     return out
-
-
-def _arm(forget_loss: str, retain: bool, param: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        return _unlearn(config, seed, device, forget_loss=forget_loss, retain=retain, param=param)
-
-    return run
-
-
-METHODS = {
-    "ga": _arm("ga", retain=False, param="full"),
-    "ga+lora": _arm("ga", retain=False, param="lora"),
-    "ihl+lora": _arm("ihl", retain=True, param="lora"),
-    "ihl+fila": _arm("ihl", retain=True, param="fila"),
-}
-
-
-def _paired_max(a: str, b: str, metric: str):
-    def value(r: Results) -> float:
-        return float(np.max(r.paired(a, b, metric)))
-
-    return value
 
 
 CLAIMS = [
@@ -480,7 +478,7 @@ CLAIMS = [
         name="fila-forgets-in-fewer-epochs",
         statement="FILA makes LoRA unlearning faster: IHL+FILA reaches the forget threshold in "
         "fewer epochs than IHL+LoRA.",
-        metric=_paired_max("ihl+fila", "ihl+lora", "epochs_to_forget"),
+        metric=lambda r: float(r.paired("ihl+fila", "ihl+lora", "epochs_to_forget").max()),
         op="<",
         threshold=0.0,
         scales=("quick", "full"),
@@ -491,7 +489,7 @@ CLAIMS = [
         name="fila-forgets-faster",
         statement="FILA makes LoRA unlearning faster (smoke: lower forget accuracy averaged over "
         "the epochs than IHL+LoRA, every seed).",
-        metric=_paired_max("ihl+fila", "ihl+lora", "forget_acc_mean"),
+        metric=lambda r: float(r.paired("ihl+fila", "ihl+lora", "forget_acc_mean").max()),
         op="<",
         threshold=0.0,
         scales=("smoke",),
@@ -523,7 +521,8 @@ register(
         arxiv="2408.06621",
         spec="loku.md",
         configs=CONFIGS,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,

@@ -1,5 +1,4 @@
-"""Reproduction ``oblr-po``: optimal baselines and the SNR learning rate on a tiny LM policy
-(spec ``oblr_po.md`` §6).
+"""Reproduction ``oblr-po``: optimal baselines and the SNR learning rate on a tiny LM policy.
 
 Task ("successor chain", verifiable, dense reward): vocabulary = the digits 0–9, prompt = 4 random
 digits, response = 4 sampled tokens, target ``y_t = (last prompt digit + t + 1) mod 10``, reward =
@@ -28,6 +27,7 @@ for a CPU sweep; :func:`optforge.rl.make_oblr_grpo_trainer_class` shows the plug
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from optforge._core import require
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.llm import tiny_llama
+from optforge.repro.registry import Claim, Reproduction, register
 from optforge.rl import (
     OBLRPOTrainer,
     SNRLearningRate,
@@ -47,6 +47,8 @@ from optforge.rl import (
     score_sqnorms,
     token_logprobs,
 )
+
+__all__ = ["CLAIMS", "CONFIGS", "METHODS", "successor_reward"]
 
 _BASE: dict[str, Any] = {
     "policy": "tiny",
@@ -115,8 +117,9 @@ def _policy(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
             generator=gen,
         )
         return model.to(device)
-    transformers = require("transformers", "llm")
-    cfg = transformers.LlamaConfig(
+    return tiny_llama(
+        seed=seed,
+        device=device,
         vocab_size=10,
         hidden_size=config["d_model"],
         intermediate_size=config["d_mlp"],
@@ -126,10 +129,6 @@ def _policy(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
         max_position_embeddings=max_len,
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.LlamaForCausalLM(cfg)
-    return model.to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,13 +183,6 @@ def _train(
         "reward": reward_curve,
         "rho": rho_curve,
     }
-
-
-def _arm(arm: str, lr_key: str):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        return _train(config, seed, device, arm=arm, lr_key=lr_key)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,15 +285,15 @@ def _oracle_baseline(
 # Registration
 # ---------------------------------------------------------------------------------------------
 
-METHODS: dict[str, Any] = {"variance": _variance}
-for _name in _ARMS:
-    METHODS[f"{_name}@lr"] = _arm(_name, "lr")
-    METHODS[f"{_name}@lr_high"] = _arm(_name, "lr_high")
-
-
-def _collapsed(r: Results, method: str) -> float:
-    return float(np.sum(r.values(method, "collapsed")))
-
+# every training arm at the normal and the too-high lr (same init and prompt stream per seed)
+METHODS: dict[str, Any] = {
+    "variance": _variance,
+    **{
+        f"{arm}@{lr_key}": functools.partial(_train, arm=arm, lr_key=lr_key)
+        for arm in _ARMS
+        for lr_key in ("lr", "lr_high")
+    },
+}
 
 CLAIMS = [
     Claim(
@@ -355,7 +347,7 @@ CLAIMS = [
         name="snr-lr-stabilises-high-lr",
         statement="At a too-large learning rate OBLR-PO stays stable: its mean AUC exceeds GRPO's "
         "by ≥ 0.2.",
-        metric=lambda r: r.mean("oblr-po@lr_high", "auc") - r.mean("grpo@lr_high", "auc"),
+        metric=lambda r: r.mean_gap("oblr-po@lr_high", "grpo@lr_high", "auc"),
         op=">=",
         threshold=0.2,
         scales=("quick", "full"),
@@ -364,7 +356,10 @@ CLAIMS = [
         name="snr-lr-fewer-collapses",
         statement="At the too-large learning rate OBLR-PO collapses (final reward < 0.2) in "
         "strictly fewer seeds than GRPO (metric: GRPO collapses − OBLR-PO collapses).",
-        metric=lambda r: _collapsed(r, "grpo@lr_high") - _collapsed(r, "oblr-po@lr_high"),
+        metric=lambda r: float(
+            r.values("grpo@lr_high", "collapsed").sum()
+            - r.values("oblr-po@lr_high", "collapsed").sum()
+        ),
         op=">",
         threshold=0.0,
         scales=("quick", "full"),
@@ -381,7 +376,7 @@ CLAIMS = [
     Claim(
         name="auc-close-to-grpo-at-normal-lr",
         statement="... and its AUC is ≥ GRPO's − 0.1.",
-        metric=lambda r: r.mean("oblr-po@lr", "auc") - r.mean("grpo@lr", "auc"),
+        metric=lambda r: r.mean_gap("oblr-po@lr", "grpo@lr", "auc"),
         op=">=",
         threshold=-0.1,
         scales=("quick", "full"),

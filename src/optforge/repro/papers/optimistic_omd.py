@@ -1,11 +1,11 @@
-"""Reproduction ``optimistic-omd``: optimistic OMD on SEA loss streams (spec §6).
+"""Reproduction ``optimistic-omd``: optimistic OMD on SEA loss streams.
 
 Set-up: quadratics ``f_t(x) = ½‖x − c_t‖²`` on the unit ball in d = 10, ``c_t = μ_t + σξ_t/√d``
 with μ_t from four regimes (``stochastic``, ``drift``, ``switch``, ``alternating``); every
-environment of a seed is one batched stream, played once per learner. Learners: optimistic OGD
-(adaptive step capped at 1/(4L), L = 1), OGD and FTRL (η_t = D/(G_t√t)), optimistic FTRL. No
-library ships constrained online learners with regret tooling (spec §9), so the baselines are
-the in-house ``optforge.online`` implementations.
+environment of a seed is one batched stream, drawn once per seed by one experiment and played by
+every learner. Learners: optimistic OGD (adaptive step capped at 1/(4L), L = 1), OGD and FTRL
+(η_t = D/(G_t√t)), optimistic FTRL. No library ships constrained online learners with regret
+tooling, so the baselines are the in-house ``optforge.online`` implementations.
 
 Add-ons: online least squares (d = 5, exp-concave) with ONS vs optimistic ONS vs OGD; and the
 dynamic-regret ensemble (optimistic Hedge over optimistic OGD with a step grid) against OGD and
@@ -17,12 +17,13 @@ stochastic stream and √Σ²_{1:T} for the alternating stream, for the regret-v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from optforge._core import seed_everything
 from optforge.online import (
     FTRL,
     OGD,
@@ -38,7 +39,9 @@ from optforge.online import (
     sea_least_squares,
     sea_stream,
 )
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _ENVS = (
     ("stochastic", 1.0),
@@ -89,9 +92,58 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
+# least squares on the unit ball with ‖a‖ = 1, |b| ≤ 1: |aᵀx − b| ≤ 2, so α = 1/4, G = 2, L = 1
+_LS = {"exp_concavity": 0.25, "grad_bound": 2.0}
+
+Make = Callable[[Mapping[str, Any], torch.Tensor], Any]  # (config, x0) → a fresh learner
+
+# learner arm → (its learner on the quadratic streams, on the least-squares streams)
+_LEARNERS: dict[str, tuple[Make | None, Make | None]] = {
+    "opt-ogd": (lambda c, x0: OptimisticOGD(x0, _ball(c), smoothness=c["smoothness"]), None),
+    "ogd": (lambda c, x0: OGD(x0, _ball(c)), lambda c, x0: OGD(x0, Ball(1.0))),
+    "ftrl": (lambda c, x0: FTRL(x0, _ball(c)), None),
+    "opt-ftrl": (lambda c, x0: OptimisticFTRL(x0, _ball(c), smoothness=c["smoothness"]), None),
+    "ons": (None, lambda c, x0: ONS(x0, Ball(1.0), **_LS)),
+    "opt-ons": (None, lambda c, x0: OptimisticONS(x0, Ball(1.0), smoothness=1.0, **_LS)),
+}
+ARMS = (*_LEARNERS, "ensemble", "reference")
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: the quadratic and least-squares streams are drawn once and every
+    learner plays the same ones; ``ensemble`` and ``reference`` use streams of their own."""
+    streams: dict[str, Any] = {}
+
+    def shared(name: str) -> Any:
+        if name not in streams:
+            streams[name] = _STREAMS[name](config, seed, device)
+        return streams[name]
+
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        if arm == "ensemble":
+            out[arm] = _ensemble(config, seed, device)
+        elif arm == "reference":
+            out[arm] = _reference(config, device)
+        else:
+            on_quadratic, on_ls = _LEARNERS[arm]
+            out[arm] = {}
+            if on_quadratic is not None:
+                out[arm].update(_quadratic_metrics(on_quadratic, shared("quadratic"), config))
+            if on_ls is not None:
+                out[arm].update(_ls_metrics(on_ls, shared("ls"), config))
+    return out
+
 
 def _tag(kind: str, sigma: float) -> str:
     return f"{kind}_s{sigma:g}"
+
+
+def _ball(config: Mapping[str, Any]) -> Ball:
+    return Ball(config["radius"])
 
 
 def _quadratic_batch(config: Mapping[str, Any], seed: int, device: str) -> QuadraticStream:
@@ -110,16 +162,35 @@ def _quadratic_batch(config: Mapping[str, Any], seed: int, device: str) -> Quadr
     return QuadraticStream.stack(streams)
 
 
+def _ls_streams(config: Mapping[str, Any], seed: int, device: str) -> list[Any]:
+    return [
+        sea_least_squares(
+            kind,
+            dim=config["ls_dim"],
+            horizon=config["ls_horizon"],
+            sigma=config["ls_sigma"],
+            seed=20_000 * seed + i,
+            device=device,
+        )
+        for i, kind in enumerate(config["ls_kinds"])
+    ]
+
+
+_STREAMS = {"quadratic": _quadratic_batch, "ls": _ls_streams}
+
+
 def _checkpoints(config: Mapping[str, Any]) -> list[int]:
     horizon, n = config["horizon"], config["n_checkpoints"]
     return sorted({config["t_short"], *(round(horizon * k / n) for k in range(1, n + 1))})
 
 
-def _quadratic_metrics(make, config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    stream = _quadratic_batch(config, seed, device)
+def _quadratic_metrics(
+    make: Make, stream: QuadraticStream, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    device = stream.centers.device
     x0 = torch.zeros(len(config["envs"]), config["dim"], dtype=torch.float64, device=device)
     checkpoints = _checkpoints(config)
-    out = run_online(make(x0), stream, checkpoints=checkpoints)
+    out = run_online(make(config, x0), stream, checkpoints=checkpoints)
     short = checkpoints.index(config["t_short"])
     metrics: dict[str, Any] = {"T": [float(c) for c in checkpoints]}
     for i, (kind, sigma) in enumerate(config["envs"]):
@@ -135,70 +206,17 @@ def _quadratic_metrics(make, config: Mapping[str, Any], seed: int, device: str) 
     return metrics
 
 
-def _ls_metrics(make, config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _ls_metrics(make: Make, streams: list[Any], config: Mapping[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
-    for i, kind in enumerate(config["ls_kinds"]):
-        stream = sea_least_squares(
-            kind,
-            dim=config["ls_dim"],
-            horizon=config["ls_horizon"],
-            sigma=config["ls_sigma"],
-            seed=20_000 * seed + i,
-            device=device,
-        )
+    for kind, stream in zip(config["ls_kinds"], streams, strict=True):
+        device = stream.features.device
         x0 = torch.zeros(config["ls_dim"], dtype=torch.float64, device=device)
-        out = run_online(make(x0), stream, checkpoints=[config["ls_horizon"]])
+        out = run_online(make(config, x0), stream, checkpoints=[config["ls_horizon"]])
         metrics[f"ls_{kind}_regret"] = float(out["static_regret"])
     return metrics
 
 
-def _ball(config: Mapping[str, Any]) -> Ball:
-    return Ball(config["radius"])
-
-
-def run_optimistic_ogd(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _quadratic_metrics(
-        lambda x0: OptimisticOGD(x0, _ball(config), smoothness=config["smoothness"]),
-        config,
-        seed,
-        device,
-    )
-
-
-def run_ogd(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    metrics = _quadratic_metrics(lambda x0: OGD(x0, _ball(config)), config, seed, device)
-    metrics.update(_ls_metrics(lambda x0: OGD(x0, Ball(1.0)), config, seed, device))
-    return metrics
-
-
-def run_ftrl(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _quadratic_metrics(lambda x0: FTRL(x0, _ball(config)), config, seed, device)
-
-
-def run_optimistic_ftrl(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _quadratic_metrics(
-        lambda x0: OptimisticFTRL(x0, _ball(config), smoothness=config["smoothness"]),
-        config,
-        seed,
-        device,
-    )
-
-
-# least squares on the unit ball with ‖a‖ = 1, |b| ≤ 1: |aᵀx − b| ≤ 2, so α = 1/4, G = 2, L = 1
-_LS = {"exp_concavity": 0.25, "grad_bound": 2.0}
-
-
-def run_ons(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _ls_metrics(lambda x0: ONS(x0, Ball(1.0), **_LS), config, seed, device)
-
-
-def run_optimistic_ons(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    return _ls_metrics(
-        lambda x0: OptimisticONS(x0, Ball(1.0), smoothness=1.0, **_LS), config, seed, device
-    )
-
-
-def run_ensemble(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _ensemble(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
     """Dynamic regret on ``drift`` (σ = 0.3): the ensemble, OGD and each fixed-step base."""
     horizon = config["ens_horizon"]
     stream = sea_stream(
@@ -234,7 +252,7 @@ def run_ensemble(config: Mapping[str, Any], seed: int, device: str) -> dict[str,
     }
 
 
-def run_reference(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
+def _reference(config: Mapping[str, Any], device: str) -> dict[str, Any]:
     """Bound shapes for the plot: √σ²_{1:T} (σ = 1 stochastic) and √Σ²_{1:T} (alternating)."""
     checkpoints = _checkpoints(config)
     out: dict[str, Any] = {"T": [float(c) for c in checkpoints]}
@@ -254,15 +272,6 @@ def _sqrt_t_lnln(horizon: int) -> float:
     return float(np.sqrt(horizon * np.log(np.log(horizon))))
 
 
-def _ratio(r: Results, a: str, key_a: str, b: str, key_b: str) -> float:
-    return r.mean(a, key_a) / r.mean(b, key_b)
-
-
-def _gap(metric: str):
-    """Worst seed of ``loss(OGD) − loss(optimistic OGD)``."""
-    return lambda r: float(np.min(r.paired("ogd", "opt-ogd", metric)))
-
-
 _STOCH_CLAIMS = [
     Claim(
         name=f"stochastic-sigma{sigma:g}-constant-factor",
@@ -272,8 +281,8 @@ _STOCH_CLAIMS = [
         ),
         description=f"mean regret(opt-ogd) / mean regret(ogd), σ = {sigma:g}, T = horizon",
         metric=(
-            lambda r, s=sigma: _ratio(
-                r, "opt-ogd", f"stochastic_s{s:g}_regret", "ogd", f"stochastic_s{s:g}_regret"
+            lambda r, key=f"stochastic_s{sigma:g}_regret": (
+                r.mean("opt-ogd", key) / r.mean("ogd", key)
             )
         ),
         op="<=",
@@ -291,7 +300,7 @@ CLAIMS = [
             "piecewise-stationary stream it tracks the switches and pays less than OGD."
         ),
         description="worst seed of cum. loss(OGD) − cum. loss(opt-OGD), switch, σ = 0",
-        metric=_gap("switch_s0_loss"),
+        metric=lambda r: r.worst_gap("ogd", "opt-ogd", "switch_s0_loss"),
         op=">=",
         threshold={"smoke": 20.0, "quick": 300.0, "full": 300.0},
     ),
@@ -299,7 +308,7 @@ CLAIMS = [
         name="switch-noisy-lower-loss",
         statement="The advantage on switching streams survives stochastic noise (σ = 0.3).",
         description="worst seed of cum. loss(OGD) − cum. loss(opt-OGD), switch, σ = 0.3",
-        metric=_gap("switch_s0.3_loss"),
+        metric=lambda r: r.worst_gap("ogd", "opt-ogd", "switch_s0.3_loss"),
         op=">=",
         threshold=300.0,
         scales=("quick", "full"),
@@ -310,7 +319,7 @@ CLAIMS = [
             "On a slowly drifting stream (small Σ²) optimistic OGD's loss is no higher than OGD's."
         ),
         description="worst seed of cum. loss(OGD) − cum. loss(opt-OGD), drift, σ = 0",
-        metric=_gap("drift_s0_loss"),
+        metric=lambda r: r.worst_gap("ogd", "opt-ogd", "drift_s0_loss"),
         op=">=",
         threshold=0.0,
         scales=("quick", "full"),
@@ -320,8 +329,9 @@ CLAIMS = [
         name="stochastic-sqrtT-growth-low",
         statement="Stochastic regime: regret grows like σ√T (√σ²_{1:T}); ×4 in T gives about ×2.",
         description="mean regret(opt-ogd, T) / mean regret(opt-ogd, T/4), σ = 1",
-        metric=lambda r: _ratio(
-            r, "opt-ogd", "stochastic_s1_regret", "opt-ogd", "stochastic_s1_regret_short"
+        metric=lambda r: (
+            r.mean("opt-ogd", "stochastic_s1_regret")
+            / r.mean("opt-ogd", "stochastic_s1_regret_short")
         ),
         op=">=",
         threshold=1.5,
@@ -331,8 +341,9 @@ CLAIMS = [
         name="stochastic-sqrtT-growth-high",
         statement="Stochastic regime: regret grows like σ√T (√σ²_{1:T}); ×4 in T gives about ×2.",
         description="mean regret(opt-ogd, T) / mean regret(opt-ogd, T/4), σ = 1",
-        metric=lambda r: _ratio(
-            r, "opt-ogd", "stochastic_s1_regret", "opt-ogd", "stochastic_s1_regret_short"
+        metric=lambda r: (
+            r.mean("opt-ogd", "stochastic_s1_regret")
+            / r.mean("opt-ogd", "stochastic_s1_regret_short")
         ),
         op="<=",
         threshold=3.0,
@@ -342,8 +353,8 @@ CLAIMS = [
         name="stochastic-grows-with-sigma",
         statement="Stochastic regime: regret is roughly linear in σ (√σ²_{1:T} = σ√T).",
         description="mean regret(opt-ogd, σ = 1) / mean regret(opt-ogd, σ = 0.1)",
-        metric=lambda r: _ratio(
-            r, "opt-ogd", "stochastic_s1_regret", "opt-ogd", "stochastic_s0.1_regret"
+        metric=lambda r: (
+            r.mean("opt-ogd", "stochastic_s1_regret") / r.mean("opt-ogd", "stochastic_s0.1_regret")
         ),
         op=">=",
         threshold=5.0,
@@ -356,7 +367,7 @@ CLAIMS = [
             "and optimism costs a constant factor (guards against a silently disabled hint)."
         ),
         description="worst seed of regret(opt-OGD) − regret(OGD), alternating",
-        metric=lambda r: float(np.min(r.paired("opt-ogd", "ogd", "alternating_s0_regret"))),
+        metric=lambda r: r.worst_gap("opt-ogd", "ogd", "alternating_s0_regret"),
         op=">",
         threshold=0.0,
     ),
@@ -367,7 +378,7 @@ CLAIMS = [
             "≤ ONS regret in the switch regime."
         ),
         description="mean regret(opt-ons) − mean regret(ons), least squares, switch",
-        metric=lambda r: r.mean("opt-ons", "ls_switch_regret") - r.mean("ons", "ls_switch_regret"),
+        metric=lambda r: r.mean_gap("opt-ons", "ons", "ls_switch_regret"),
         op="<=",
         threshold=0.0,
         scales=("quick", "full"),
@@ -376,7 +387,7 @@ CLAIMS = [
         name="optimistic-ons-drift",
         statement="Exp-concave add-on: optimistic ONS regret ≤ ONS regret in the drift regime.",
         description="mean regret(opt-ons) − mean regret(ons), least squares, drift",
-        metric=lambda r: r.mean("opt-ons", "ls_drift_regret") - r.mean("ons", "ls_drift_regret"),
+        metric=lambda r: r.mean_gap("opt-ons", "ons", "ls_drift_regret"),
         op="<=",
         threshold=0.0,
         scales=("quick", "full"),
@@ -428,16 +439,8 @@ register(
         configs=CONFIGS,
         seeds={"smoke": 1, "quick": 5, "full": 10},
         seed_base=100,
-        methods={
-            "opt-ogd": run_optimistic_ogd,
-            "ogd": run_ogd,
-            "ftrl": run_ftrl,
-            "opt-ftrl": run_optimistic_ftrl,
-            "ons": run_ons,
-            "opt-ons": run_optimistic_ons,
-            "ensemble": run_ensemble,
-            "reference": run_reference,
-        },
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         plot_x="T",
         plot_y=("regret_stochastic", "regret_alternating"),

@@ -1,5 +1,5 @@
 """Reproduction ``sso``: more cheap surrogate steps per expensive target gradient lower the loss
-at equal oracle calls (spec ``target_surrogates_sso.md`` §6, R1 and R3).
+at equal oracle calls (supervised learning and online imitation learning).
 
 Task 1 (R1, supervised): ill-conditioned synthetic logistic regression. ``n`` examples, ``d``
 features with scales ``10**linspace(-1, 1)``, ``w* = 3 N(0, 1) / s / sqrt(d)``, labels
@@ -8,7 +8,7 @@ arm gets ``steps`` target gradients on batches of ``batch_size`` drawn with repl
 batch sequence for every arm of a seed). Metric: full training loss gap ``h(θ_T) − f*`` with
 ``f*`` from ``torch.optim.LBFGS`` (strong Wolfe) on the full data; each arm keeps its best
 step size of a grid (per seed, by final gap): SGD lr {1e-3 … 1}, Adam lr {1e-3 … 0.3}, SSO
-η ∈ {0.3, 1, 4} (inner Armijo: initial step 10, c = 0.5, β = 0.5, as the spec's prototype).
+η ∈ {0.3, 1, 4} (inner Armijo: initial step 10, c = 0.5, β = 0.5).
 
 Task 2 (R3, online imitation learning): a linear-quadratic control problem with an analytic
 expert. State x ∈ R⁴, ``x' = A x + B u + 0.01 ε``, A slightly unstable, expert ``u = −K x``
@@ -21,8 +21,9 @@ m inner steps. Metric: the learner's average quadratic cost over 5 fixed evaluat
 divided by the expert's cost on the same starts (1.0 = expert); arms pick their step from a grid
 by the mean log cost ratio over rounds.
 
-Every arm runs both tasks on the same seed; the curves are recorded at 21 evenly spaced oracle
-budgets (``checkpoint`` 0 … 20). Wall time per arm is recorded: in the supervised task the
+One experiment per seed draws the logistic-regression data and computes ``f*`` once; every arm
+then runs both tasks on that seed. The curves are recorded at 21 evenly spaced oracle budgets
+(``checkpoint`` 0 … 20). Wall time per arm is recorded (``f*`` excluded): in the supervised task the
 target gradient is cheap, so SSO costs more time per oracle call — the method pays off only
 when the oracle dominates (imitation learning, simulators).
 """
@@ -32,15 +33,19 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from optforge._core import seed_everything
 from optforge.optim import SSO
+from optforge.repro.models import mlp
 from optforge.repro.registry import Claim, Reproduction, Results, register
+
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
 
 _LOGREG = {
     "n": 4000,
@@ -88,6 +93,83 @@ CONFIGS = {
     "full": {**_LOGREG, **_IL, "n": 50000, "d": 1000, "steps": 1000, "il_rounds": 100},
 }
 _CHECKPOINTS = 20
+ARMS = ("sgd", "adam", "sso-m1", "sso-m5", "sso-m20")
+Problem = tuple[Tensor, Tensor, float]  # logistic regression: x, y, f*
+
+
+def run(
+    config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The arms on one seed: the logistic-regression data and ``f*`` are computed once."""
+    x, y = _logreg_data(config, seed, device)
+    problem = (x, y, _f_star(x, y, config["lbfgs_iters"]))
+    out: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        seed_everything(seed)
+        out[arm] = _run_arm(arm, config, problem, seed, device)
+    return out
+
+
+def _run_arm(
+    arm: str, config: Mapping[str, Any], problem: Problem, seed: int, device: str
+) -> dict[str, Any]:
+    """Both tasks for one arm, each with its best step size of the arm's grid."""
+    is_sso = arm.startswith("sso")
+    start = time.perf_counter()
+    best = (math.inf, math.nan, [])
+    for step, make in _grid(arm, config, "logreg"):
+        gap, curve = _logreg_run(config, problem, seed, device, make, is_sso)
+        if gap < best[0]:
+            best = (gap, step, curve)
+    logreg_time = time.perf_counter() - start
+    start = time.perf_counter()
+    best_il = (math.inf, math.nan, [])
+    for step, make in _grid(arm, config, "il"):
+        curve = _il_run(config, seed, device, make, is_sso)
+        score = _mean_log(curve)
+        if score < best_il[0]:
+            best_il = (score, step, curve)
+    il_time = time.perf_counter() - start
+    il_curve = best_il[2]
+    reach = next((i for i, c in enumerate(il_curve) if c <= 1.2), len(il_curve))
+    return {
+        "gap": best[0],
+        "best_step": best[1],
+        "il_final_ratio": il_curve[-1],
+        "il_mean_log_ratio": best_il[0],
+        "il_checkpoints_to_1.2": float(reach),
+        "il_best_step": best_il[1],
+        "logreg_wall_s": logreg_time,
+        "il_wall_s": il_time,
+        "checkpoint": list(range(len(best[2]))),
+        "loss_gap": best[2],
+        "il_cost_ratio": il_curve,
+    }
+
+
+def _grid(arm: str, config: Mapping[str, Any], task: str) -> list[tuple[float, Callable]]:
+    """(step size, optimizer factory) pairs of ``arm``'s grid for ``task`` (logreg | il)."""
+    if arm.startswith("sso-m"):
+        inner_lr, etas = (
+            ("inner_lr", "sso_etas") if task == "logreg" else ("il_inner_lr", "il_etas")
+        )
+        make = functools.partial(
+            SSO,
+            lr=config[inner_lr],
+            inner_steps=int(arm.removeprefix("sso-m")),
+            armijo_c=config["armijo_c"],
+            armijo_beta=config["armijo_beta"],
+        )
+        return [(eta, functools.partial(make, target_lr=eta)) for eta in config[etas]]
+    cls, keys = _TORCH_ARMS[arm]
+    return [(lr, functools.partial(cls, lr=lr)) for lr in config[keys[task == "il"]]]
+
+
+# torch arm → (optimizer, (logreg lr grid, imitation lr grid))
+_TORCH_ARMS = {
+    "sgd": (torch.optim.SGD, ("sgd_lrs", "il_ogd_lrs")),
+    "adam": (torch.optim.Adam, ("adam_lrs", "il_adam_lrs")),
+}
 
 
 # ---------------------------------------------------------------- task 1: logistic regression
@@ -104,13 +186,6 @@ def _logreg_data(config: Mapping[str, Any], seed: int, device: str) -> tuple[Ten
 def _full_loss(w: Tensor, x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return float(nn.functional.binary_cross_entropy_with_logits(x @ w, y))
-
-
-@functools.lru_cache(maxsize=8)
-def _problem(n: int, d: int, seed: int, iters: int, device: str) -> tuple[Tensor, Tensor, float]:
-    """Data and ``f*`` of one seed, computed once for every step size of an arm."""
-    x, y = _logreg_data({"n": n, "d": d}, seed, device)
-    return x, y, _f_star(x, y, iters)
 
 
 def _f_star(x: Tensor, y: Tensor, iters: int) -> float:
@@ -136,10 +211,15 @@ def _f_star(x: Tensor, y: Tensor, iters: int) -> float:
 
 
 def _logreg_run(
-    config: Mapping[str, Any], seed: int, device: str, make_opt: Callable, is_sso: bool
+    config: Mapping[str, Any],
+    problem: Problem,
+    seed: int,
+    device: str,
+    make_opt: Callable,
+    is_sso: bool,
 ) -> tuple[float, list[float]]:
     """Final gap and the gap curve of one step size (same batches for every arm of a seed)."""
-    x, y, f_star = _problem(config["n"], config["d"], seed, config["lbfgs_iters"], device)
+    x, y, f_star = problem
     steps, b = config["steps"], config["batch_size"]
     batches = torch.randint(
         0, x.shape[0], (steps, b), generator=torch.Generator().manual_seed(1000 + seed)
@@ -216,7 +296,7 @@ def _il_run(
     hidden = config["il_hidden"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3000 + seed)
-        policy = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        policy = mlp([4, hidden, 1], activation=nn.Tanh)
     policy = policy.to(device=device, dtype=torch.float64)
     e, h = config["il_episodes"], config["il_horizon"]
     x_eval = torch.randn(config["il_eval_episodes"], 4, generator=gen, dtype=torch.float64).to(
@@ -259,105 +339,7 @@ def _mean_log(curve: list[float]) -> float:
     return float(np.mean(vals))
 
 
-# ---------------------------------------------------------------- arms
-def _arm(
-    logreg_grid: Callable[[Mapping[str, Any]], list[tuple[float, Callable]]],
-    il_grid: Callable[[Mapping[str, Any]], list[tuple[float, Callable]]],
-    is_sso: bool,
-) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        start = time.perf_counter()
-        best = (math.inf, math.nan, [])
-        for step, make in logreg_grid(config):
-            gap, curve = _logreg_run(config, seed, device, make, is_sso)
-            if gap < best[0]:
-                best = (gap, step, curve)
-        logreg_time = time.perf_counter() - start
-        start = time.perf_counter()
-        best_il = (math.inf, math.nan, [])
-        for step, make in il_grid(config):
-            curve = _il_run(config, seed, device, make, is_sso)
-            score = _mean_log(curve)
-            if score < best_il[0]:
-                best_il = (score, step, curve)
-        il_time = time.perf_counter() - start
-        il_curve = best_il[2]
-        reach = next((i for i, c in enumerate(il_curve) if c <= 1.2), len(il_curve))
-        return {
-            "gap": best[0],
-            "best_step": best[1],
-            "il_final_ratio": il_curve[-1],
-            "il_mean_log_ratio": best_il[0],
-            "il_checkpoints_to_1.2": float(reach),
-            "il_best_step": best_il[1],
-            "logreg_wall_s": logreg_time,
-            "il_wall_s": il_time,
-            "checkpoint": list(range(len(best[2]))),
-            "loss_gap": best[2],
-            "il_cost_ratio": il_curve,
-        }
-
-    return run
-
-
-def _sso_arm(m: int) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def logreg(config: Mapping[str, Any]) -> list[tuple[float, Callable]]:
-        return [
-            (
-                eta,
-                lambda p, eta=eta: SSO(
-                    p,
-                    lr=config["inner_lr"],
-                    target_lr=eta,
-                    inner_steps=m,
-                    armijo_c=config["armijo_c"],
-                    armijo_beta=config["armijo_beta"],
-                ),
-            )
-            for eta in config["sso_etas"]
-        ]
-
-    def il(config: Mapping[str, Any]) -> list[tuple[float, Callable]]:
-        return [
-            (
-                eta,
-                lambda p, eta=eta: SSO(
-                    p,
-                    lr=config["il_inner_lr"],
-                    target_lr=eta,
-                    inner_steps=m,
-                    armijo_c=config["armijo_c"],
-                    armijo_beta=config["armijo_beta"],
-                ),
-            )
-            for eta in config["il_etas"]
-        ]
-
-    return _arm(logreg, il, True)
-
-
-def _torch_arm(
-    cls: type[torch.optim.Optimizer], logreg_key: str, il_key: str
-) -> Callable[[Mapping[str, Any], int, str], dict[str, Any]]:
-    def grid(key: str) -> Callable[[Mapping[str, Any]], list[tuple[float, Callable]]]:
-        return lambda config: [(lr, lambda p, lr=lr: cls(p, lr=lr)) for lr in config[key]]
-
-    return _arm(grid(logreg_key), grid(il_key), False)
-
-
-METHODS = {
-    "sgd": _torch_arm(torch.optim.SGD, "sgd_lrs", "il_ogd_lrs"),
-    "adam": _torch_arm(torch.optim.Adam, "adam_lrs", "il_adam_lrs"),
-    "sso-m1": _sso_arm(1),
-    "sso-m5": _sso_arm(5),
-    "sso-m20": _sso_arm(20),
-}
-
-
-def _worst_ratio(r: Results, a: str, b: str, metric: str) -> float:
-    return float(np.max(r.values(a, metric) / r.values(b, metric)))
-
-
+# ---------------------------------------------------------------- claims
 def _monotone_in_m(r: Results) -> float:
     """max(median gap m=20 / m=5, median gap m=5 / (1.02 · m=1)); <= 1 means monotone."""
     g1, g5, g20 = (r.median(f"sso-m{m}", "gap") for m in (1, 5, 20))
@@ -365,8 +347,7 @@ def _monotone_in_m(r: Results) -> float:
 
 
 def _m1_vs_sgd(r: Results) -> float:
-    sgd = r.values("sgd", "gap")
-    return float(np.max(np.abs(r.values("sso-m1", "gap") - sgd) / sgd))
+    return float(np.max(np.abs(r.paired("sso-m1", "sgd", "gap")) / r.values("sgd", "gap")))
 
 
 def _il_reach_margin(r: Results) -> float:
@@ -387,7 +368,7 @@ CLAIMS = [
         name="more-inner-steps-help",
         statement=_GAP_STATEMENT,
         description="worst seed gap(SSO m=20) / gap(SSO m=1), logistic regression",
-        metric=lambda r: _worst_ratio(r, "sso-m20", "sso-m1", "gap"),
+        metric=lambda r: r.worst_ratio("sso-m20", "sso-m1", "gap"),
         op="<=",
         threshold=0.9,
         scales=("smoke",),
@@ -396,7 +377,7 @@ CLAIMS = [
         name="il-sso-beats-ogd",
         statement=_GAP_STATEMENT,
         description="worst seed mean log cost ratio: SSO m=20 minus OGD (torch SGD), imitation",
-        metric=lambda r: float(np.max(r.paired("sso-m20", "sgd", "il_mean_log_ratio"))),
+        metric=lambda r: float(r.paired("sso-m20", "sgd", "il_mean_log_ratio").max()),
         op="<",
         threshold=0.0,
         scales=("smoke",),
@@ -405,7 +386,7 @@ CLAIMS = [
         name="sso-m20-beats-sgd-logreg",
         statement=_GAP_STATEMENT,
         description="worst seed gap(SSO m=20, tuned η) / gap(best-lr torch SGD), b = 100",
-        metric=lambda r: _worst_ratio(r, "sso-m20", "sgd", "gap"),
+        metric=lambda r: r.worst_ratio("sso-m20", "sgd", "gap"),
         op="<=",
         threshold=0.85,
         scales=("quick", "full"),
@@ -432,7 +413,7 @@ CLAIMS = [
         name="sso-m20-beats-adam-logreg",
         statement=_GAP_STATEMENT,
         description="worst seed gap(SSO m=20) / gap(best-lr torch Adam); Adam is a paper baseline",
-        metric=lambda r: _worst_ratio(r, "sso-m20", "adam", "gap"),
+        metric=lambda r: r.worst_ratio("sso-m20", "adam", "gap"),
         op="<=",
         threshold=1.0,
         scales=("quick", "full"),
@@ -453,7 +434,7 @@ CLAIMS = [
         name="il-more-inner-steps-help",
         statement=_GAP_STATEMENT,
         description="worst seed mean log cost ratio over rounds: SSO m=20 minus SSO m=1",
-        metric=lambda r: float(np.max(r.paired("sso-m20", "sso-m1", "il_mean_log_ratio"))),
+        metric=lambda r: float(r.paired("sso-m20", "sso-m1", "il_mean_log_ratio").max()),
         op="<",
         threshold=0.0,
         scales=("quick", "full"),
@@ -467,7 +448,8 @@ register(
         arxiv="2302.02607",
         spec="target_surrogates_sso.md",
         configs=CONFIGS,
-        methods=METHODS,
+        methods=list(ARMS),
+        experiment=run,
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 3, "full": 3},
         seed_base=100,

@@ -1,22 +1,22 @@
 """Reproduction ``wta-crs``: WTA-CRS weight-gradient estimates are unbiased, have lower variance
 than column-row sampling, train a transformer nearly as well as exact gradients, and cut the
-activation memory a linear-dominated model saves for backward (spec ``wta_crs.md`` §6).
+activation memory a linear-dominated model saves for backward.
 
 Arms:
 
-* ``estimator`` — spec §6.1: ``Gᵀ X`` with ``N = 512`` token rows, ``d = 64``, row scales
+* ``estimator`` — ``Gᵀ X`` with ``N = 512`` token rows, ``d = 64``, row scales
   ``LogNormal(0, 1)`` (data drawn from ``seed``); relative variance of uniform sampling, CRS and
   WTA-CRS (``optforge.nn.approx_matmul``) at ``k/N ∈ {0.1, 0.3}`` over ``mc_draws`` draws, and the
   bias in units of its Monte-Carlo standard error. At quick/full also on real ``(H, ∇Z)`` pairs
   captured from the tiny Llama of the training arms after ``real_steps`` AdamW steps, with
   the ideal probabilities ``‖H_i‖·‖∇Z_i‖``.
-* ``full`` / ``wta-0.3`` / ``wta-0.1`` / ``crs-0.3`` / ``crs-0.1`` — spec §6.2: a random-init
+* ``full`` / ``wta-0.3`` / ``wta-0.1`` / ``crs-0.3`` / ``crs-0.1`` — a random-init
   ``transformers.LlamaForCausalLM`` (vocab 64, hidden 128, MLP 256, 2 layers, 4 heads, eager
   attention) trained with ``torch.optim.AdamW`` (lr 2e-3, batch 32) on sequences of 16 random
   tokens followed by the same tokens shifted by one; the metric is the cross-entropy on the
   predictable second half, on 256 held-out sequences. WTA/CRS arms convert the paper's layer set
   (``o_proj``, ``gate_proj``, ``up_proj``, ``down_proj``) with ``optforge.nn.convert_linear``.
-* ``memory`` — spec §6.3: saved-activation bytes (``torch.autograd.graph.saved_tensors_hooks``,
+* ``memory`` — saved-activation bytes (``torch.autograd.graph.saved_tensors_hooks``,
   parameters excluded) of one training step of a linear-dominated model (embedding → 4 residual
   blocks ``x + fc2(relu(fc1(x)))``, d = 128, MLP 512 → head), full vs WTA-CRS at 0.3 / 0.1 with
   the 1-bit-mask ReLU, and of the tiny Llama (o/gate/up/down at 0.3). At full scale on a GPU
@@ -27,6 +27,7 @@ Arms:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,7 +35,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from optforge._core import require
 from optforge.nn import (
     approx_matmul,
     convert_linear,
@@ -42,7 +42,11 @@ from optforge.nn import (
     peak_memory_bytes,
     saved_tensor_bytes,
 )
-from optforge.repro.registry import Claim, Reproduction, Results, register
+from optforge.repro.llm import tiny_llama
+from optforge.repro.models import mlp
+from optforge.repro.registry import Claim, Reproduction, register
+
+__all__ = ["CLAIMS", "CONFIGS", "METHODS"]
 
 _TRAIN = {
     "vocab": 64,
@@ -96,8 +100,9 @@ _TARGETS = ("o_proj", "gate_proj", "up_proj", "down_proj")
 
 # --------------------------------------------------------------------------- tiny Llama training
 def _llama(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
-    transformers = require("transformers", "llm")
-    cfg = transformers.LlamaConfig(
+    return tiny_llama(
+        seed=seed,
+        device=device,
         vocab_size=config["vocab"],
         hidden_size=config["hidden"],
         intermediate_size=config["intermediate"],
@@ -107,8 +112,6 @@ def _llama(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
         max_position_embeddings=64,
         attn_implementation="eager",
     )
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).to(device)
 
 
 def _batch(config: Mapping[str, Any], size: int, generator: torch.Generator) -> torch.Tensor:
@@ -156,13 +159,6 @@ def _train(
         "step": curve_step,
         "eval_loss": curve_loss,
     }
-
-
-def _train_arm(ratio: float | None, method: str = "wta"):
-    def run(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-        return _train(config, seed, device, ratio, method)
-
-    return run
 
 
 # --------------------------------------------------------------------------- estimator table
@@ -252,10 +248,7 @@ class _ReLUNet(nn.Module):
     def __init__(self, vocab: int, d: int, blocks: int, checkpoint: bool = False) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
-            for _ in range(blocks)
-        )
+        self.blocks = nn.ModuleList(mlp([d, 4 * d, d]) for _ in range(blocks))
         self.head = nn.Linear(d, vocab)
         self.checkpoint = checkpoint
 
@@ -319,7 +312,7 @@ def _memory(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]
         budget = int(config["budget_gib"] * 2**30)
         for variant in ("full", "checkpoint", "wta-0.3", "wta-0.1"):
             out[f"max_batch_{variant}"] = _largest_batch(config, variant, device, budget)
-    # The spec's reality check: a Llama keeps SiLU/gating/RMSNorm/attention tensors alive.
+    # Reality check: a Llama keeps SiLU/gating/RMSNorm/attention tensors alive.
     llama_ids = _batch(_TRAIN, _TRAIN["batch_size"], torch.Generator().manual_seed(seed)).to(device)
     llama_bytes = []
     for ratio in (None, 0.3):
@@ -340,16 +333,12 @@ def _memory(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]
 METHODS: dict[str, Callable[[Mapping[str, Any], int, str], dict[str, Any]]] = {
     "estimator": _estimator,
     "memory": _memory,
-    "full": _train_arm(None),
-    "wta-0.3": _train_arm(0.3, "wta"),
-    "wta-0.1": _train_arm(0.1, "wta"),
-    "crs-0.3": _train_arm(0.3, "crs"),
-    "crs-0.1": _train_arm(0.1, "crs"),
+    "full": functools.partial(_train, ratio=None),
+    "wta-0.3": functools.partial(_train, ratio=0.3, method="wta"),
+    "wta-0.1": functools.partial(_train, ratio=0.1, method="wta"),
+    "crs-0.3": functools.partial(_train, ratio=0.3, method="crs"),
+    "crs-0.1": functools.partial(_train, ratio=0.1, method="crs"),
 }
-
-
-def _gap(arm: str) -> Callable[[Results], float]:
-    return lambda r: r.mean(arm, "final_loss") - r.mean("full", "final_loss")
 
 
 CLAIMS = [
@@ -414,7 +403,7 @@ CLAIMS = [
         statement="WTA-CRS@0.3 fine-tunes with negligible loss of accuracy (spec: final loss "
         "≤ full + 0.05 nats).",
         description="mean final predictable-half loss, WTA-CRS@0.3 minus full (nats)",
-        metric=_gap("wta-0.3"),
+        metric=lambda r: r.mean_gap("wta-0.3", "full", "final_loss"),
         op="<=",
         threshold=0.05,
         scales=("quick", "full"),
@@ -442,7 +431,7 @@ CLAIMS = [
         statement="WTA-CRS@0.1 trains at least as well as CRS@0.1 (spec: non-inferiority, "
         "mean ≤ CRS + 0.02).",
         description="mean final loss WTA-CRS@0.1 minus CRS@0.1 (nats)",
-        metric=lambda r: r.mean("wta-0.1", "final_loss") - r.mean("crs-0.1", "final_loss"),
+        metric=lambda r: r.mean_gap("wta-0.1", "crs-0.1", "final_loss"),
         op="<=",
         threshold=0.02,
         scales=("full",),

@@ -40,15 +40,18 @@ def test_n_obs_noise_and_determinism():
     assert 0.05 < float(resid.std()) < 0.2
 
 
-def test_old_import_paths_give_the_same_function():
+def test_old_import_paths_are_deprecated_aliases_of_the_same_function():
     import optforge.matrix
     import optforge.matrix.altmin
-    from optforge.matrix import make_incoherent_lowrank as from_matrix
-    from optforge.matrix.altmin import make_incoherent_lowrank as from_altmin
+
+    with pytest.warns(DeprecationWarning, match="optforge.problems"):
+        from optforge.matrix import make_incoherent_lowrank as from_matrix
+    with pytest.warns(DeprecationWarning, match="optforge.problems"):
+        from optforge.matrix.altmin import make_incoherent_lowrank as from_altmin
 
     assert from_matrix is from_altmin is make_incoherent_lowrank
-    assert "make_incoherent_lowrank" in optforge.matrix.__all__
-    assert "make_incoherent_lowrank" in optforge.matrix.altmin.__all__
+    assert "make_incoherent_lowrank" not in optforge.matrix.__all__
+    assert "make_incoherent_lowrank" not in optforge.matrix.altmin.__all__
     with pytest.raises(AttributeError):
         optforge.matrix.altmin.no_such_name  # noqa: B018
 

@@ -13,7 +13,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from optforge.optim import GradientNoise, NoisyOptimizer, add_gradient_noise_, annealed_noise_std
-from optforge.testing import ConvergenceSettings, check_optimizer
+from optforge.testing import CHECKS, ConvergenceSettings, check_optimizer
+
+# add_param_group goes to the torch base optimizer, which validates hyper-parameters only in
+# __init__ (torch.optim.SGD accepts add_param_group({"lr": -1.0, ...})).
+TORCH_BASE_CHECKS = [name for name in CHECKS if name != "add_param_group"]
 
 
 def noisy_sgd(params, lr=0.1, eta=1e-4, gamma=0.55, seed=0, **kw):
@@ -33,6 +37,7 @@ def test_noisy_sgd_passes_the_conformance_suite():
         bad_hyperparams={"lr": -1.0},
         deterministic_hyperparams={"eta": 0.0},
         strict_messages=False,  # lr is validated by torch.optim.SGD ("Invalid learning rate")
+        checks=TORCH_BASE_CHECKS,
     )
     # Our own hyper-parameters name themselves.
     check_optimizer(
@@ -47,6 +52,7 @@ def test_noisy_adam_passes_the_conformance_suite():
         rosenbrock=ConvergenceSettings(steps=5000, tol=5e-2, hyperparams={"lr": 1e-2}),
         deterministic_hyperparams={"eta": 0.0},
         strict_messages=False,
+        checks=TORCH_BASE_CHECKS,
     )
 
 
@@ -367,3 +373,45 @@ def test_noisy_optimizer_shares_base_containers_after_load_state_dict():
     opt.step()
     scheduler.step()
     assert opt.base.param_groups[0]["lr"] == 0.05  # the scheduler drives the base optimizer
+
+
+# ----------------------------------------------------------------------------- issue 24
+def test_a_raising_clipped_step_leaves_the_noise_schedule_as_it_was():
+    p = torch.ones(3, requires_grad=True)
+    opt = NoisyOptimizer(
+        torch.optim.SGD([p], lr=0.1), eta=0.1, seed=0, max_grad_norm=1.0, clip="after_noise"
+    )
+    p.grad = torch.ones(3)
+    opt.step()
+    noise_before = opt.noise.state_dict()
+    p_before = p.detach().clone()
+    p.grad = torch.tensor([1.0, float("nan"), 0.0])
+    with pytest.raises(RuntimeError, match="non-finite"):
+        opt.step()
+    assert torch.equal(p.detach(), p_before)
+    after = opt.noise.state_dict()
+    assert after["step_count"] == noise_before["step_count"] == 1
+    assert torch.equal(after["generator_states"]["cpu"], noise_before["generator_states"]["cpu"])
+
+
+def test_check_finite_is_opt_in():
+    p = torch.ones(3, requires_grad=True)
+    opt = NoisyOptimizer(torch.optim.SGD([p], lr=0.1), eta=0.1, seed=0, check_finite=True)
+    p.grad = torch.tensor([1.0, float("inf"), 0.0])
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(3)) and opt.noise.step_count == 0
+    check_optimizer(
+        lambda params, lr=0.1, **kw: NoisyOptimizer(
+            torch.optim.SGD(params, lr=lr, **kw), eta=1e-4, seed=0, check_finite=True
+        ),
+        checks=["raising_step"],
+        nonfinite_raises=True,
+    )
+
+
+def test_noise_seed_must_be_an_integer():
+    with pytest.raises(TypeError, match="seed"):
+        GradientNoise([torch.zeros(1)], seed="abc")
+    with pytest.raises(TypeError, match="seed"):
+        NoisyOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), seed="abc")

@@ -63,7 +63,52 @@ def test_bilinear_game_converges_where_gda_diverges():
 
 def test_rejects_bad_hyperparameters():
     p = [torch.zeros(2, requires_grad=True)]
-    with pytest.raises(ValueError, match="lr"):
-        OptimisticSGD(p, lr=0.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr"):
+            OptimisticSGD(p, lr=bad)
     with pytest.raises(ValueError, match="optimism"):
         OptimisticSGD(p, lr=0.1, optimism=float("nan"))
+
+
+def test_lr_zero_is_accepted_as_documented():
+    """lr = 0 (a scheduler's warm-up) freezes the parameters but records g_t for the next step."""
+    p = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    opt = OptimisticSGD([p], lr=0.0)
+    p.grad = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(2, dtype=torch.float64))
+    opt.param_groups[0]["lr"] = 0.1
+    p.grad = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    opt.step()  # 1 - 0.1 * (2 * g_2 - g_1)
+    expected = torch.tensor([1 - 0.1 * (6 - 1), 1 - 0.1 * (0 + 2)], dtype=torch.float64)
+    torch.testing.assert_close(p.detach(), expected)
+
+
+def test_check_finite_is_opt_in_and_changes_nothing():
+    p = torch.ones(3, requires_grad=True)
+    opt = OptimisticSGD([p], lr=0.1, check_finite=True)
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    opt.step()
+    before_p, before_state = p.detach().clone(), opt.state[p]["prev_grad"].clone()
+    p.grad = torch.tensor([1.0, float("nan"), 3.0])
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        opt.step()
+    assert torch.equal(p.detach(), before_p)
+    assert torch.equal(opt.state[p]["prev_grad"], before_state)
+    # default: torch.optim semantics, the NaN propagates (no host sync)
+    q = torch.ones(3, requires_grad=True)
+    lax = OptimisticSGD([q], lr=0.1)
+    q.grad = torch.tensor([1.0, float("nan"), 3.0])
+    lax.step()
+    assert torch.isnan(q.detach()[1])
+
+
+@pytest.mark.slow
+def test_conformance_with_check_finite():
+    check_optimizer(
+        lambda params, lr=0.02, **kw: OptimisticSGD(params, lr=lr, check_finite=True, **kw),
+        quadratic=ConvergenceSettings(steps=1500, tol=1e-4),
+        bad_hyperparams={"lr": -1.0, "optimism": -0.5},
+        checks=["downhill", "add_param_group", "raising_step"],
+        nonfinite_raises=True,
+    )

@@ -214,3 +214,28 @@ def test_monte_carlo_unbiasedness_and_variance_on_categorical_policy():
     assert ((mean - truth.reshape(-1)).abs() / se).max() > 4.5
     assert variances["rloo"] < variances["none"]
     assert variances["optimal"] < variances["none"]
+
+
+# -- issue 24 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("eps", [-1.0, math.nan, math.inf])
+def test_bad_eps_is_rejected(eps):
+    """Before: eps=-1 with all-zero weights divided 0 by 0 and returned NaN advantages."""
+    r, w = torch.rand(4), torch.zeros(4)
+    with pytest.raises(ValueError, match="eps"):
+        advantages(r, 2, weights=w, eps=eps)
+    with pytest.raises(ValueError, match="eps"):
+        optimal_baseline(r, w, 2, eps=eps)
+
+
+def test_all_zero_weights_fall_back_to_rloo_with_eps_zero():
+    r = torch.tensor([1.0, 3.0, 0.0, 2.0])
+    out = advantages(r, 2, weights=torch.zeros(4), eps=0.0)
+    torch.testing.assert_close(out, advantages(r, 2, baseline="rloo"))
+
+
+def test_devices_are_checked():
+    r = torch.rand(4)
+    with pytest.raises(ValueError, match="weights"):
+        advantages(r, 2, weights=torch.ones(4, device="meta"))
+    with pytest.raises(ValueError, match="rewards"):
+        advantages(r.to("meta"), 2, baseline="rloo")

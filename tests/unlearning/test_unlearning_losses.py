@@ -1,5 +1,7 @@
 """The inverted hinge loss and gradient ascent (optforge.unlearning.losses)."""
 
+import math
+
 import pytest
 import torch
 
@@ -117,5 +119,37 @@ def test_loss_bad_inputs():
         InvertedHingeLoss(reduction="avg")
     with pytest.raises(TypeError, match="integer"):
         inverted_hinge_loss(torch.randn(1, 4, 7), torch.zeros(1, 4))
-    with pytest.raises(ValueError, match="target ids"):
+    with pytest.raises(ValueError, match="labels: every value must lie in"):
         inverted_hinge_loss(torch.randn(1, 4, 7), torch.full((1, 4), 9))
+
+
+# -- issue 24: no silent inf/NaN, clear messages ---------------------------------------------
+@pytest.mark.parametrize("loss_fn", [inverted_hinge_loss, gradient_ascent_loss])
+def test_vocabulary_of_one_nan_logits_and_empty_batches_are_named(loss_fn):
+    labels = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="vocabulary"):  # before: IHL returned inf
+        loss_fn(torch.randn(2, 3, 1), labels)
+    nan_logits = torch.randn(2, 3, 4)
+    nan_logits[1, 0, 2] = float("nan")
+    with pytest.raises(ValueError, match="logits contains"):  # before: NaN
+        loss_fn(nan_logits, labels)
+    with pytest.raises(ValueError, match="empty batch"):  # before: "every position equals ..."
+        loss_fn(torch.randn(0, 3, 4), torch.zeros(0, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        loss_fn(torch.randn(2, 3, 4), labels.to("meta"))
+    with pytest.raises(TypeError, match="logits"):
+        loss_fn(torch.zeros(2, 3, 4, dtype=torch.long), labels)
+
+
+def test_nan_logit_at_an_ignored_position_is_allowed():
+    logits = torch.randn(1, 4, 5)
+    labels = torch.tensor([[0, 1, -100, 2]])
+    logits[0, 1, :] = float("nan")  # predicts labels[0, 2] = -100 after the shift: ignored
+    assert torch.isfinite(inverted_hinge_loss(logits, labels))
+
+
+def test_margin_of_the_function_is_checked():
+    with pytest.raises(ValueError, match="margin"):
+        inverted_hinge_loss(
+            torch.randn(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), margin=math.nan
+        )

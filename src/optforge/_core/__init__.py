@@ -26,3 +26,40 @@ __all__ = [
     "require",
     "seed_everything",
 ]
+
+# Tensor-input validators (device, dtype, shape, emptiness, finiteness, index range) and seeds.
+from optforge._core.validation import (
+    NonFiniteError,
+    OutOfRangeError,
+    check_device,
+    check_finite_number,
+    check_floating,
+    check_index_range,
+    check_integer,
+    check_is_tensor,
+    check_nonempty,
+    check_nonnegative_values,
+    check_not_meta,
+    check_seed,
+    check_shape,
+    check_tensor,
+    same_device,
+)
+
+__all__ += [
+    "NonFiniteError",
+    "OutOfRangeError",
+    "check_device",
+    "check_finite_number",
+    "check_floating",
+    "check_index_range",
+    "check_integer",
+    "check_is_tensor",
+    "check_nonempty",
+    "check_nonnegative_values",
+    "check_not_meta",
+    "check_seed",
+    "check_shape",
+    "check_tensor",
+    "same_device",
+]

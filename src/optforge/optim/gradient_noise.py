@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from optforge._core import check_nonnegative, check_nonnegative_int, make_generator
+from optforge._core import check_nonnegative, check_nonnegative_int, check_seed, make_generator
 
 __all__ = [
     "GradientNoise",
@@ -75,8 +75,9 @@ VarianceSchedule = Callable[[int], float]
 
 def annealed_noise_std(t: int, eta: float, gamma: float = 0.55) -> float:
     """The noise standard deviation ``sqrt(eta / (1 + t) ** gamma)`` at update ``t``."""
-    if t < 0:
-        raise ValueError(f"t must be >= 0, got {t}")
+    check_nonnegative_int("t", t)
+    check_nonnegative("eta", eta)
+    check_nonnegative("gamma", gamma)
     return (eta / (1.0 + t) ** gamma) ** 0.5
 
 
@@ -91,9 +92,22 @@ def add_gradient_noise_(
     generator state gives the same noise. ``generator`` must live on the tensors' device
     (``None`` uses the global generator).
     """
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
+    check_nonnegative("std", std)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if isinstance(grads, Tensor):
+        raise TypeError("grads must be an iterable of tensors, not a single tensor")
     grads = list(grads)
+    for g in grads:
+        if not isinstance(g, Tensor):
+            raise TypeError(f"grads must contain tensors, got {type(g).__name__}")
+        if not g.is_floating_point():
+            raise TypeError(f"grads must be floating-point tensors, got dtype {g.dtype}")
+        if generator is not None and g.device.type != generator.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but a gradient is on {g.device}; use a "
+                "generator on the gradients' device"
+            )
     if std == 0.0 or not grads:
         return
     buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = defaultdict(list)
@@ -141,6 +155,9 @@ class GradientNoise:
         check_nonnegative("eta", eta)
         check_nonnegative("gamma", gamma)
         start_step = check_nonnegative_int("start_step", start_step)
+        check_seed("seed", seed)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
         self.params = _flatten_params(params)
         self.eta = float(eta)
         self.gamma = float(gamma)
@@ -227,6 +244,13 @@ class NoisyOptimizer(torch.optim.Optimizer):
             inf gradient norm then raises ``RuntimeError`` instead of reaching the parameters.
         clip: ``"before_noise"`` (default: the noise itself is never clipped) or
             ``"after_noise"``.
+        check_finite: without clipping, raise ``FloatingPointError`` when a gradient is NaN or
+            inf (one host sync per step). Off by default: like ``torch.optim``, a non-finite
+            gradient then reaches the base optimizer (the clipping path always checks).
+
+    A step that raises (a non-finite gradient with ``max_grad_norm`` or ``check_finite``, or an
+    error of the base optimizer) leaves the noise schedule and generators as they were: the
+    retried step draws the same noise.
 
     ``state_dict()`` nests ``{"base": base.state_dict(), "noise": ...}`` and
     ``load_state_dict`` restores both, so a resumed run draws the same noise.
@@ -242,6 +266,7 @@ class NoisyOptimizer(torch.optim.Optimizer):
         schedule: VarianceSchedule | None = None,
         max_grad_norm: float | None = None,
         clip: Literal["before_noise", "after_noise"] = "before_noise",
+        check_finite: bool = False,
     ) -> None:
         if not isinstance(base, torch.optim.Optimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
@@ -263,6 +288,7 @@ class NoisyOptimizer(torch.optim.Optimizer):
         )
         self.max_grad_norm = max_grad_norm
         self.clip = clip
+        self.check_finite = bool(check_finite)
         self.param_groups = base.param_groups
         self.state = base.state
         self.defaults = base.defaults
@@ -286,13 +312,25 @@ class NoisyOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.check_finite and self.max_grad_norm is None:
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                raise FloatingPointError(
+                    "NoisyOptimizer.step: non-finite gradient (NaN or inf); no noise was drawn "
+                    "and the base optimizer did not step"
+                )
         if self.clip == "before_noise":
             self._clip()
-        self.noise.params = [p for g in self.param_groups for p in g["params"]]
-        self.noise()
-        if self.clip == "after_noise":
-            self._clip()
-        self.base.step()
+        saved_noise = self.noise.state_dict()
+        try:
+            self.noise.params = [p for g in self.param_groups for p in g["params"]]
+            self.noise()
+            if self.clip == "after_noise":
+                self._clip()
+            self.base.step()
+        except BaseException:
+            self.noise.load_state_dict(saved_noise)  # the retried step draws the same noise
+            raise
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

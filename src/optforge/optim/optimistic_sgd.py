@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optforge._core import check_nonnegative, check_positive
+from optforge._core import check_nonnegative
 
 __all__ = ["OptimisticSGD"]
 
@@ -49,9 +49,13 @@ class OptimisticSGD(torch.optim.Optimizer):
 
     Args:
         params: parameters or param-group dicts.
-        lr: learning rate ``> 0`` (``0`` is allowed, e.g. set by a scheduler).
+        lr: learning rate ``>= 0`` (``0`` freezes the parameters but still records the gradient
+            for the next step's correction, e.g. during a scheduler's warm-up).
         optimism: ``β ≥ 0``; ``0`` is plain SGD, ``1`` (default) is OGDA's ``2g_t − g_{t−1}``.
         maximize: ascend instead of descend (per group).
+        check_finite: raise ``FloatingPointError`` before changing anything when a gradient is
+            NaN or inf (one host sync per step). Off by default: like ``torch.optim.SGD``, a
+            non-finite gradient then flows into the parameters and the stored gradient.
     """
 
     def __init__(
@@ -61,12 +65,17 @@ class OptimisticSGD(torch.optim.Optimizer):
         *,
         optimism: float = 1.0,
         maximize: bool = False,
+        check_finite: bool = False,
     ) -> None:
-        check_positive("lr", lr)
+        check_nonnegative("lr", lr)
         check_nonnegative("optimism", optimism)
+        self.check_finite = bool(check_finite)
         super().__init__(params, {"lr": lr, "optimism": optimism, "maximize": bool(maximize)})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate ``lr`` and ``optimism`` of the group first, then add it."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         for key in ("lr", "optimism"):
             if key in param_group:
                 check_nonnegative(key, param_group[key])
@@ -79,6 +88,13 @@ class OptimisticSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.check_finite:
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                raise FloatingPointError(
+                    "OptimisticSGD.step: non-finite gradient (NaN or inf); no parameter or state "
+                    "was changed"
+                )
         for group in self.param_groups:
             lr, beta = group["lr"], group["optimism"]
             for p in group["params"]:

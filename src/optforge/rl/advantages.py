@@ -36,7 +36,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_choice, check_finite, check_positive_int
+from optforge._core import (
+    check_choice,
+    check_device,
+    check_finite,
+    check_nonnegative,
+    check_not_meta,
+    check_positive_int,
+)
 
 __all__ = [
     "BASELINES",
@@ -87,7 +94,8 @@ def advantages(
             optimal baselines (see :func:`~optforge.rl.score_sqnorms`).
         scale_rewards: ``"none"``, ``"group"`` (divide by the group's std + 1e-4, GRPO) or
             ``"batch"`` (by the batch std + 1e-4). Stds are unbiased, as in TRL.
-        eps: Weight sums ≤ eps fall back to the (leave-one-out) plain mean.
+        eps: Weight sums ≤ eps fall back to the (leave-one-out) plain mean (``eps >= 0``: a
+            negative ``eps`` would divide all-zero weights by their zero sum).
 
     Returns:
         Advantages with the shape of ``rewards`` (detached from any graph).
@@ -98,6 +106,7 @@ def advantages(
     """
     check_choice("baseline", baseline, BASELINES)
     check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
+    check_nonnegative("eps", eps)
     g = check_positive_int("group_size", group_size)
     if g < 2 and (baseline in _GROUP_BASELINES or scale_rewards == "group"):
         raise ValueError(
@@ -109,14 +118,8 @@ def advantages(
     if baseline in ("optimal", "optimal_ingroup"):
         if weights is None:
             raise ValueError(f"baseline={baseline!r} needs weights (per-sample ||score||²)")
-        if not isinstance(weights, Tensor) or weights.shape != rewards.shape:
-            shape = getattr(weights, "shape", type(weights).__name__)
-            raise ValueError(
-                f"weights must be a tensor shaped like rewards {tuple(rewards.shape)}, got {shape}"
-            )
-        b = optimal_baseline(
-            r, weights.reshape(r.shape), g, leave_one_out=baseline == "optimal", eps=eps
-        )
+        w = _as_grouped_weights(weights, rewards, r)
+        b = optimal_baseline(r, w, g, leave_one_out=baseline == "optimal", eps=eps)
     elif baseline == "none":
         b = torch.zeros_like(r)
     elif baseline == "batch_mean":
@@ -159,6 +162,7 @@ def optimal_baseline(
         The baseline, shaped like ``rewards``.
     """
     g = check_positive_int("group_size", group_size)
+    check_nonnegative("eps", eps)
     if leave_one_out and g < 2:
         raise ValueError(f"group_size must be >= 2 for a leave-one-out baseline, got {group_size}")
     r = _grouped("rewards", rewards, g).detach()
@@ -168,6 +172,8 @@ def optimal_baseline(
         raise ValueError(
             f"weights must be a tensor shaped like rewards {tuple(rewards.shape)}, got {shape}"
         )
+    check_not_meta("weights", weights)
+    check_device("weights", weights, rewards.device, owner="rewards")
     w = _grouped("weights", weights, g).detach().to(r.dtype)
     check_finite("weights", w)
     if (w < 0).any():
@@ -186,9 +192,20 @@ def optimal_baseline(
     return b.reshape(rewards.shape)
 
 
+def _as_grouped_weights(weights: object, rewards: Tensor, grouped: Tensor) -> Tensor:
+    """``weights`` reshaped like the grouped rewards, after its shape is checked."""
+    if not isinstance(weights, Tensor) or weights.shape != rewards.shape:
+        shape = getattr(weights, "shape", type(weights).__name__)
+        raise ValueError(
+            f"weights must be a tensor shaped like rewards {tuple(rewards.shape)}, got {shape}"
+        )
+    return weights.reshape(grouped.shape)
+
+
 def _grouped(name: str, x: Tensor, g: int) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_not_meta(name, x)
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.dim() == 1:

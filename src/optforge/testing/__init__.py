@@ -4,6 +4,7 @@
 from optforge.testing.optimizer_checks import (
     CHECKS,
     ConvergenceSettings,
+    InjectedFault,
     Problem,
     check_optimizer,
     make_linear_regression,
@@ -14,6 +15,7 @@ from optforge.testing.optimizer_checks import (
 __all__ = [
     "CHECKS",
     "ConvergenceSettings",
+    "InjectedFault",
     "Problem",
     "check_optimizer",
     "make_linear_regression",

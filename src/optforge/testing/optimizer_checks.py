@@ -16,6 +16,16 @@ The checks follow torch's own ``OptimizerInfo`` tests and scikit-learn's ``check
 ``lr_scheduler``          a scheduler's learning rate is the one the step uses (lr 0 ⇒ no move)
 ``dtypes``                float32 / float64 / bfloat16 params keep their dtype and stay finite
 ``bad_hyperparams``       each bad hyper-parameter raises ``ValueError`` naming it
+``add_param_group``       ``add_param_group`` validates before it appends: each bad
+                          hyper-parameter that is a group key raises ``ValueError``/``TypeError``
+                          naming it and leaves ``param_groups`` and ``state`` as they were; a
+                          valid group is accepted and its parameters move in the next step
+``raising_step``          a step that raises changes nothing: when the closure (the problem's
+                          residuals) raises on its 1st, 2nd or 3rd call, or returns NaN, on a
+                          fresh optimizer and after 3 steps, every parameter and the whole
+                          ``state_dict`` are exactly as before the step; an error caused by a
+                          NaN names the cause ("non-finite"/"NaN"/"inf"); with
+                          ``nonfinite_raises=True`` a NaN loss or gradient must raise
 ========================  ===================================================================
 
 Every problem is a least-squares problem ``loss = ½‖r(θ)‖²`` with residuals ``r``, so methods
@@ -38,6 +48,7 @@ Example::
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +59,7 @@ from torch import Tensor
 __all__ = [
     "CHECKS",
     "ConvergenceSettings",
+    "InjectedFault",
     "Problem",
     "check_optimizer",
     "default_step",
@@ -155,6 +167,7 @@ class _Settings:
     dtypes: Sequence[torch.dtype]
     has_lr: bool
     strict_messages: bool
+    nonfinite_raises: bool
 
 
 def _run(settings: _Settings, optimizer: torch.optim.Optimizer, problem: Problem, n: int) -> None:
@@ -301,6 +314,161 @@ def _check_bad_hyperparams(s: _Settings) -> None:
             raise AssertionError(f"{name}={value!r} was accepted; expected a ValueError naming it")
 
 
+class InjectedFault(Exception):
+    """Raised by the faulty problems of the ``raising_step`` check (never by an optimizer)."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality of state-dict-like values: tensors bit for bit (NaN equals NaN)."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+            return False
+        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+            return False
+        if a.is_floating_point():
+            return bool(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True))
+        return bool(torch.equal(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+@dataclass
+class _Snapshot:
+    params: list[Tensor]
+    state: dict[str, Any]
+    num_groups: int
+
+    @classmethod
+    def take(cls, optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> _Snapshot:
+        return cls(
+            [p.detach().clone() for p in params],
+            _roundtrip(optimizer.state_dict()),
+            len(optimizer.param_groups),
+        )
+
+    def differences(self, optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> str:
+        """What changed since the snapshot, in words ('' when nothing did)."""
+        out = [
+            f"param {i}"
+            for i, (b, p) in enumerate(zip(self.params, params, strict=True))
+            if not _same(b, p.detach())
+        ]
+        if len(optimizer.param_groups) != self.num_groups:
+            out.append(f"param_groups ({self.num_groups} -> {len(optimizer.param_groups)})")
+        now = optimizer.state_dict()
+        for key in sorted(set(now) | set(self.state), key=str):
+            if key == "param_groups" and len(optimizer.param_groups) != self.num_groups:
+                continue  # reported above
+            if not _same(now.get(key), self.state.get(key)):
+                out.append(f"state_dict[{key!r}]")
+        return ", ".join(out)
+
+
+def _faulty(problem: Problem, *, raise_on: int | None = None, nan_from: int | None = None):
+    """``problem`` whose residuals raise :class:`InjectedFault` on call ``raise_on`` or turn
+    NaN from call ``nan_from`` on (with a NaN gradient)."""
+    calls = [0]
+
+    def residuals() -> Tensor:
+        calls[0] += 1
+        if raise_on is not None and calls[0] == raise_on:
+            raise InjectedFault(f"injected failure on residual call {calls[0]}")
+        r = problem.residuals()
+        if nan_from is not None and calls[0] >= nan_from:
+            r = r * math.nan
+        return r
+
+    return Problem(problem.params, residuals, problem.solution)
+
+
+_NONFINITE_WORDS = ("non-finite", "nonfinite", "nan", "inf")
+
+
+def _check_add_param_group(s: _Settings) -> None:
+    first, second = make_linear_regression(seed=0), make_linear_regression(seed=1)
+    optimizer = s.factory(first.params)
+    optimizer.add_param_group({"params": second.params})
+    assert len(optimizer.param_groups) == 2, "a valid add_param_group did not add a group"
+    joint = Problem(
+        first.params + second.params,
+        lambda: torch.cat([first.residuals(), second.residuals()]),
+    )
+    before = [p.detach().clone() for p in second.params]
+    s.step_fn(optimizer, joint)
+    moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, second.params, strict=True))
+    assert moved, "the parameters of a group added with add_param_group did not move in a step"
+    for name, value in s.bad_hyperparams.items():
+        problem, extra = make_linear_regression(seed=0), make_linear_regression(seed=1)
+        optimizer = s.factory(problem.params)
+        if name not in optimizer.param_groups[0]:
+            continue  # not a param-group hyper-parameter (e.g. a wrapper's own argument)
+        _run(s, optimizer, problem, 2)
+        snapshot = _Snapshot.take(optimizer, problem.params)
+        try:
+            optimizer.add_param_group({"params": extra.params, name: value})
+        except (ValueError, TypeError) as err:
+            assert not s.strict_messages or name in str(err), (
+                f"add_param_group: the error for {name}={value!r} does not name it: {err}"
+            )
+        else:
+            raise AssertionError(
+                f"add_param_group accepted {name}={value!r}; expected a ValueError naming it"
+            )
+        changed = snapshot.differences(optimizer, problem.params)
+        assert not changed, (
+            f"add_param_group with {name}={value!r} raised but changed {changed} (validate "
+            "before appending)"
+        )
+
+
+def _check_raising_step(s: _Settings) -> None:
+    for warm in (0, 3):
+        for fault in ("raise1", "raise2", "raise3", "nan1", "nan2"):
+            problem = make_linear_regression()
+            optimizer = s.factory(problem.params)
+            _run(s, optimizer, problem, warm)
+            k = int(fault[-1])
+            if fault.startswith("raise"):
+                faulty = _faulty(problem, raise_on=k)
+            else:
+                faulty = _faulty(problem, nan_from=k)
+            snapshot = _Snapshot.take(optimizer, problem.params)
+            where = f"after {warm} steps" if warm else "on a fresh optimizer"
+            try:
+                s.step_fn(optimizer, faulty)
+            except InjectedFault:
+                pass
+            except Exception as err:
+                if fault.startswith("raise"):
+                    raise AssertionError(
+                        f"a closure that raised InjectedFault gave {type(err).__name__}: {err} "
+                        "(let the user's exception through)"
+                    ) from err
+                text = str(err).lower()
+                assert any(word in text for word in _NONFINITE_WORDS), (
+                    f"the error for a NaN loss/gradient does not name the cause "
+                    f"(non-finite/NaN/inf): {type(err).__name__}: {err}"
+                )
+            else:
+                if fault == "nan1" and s.nonfinite_raises:
+                    raise AssertionError(
+                        f"a NaN loss and gradient {where} did not raise (nonfinite_raises=True)"
+                    )
+                continue
+            changed = snapshot.differences(optimizer, problem.params)
+            label = (
+                f"a closure raising on call {k}"
+                if fault.startswith("raise")
+                else f"a NaN loss from closure call {k}"
+            )
+            assert not changed, f"a step that raised ({label}, {where}) changed {changed}"
+
+
 CHECKS: dict[str, Callable[[_Settings], None]] = {
     "downhill": _check_downhill,
     "quadratic": _check_quadratic,
@@ -310,6 +478,8 @@ CHECKS: dict[str, Callable[[_Settings], None]] = {
     "lr_scheduler": _check_lr_scheduler,
     "dtypes": _check_dtypes,
     "bad_hyperparams": _check_bad_hyperparams,
+    "add_param_group": _check_add_param_group,
+    "raising_step": _check_raising_step,
 }
 
 
@@ -326,6 +496,7 @@ def check_optimizer(
     step_fn: Callable[[torch.optim.Optimizer, Problem], Any] | None = None,
     checks: Iterable[str] | None = None,
     strict_messages: bool = True,
+    nonfinite_raises: bool = False,
 ) -> None:
     """Run the conformance checks on ``factory`` and raise ``AssertionError`` listing failures.
 
@@ -348,6 +519,9 @@ def check_optimizer(
             optforge's optimizers do; torch's core optimizers say e.g. "Invalid learning
             rate: -1.0", so their conformance tests pass ``False`` (a ``ValueError`` is still
             required).
+        nonfinite_raises: require a NaN loss and gradient to raise (optimizers that check
+            finiteness); by default a NaN may also propagate, as in ``torch.optim``. Either way a
+            step that raises must leave parameters and state as they were.
     """
     if bad_hyperparams is None:
         bad_hyperparams = {"lr": -1.0} if has_lr else {}
@@ -368,6 +542,7 @@ def check_optimizer(
         dtypes=dtypes,
         has_lr=has_lr,
         strict_messages=strict_messages,
+        nonfinite_raises=nonfinite_raises,
     )
     names = list(CHECKS) if checks is None else list(checks)
     unknown = [n for n in names if n not in CHECKS]

@@ -26,13 +26,24 @@ Choice: an all-masked batch (no target token) raises ``ValueError`` for ``reduct
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optforge._core import Reduction, check_choice, check_nonnegative
+from optforge._core import (
+    NonFiniteError,
+    Reduction,
+    check_choice,
+    check_device,
+    check_floating,
+    check_index_range,
+    check_is_tensor,
+    check_nonnegative,
+    check_not_meta,
+)
 
 __all__ = [
     "GradientAscentLoss",
@@ -69,20 +80,23 @@ def inverted_hinge_loss(
         The reduced loss (a scalar) or the per-position losses.
 
     Raises:
-        ValueError: On mismatched shapes, an unknown reduction, or an all-masked batch with
+        ValueError: On mismatched shapes, an empty batch, a vocabulary of fewer than 2 tokens
+            (``max_{v≠y}`` needs another token), non-finite logits at a trained position
+            (:class:`~optforge._core.NonFiniteError`, also a ``FloatingPointError``, as a
+            diverged training loss reports), labels out of range, an
+            unknown reduction, a negative or NaN margin, or an all-masked batch with
             ``reduction="mean"``.
+        TypeError: Non-tensor inputs, non-integer labels or non-floating logits.
     """
     check_choice("reduction", reduction, _REDUCTIONS)
-    logits, labels = _shifted(logits, labels, shift)
+    check_nonnegative("margin", margin)
+    logits, labels = _shifted(logits, labels, shift, ignore_index)
     mask = labels != ignore_index
     dtype = torch.promote_types(logits.dtype, torch.float32)
     per_token = logits.new_zeros(labels.shape, dtype=dtype)
     if bool(mask.any()):
         z = logits[mask].to(per_token.dtype)
-        y = labels[mask].long()
-        vocab = z.shape[-1]
-        if bool(((y < 0) | (y >= vocab)).any()):
-            raise ValueError(f"labels: target ids must lie in [0, {vocab}) or equal ignore_index")
+        y = labels[mask].long()  # in [0, vocab): checked by _shifted
         p = z.softmax(-1)
         p_true = p.gather(-1, y[:, None]).squeeze(-1)
         p_other = p.scatter(-1, y[:, None], float("-inf")).amax(-1)
@@ -113,7 +127,7 @@ def gradient_ascent_loss(
         The reduced loss or the per-position losses (0 at masked positions).
     """
     check_choice("reduction", reduction, _REDUCTIONS)
-    logits, labels = _shifted(logits, labels, shift)
+    logits, labels = _shifted(logits, labels, shift, ignore_index)
     mask = labels != ignore_index
     ce = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
@@ -138,6 +152,8 @@ class InvertedHingeLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("reduction", reduction, _REDUCTIONS)
+        if not isinstance(ignore_index, Integral) or isinstance(ignore_index, bool):
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.margin = float(check_nonnegative("margin", margin))
@@ -164,6 +180,8 @@ class GradientAscentLoss(nn.Module):
     def __init__(self, ignore_index: int = -100, reduction: Reduction = "mean") -> None:
         super().__init__()
         check_choice("reduction", reduction, _REDUCTIONS)
+        if not isinstance(ignore_index, Integral) or isinstance(ignore_index, bool):
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
         self.ignore_index = ignore_index
         self.reduction = reduction
 
@@ -173,20 +191,49 @@ class GradientAscentLoss(nn.Module):
         )
 
 
-def _shifted(logits: Tensor, labels: Tensor, shift: bool) -> tuple[Tensor, Tensor]:
-    if not isinstance(logits, Tensor) or not isinstance(labels, Tensor):
-        raise TypeError("logits and labels must be torch.Tensor")
+def _shifted(
+    logits: Tensor, labels: Tensor, shift: bool, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """Validate the inputs (before any computation) and align them (``shift``)."""
+    check_is_tensor("logits", logits)
+    check_is_tensor("labels", labels)
+    check_not_meta("logits", logits)
+    check_not_meta("labels", labels)
+    check_device("labels", labels, logits.device, owner="the logits")
     if logits.dim() < 2 or logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"logits must have shape labels.shape + (vocab,); got logits {tuple(logits.shape)} "
             f"and labels {tuple(labels.shape)}"
         )
+    check_floating("logits", logits)
     if labels.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not isinstance(ignore_index, Integral) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+    if not isinstance(shift, bool):
+        raise TypeError(f"shift must be a bool, got {shift!r}")
+    if labels.numel() == 0:
+        raise ValueError(
+            f"logits and labels are an empty batch (labels of shape {tuple(labels.shape)})"
+        )
+    vocab = logits.shape[-1]
+    if vocab < 2:
+        raise ValueError(
+            f"logits: the vocabulary (last dimension) must have at least 2 tokens, got {vocab}"
+        )
     if shift:
-        if labels.dim() < 1 or labels.shape[-1] < 2:
+        if labels.shape[-1] < 2:
             raise ValueError("labels: shift=True needs a sequence dimension of length >= 2")
         logits, labels = logits[..., :-1, :], labels[..., 1:]
+    mask = labels != ignore_index
+    if bool(mask.any()):
+        nonfinite = ~torch.isfinite(logits.detach()).all(dim=-1) & mask
+        if bool(nonfinite.any()):  # both a ValueError and the trainers' FloatingPointError
+            raise NonFiniteError(
+                f"logits contains non-finite values (nan or inf) at {int(nonfinite.sum())} "
+                "trained position(s)"
+            )
+        check_index_range("labels", labels[mask], 0, vocab, high_name="vocab")
     return logits, labels
 
 

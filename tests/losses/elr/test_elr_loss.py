@@ -276,7 +276,7 @@ def test_bad_inputs():
         loss(z, y, None)
     with pytest.raises(TypeError, match="index"):
         loss(z, y, torch.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match="target labels"):
+    with pytest.raises(ValueError, match="target: every value"):
         loss(z, torch.tensor([0, 3]), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="num_classes"):
         loss(torch.randn(2, 4), y, torch.tensor([0, 1]))
@@ -342,3 +342,29 @@ def test_reproduction_full_scale_path_runs_tiny(tmp_path):
         assert out["noise_rate"] == pytest.approx(
             0.6 if arm.split("/")[1] == "sym" else 0.4, abs=0.01
         )
+
+
+# -- issue 24: soft labels are checked; a failing call leaves the target buffer untouched ----
+@pytest.mark.parametrize(
+    ("target", "error", "match"),
+    [
+        (torch.tensor([[float("nan"), 0.5, 0.5], [1.0, 0.0, 0.0]]), ValueError, "target"),
+        (torch.tensor([[2.0, -1.0, 0.0], [1.0, 0.0, 0.0]]), ValueError, "target"),
+        (torch.zeros(2, 3, dtype=torch.long), TypeError, "soft-label target"),
+        (torch.tensor([0, 1], device="meta"), ValueError, "target"),
+    ],
+)
+def test_bad_soft_labels_are_named_and_leave_the_buffer(target, error, match):
+    loss = ELRLoss(4, 3)
+    with pytest.raises(error, match=match):
+        loss(torch.randn(2, 3), target, torch.tensor([0, 1]))
+    assert torch.all(loss.targets == 0)
+
+
+def test_update_ema_targets_checks_its_index():
+    buffer = torch.zeros(4, 3)
+    with pytest.raises(IndexError, match="index"):
+        update_ema_targets_(buffer, torch.tensor([0, 4]), torch.full((2, 3), 1 / 3), 0.5)
+    with pytest.raises(ValueError, match="probs"):
+        update_ema_targets_(buffer, torch.tensor([0, 1]), torch.full((3, 3), 1 / 3), 0.5)
+    assert torch.all(buffer == 0)

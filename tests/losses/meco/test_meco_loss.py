@@ -16,7 +16,7 @@ from optforge.losses.meco import (
     fit_gaussian_noise,
     meco_momentum_sgd,
 )
-from optforge.testing import ConvergenceSettings, check_optimizer
+from optforge.testing import CHECKS, ConvergenceSettings, check_optimizer
 
 
 # -- 1. gradient identity --------------------------------------------------------------------
@@ -178,6 +178,9 @@ def test_momentum_sgd_conformance():
         lambda params, lr=0.05, beta=0.5: meco_momentum_sgd(params, lr=lr, beta=beta),
         quadratic=ConvergenceSettings(steps=500, tol=1e-3),
         bad_hyperparams={"lr": -1.0, "beta": 1.5},
+        # meco_momentum_sgd returns a plain torch.optim.SGD, whose add_param_group does not
+        # validate the added group's hyper-parameters
+        checks=[name for name in CHECKS if name != "add_param_group"],
     )
 
 
@@ -292,3 +295,55 @@ def test_unused_warning_filter_is_not_needed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MECOLoss(std_normal(), seed=0)(Quadratic(0.0), torch.randn(64, 1, dtype=D))
+
+
+# -- issue 24: weights must be probabilities; a failing call leaves the loss's state ----------
+@pytest.mark.parametrize("cls", [MECOLoss, NCELoss])
+@pytest.mark.parametrize(
+    ("name", "weights", "match"),
+    [
+        ("x_weights", torch.full((8,), 0.25, dtype=D), "sum to 1"),  # sums to 2: the loss changed
+        ("x_weights", torch.tensor([1.5, -0.5] + [0.0] * 6, dtype=D), "non-negative"),
+        ("z_weights", torch.full((8,), float("nan"), dtype=D), "finite"),
+        ("z_weights", torch.full((4,), 0.25, dtype=D), "shape"),
+    ],
+)
+def test_bad_weights_are_rejected_before_any_state_changes(cls, name, weights, match):
+    loss = cls(std_normal(), seed=0)
+    model = Quadratic(0.3)
+    x = torch.randn(8, 1, dtype=D, generator=torch.Generator().manual_seed(0))
+    loss(model, x)
+    state = copy.deepcopy(loss.state_dict())
+    with pytest.raises(ValueError, match=name):
+        loss(model, x, **{name: weights})
+    with pytest.raises(ValueError, match=match):
+        loss(model, x, **{name: weights})
+    after = loss.state_dict()
+    assert after.keys() == state.keys()
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(after[key], value), key
+    gen = after["_extra_state"]["generator"]
+    assert torch.equal(gen, state["_extra_state"]["generator"])
+
+
+def test_nan_energy_does_not_consume_noise_or_update_u():
+    loss = MECOLoss(std_normal(), seed=0)
+    x = torch.randn(8, 1, dtype=D)
+    loss(Quadratic(0.3), x)
+    log_u, steps = loss.log_u.clone(), int(loss.num_steps)
+    gen = loss.get_extra_state()["generator"]
+    with pytest.raises(ValueError, match="energy"):
+        loss(lambda t: t[:, 0] * float("nan"), x)
+    assert torch.equal(loss.log_u, log_u) and int(loss.num_steps) == steps
+    assert torch.equal(loss.get_extra_state()["generator"], gen)
+
+
+@pytest.mark.parametrize("cls", [MECOLoss, NCELoss])
+def test_seed_and_data_dtype_are_checked(cls):
+    with pytest.raises(TypeError, match="seed"):
+        cls(std_normal(), seed="abc")
+    with pytest.raises(TypeError, match="x_data"):
+        cls(std_normal(), seed=0)(Quadratic(), torch.ones(4, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="x_data"):
+        cls(std_normal(), seed=0)(Quadratic(), torch.ones(4, 1, dtype=D, device="meta"))

@@ -115,3 +115,12 @@ def test_batch_size_ramps_on_a_learnable_problem() -> None:
     assert sizes == sorted(sizes) and sizes[-1] >= 20
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.85
+
+
+@pytest.mark.parametrize("cls", [AdAdaGrad, AdAdaGradNorm])
+@pytest.mark.parametrize(("name", "value"), [("lr", -1.0), ("eps", float("nan"))])
+def test_add_param_group_validates_before_appending(cls, name, value) -> None:
+    opt = cls([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match=name):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], name: value})
+    assert len(opt.param_groups) == 1 and len(opt.base.param_groups) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from optforge.optim import (
@@ -60,3 +61,14 @@ def test_adagradnorm_conformance() -> None:
                 "granularity": "bogus",
             },
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("lr", -1.0), ("lr", float("nan")), ("eps", -1.0), ("granularity", "bogus")],
+)
+def test_add_param_group_validates_before_appending(name, value) -> None:
+    opt = AdaGradNorm([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match=name):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], name: value})
+    assert len(opt.param_groups) == 1

@@ -25,7 +25,14 @@ def test_conformance_euclidean():
     check_optimizer(
         factory,
         quadratic=ConvergenceSettings(steps=500, tol=1e-3, hyperparams={"lr": 0.05}),
-        bad_hyperparams={"lr": 0.0, "beta": 0.0, "radius": -1.0, "sphere": "ball"},
+        bad_hyperparams={
+            "lr": 0.0,
+            "beta": 0.0,
+            "radius": -1.0,
+            "sphere": "ball",
+            "retraction": "qr",
+        },
+        nonfinite_raises=True,
         # the noise stream depends on the order of all params by design
         deterministic_hyperparams={"beta": math.inf},
     )
@@ -253,3 +260,48 @@ def test_zero_initial_vector_on_sphere_is_rejected(sphere):
     problem = tensor_pca(3, 3, 10.0, seed=0)
     with pytest.raises(ValueError, match="init"):
         langevin_recover(problem, steps=10, init=torch.zeros(3))
+
+
+# -- issue 24: add_param_group validates first; a raising step changes nothing ---------------
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("lr", float("nan")), ("lr", -1.0), ("beta", 0.0), ("sphere", "nope"), ("radius", 0.0)],
+)
+def test_add_param_group_validates_before_appending(name, value):
+    x = torch.randn(4, requires_grad=True)
+    y = torch.randn(4, requires_grad=True)
+    opt = Langevin([x], lr=0.1, seed=0)
+    with pytest.raises(ValueError, match=name):
+        opt.add_param_group({"params": [y], name: value})
+    assert len(opt.param_groups) == 1
+
+
+def test_add_param_group_checks_the_sphere_norm():
+    opt = Langevin([torch.randn(3, requires_grad=True)], lr=0.1, seed=0)
+    with pytest.raises(ValueError, match="norm"):
+        opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "sphere": "group"})
+    assert len(opt.param_groups) == 1
+
+
+def test_nan_gradient_in_a_later_group_changes_nothing():
+    a = torch.randn(3, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    opt = Langevin([{"params": [a]}, {"params": [b]}], lr=0.1, beta=10.0, seed=0)
+    _zero_grad_step(opt, [a, b])
+    before = [a.detach().clone(), b.detach().clone()]
+    state_before = opt.state_dict()
+    a.grad = torch.ones(3)
+    b.grad = torch.tensor([1.0, float("nan"), 0.0])
+    with pytest.raises(ValueError, match="non-finite gradient"):
+        opt.step()
+    assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    assert opt.state[a]["step"] == 1 and opt.state[b]["step"] == 1
+    after = opt.state_dict()
+    assert torch.equal(after["generator_states"]["cpu"], state_before["generator_states"]["cpu"])
+
+
+def test_seed_must_be_an_integer():
+    with pytest.raises(TypeError, match="seed"):
+        Langevin([torch.zeros(2, requires_grad=True)], seed="abc")
+    with pytest.raises(TypeError, match="seed"):
+        Langevin([torch.zeros(2, requires_grad=True)], seed=1.5)

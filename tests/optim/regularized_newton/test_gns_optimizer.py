@@ -45,7 +45,17 @@ def test_check_optimizer_exact():
         },
         has_lr=False,
         step_fn=_closure_step,
-        checks=["downhill", "quadratic", "rosenbrock", "state_dict", "dtypes", "bad_hyperparams"],
+        checks=[
+            "downhill",
+            "quadratic",
+            "rosenbrock",
+            "state_dict",
+            "dtypes",
+            "bad_hyperparams",
+            "add_param_group",
+            "raising_step",
+        ],
+        nonfinite_raises=True,
     )
 
 
@@ -56,7 +66,16 @@ def test_check_optimizer_backward_closure_with_first_order_member():
         quadratic=ConvergenceSettings(steps=300, tol=1e-4),
         has_lr=False,
         bad_hyperparams={"gamma0": -1.0},
-        checks=["downhill", "quadratic", "state_dict", "dtypes", "bad_hyperparams"],
+        checks=[
+            "downhill",
+            "quadratic",
+            "state_dict",
+            "dtypes",
+            "bad_hyperparams",
+            "add_param_group",
+            "raising_step",
+        ],
+        nonfinite_raises=True,
     )
 
 
@@ -148,3 +167,61 @@ def test_optimizer_gauss_newton_on_flat_params():
         opt.step(lambda: 0.5 * (residuals(w) ** 2).sum())
     g = torch.func.grad(lambda x: 0.5 * (residuals(x) ** 2).sum())(w.detach())
     assert float(g.norm()) < 1e-8
+
+
+# -- issue 24: non-finite gradients, add_param_group, a raising step changes nothing ---------
+def test_nan_gradient_is_named_not_blamed_on_the_hessian():
+    """Before: hessian="zero" with a NaN gradient reported "H + λB was not positive definite …
+    λ = nan" after 40 factorisations."""
+    v = torch.nn.Parameter(torch.ones(3, dtype=DT))
+    opt = GradNormSmoothNewton([v], hessian="zero")
+
+    def closure():
+        return (v**2).sum() + 0.0 * torch.sqrt(v[0] - 1.0)  # finite loss, NaN gradient
+
+    with pytest.raises(ValueError, match="non-finite gradient"):
+        opt.step(closure)
+    assert torch.equal(v.detach(), torch.ones(3, dtype=DT)) and len(opt.state) == 0
+    with pytest.raises(ValueError, match="non-finite gradient"):
+        gns_minimize(lambda x: (x**2).sum() + 0.0 * torch.sqrt(x[0] - 1.0), torch.ones(3, dtype=DT))
+
+
+def test_add_param_group_after_construction_joins_the_system():
+    a = torch.nn.Parameter(torch.ones(2, dtype=DT))
+    b = torch.nn.Parameter(torch.ones(3, dtype=DT))
+    opt = GradNormSmoothNewton([a], hessian="exact")
+    with pytest.raises(ValueError, match="gamma0"):
+        opt.add_param_group({"params": [b], "gamma0": 2.0})
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group({"params": [b], "lr": 0.1})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [b]})
+    for _ in range(10):
+        opt.step(lambda: ((a - 2) ** 2).sum() + ((b + 1) ** 2).sum())
+    torch.testing.assert_close(b.detach(), -torch.ones(3, dtype=DT))
+    fixed = GradNormSmoothNewton([a], hessian="exact", metric=torch.eye(2, dtype=DT))
+    with pytest.raises(ValueError, match="metric"):
+        fixed.add_param_group({"params": [b]})
+    assert len(fixed.param_groups) == 1
+
+
+def test_raising_trial_restores_a_lazy_hessian():
+    w = torch.nn.Parameter(torch.full((4,), 0.5, dtype=DT))
+    lazy = LazyHessian("exact", every=3)
+    opt = GradNormSmoothNewton([w], hessian=lazy)
+    f = lambda: ((w - 1) ** 4).sum() + (w**2).sum()  # noqa: E731
+    opt.step(f)
+    saved = (lazy.calls, lazy.cached.clone(), w.detach().clone(), opt.state_dict())
+    calls = [0]
+
+    def closure():
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("trial point failed")
+        return f()
+
+    with pytest.raises(RuntimeError, match="trial point failed"):
+        opt.step(closure)
+    assert lazy.calls == saved[0] and torch.equal(lazy.cached, saved[1])
+    assert torch.equal(w.detach(), saved[2])
+    assert opt.state_dict()["state"] == saved[3]["state"]

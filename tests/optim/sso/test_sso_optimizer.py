@@ -2,6 +2,7 @@
 conformance suite."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -46,6 +47,7 @@ def test_check_optimizer():
             "adaptive": "rmsprop",
             "max_backtracks": 0,
         },
+        nonfinite_raises=True,
     )
 
 
@@ -227,3 +229,94 @@ def test_model_output_shape_must_match_targets(mlp):
         surrogate(torch.zeros(8, 2))
     with pytest.raises(ValueError, match="eta"):
         TargetSurrogateLoss(torch.zeros(8, 3), torch.zeros(8, 3), eta=0.0)
+
+
+# -- issue 24: add_param_group validates first; a raising step changes nothing ---------------
+def test_invalid_added_group_does_not_stay(mlp):
+    model = mlp()
+    first, rest = list(model.parameters())[:2], list(model.parameters())[2:]
+    opt = SSO(first, lr=1.0)
+    for bad in ({"lr": -1.0}, {"target_lr": 0.0}, {"inner_steps": 3}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            opt.add_param_group({"params": rest, **bad})
+        assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": rest, "lr": 0.5})
+    assert len(opt.param_groups) == 2
+
+
+def _nan_backward_forward(model, x):
+    """Finite targets whose backward is NaN (sqrt at 0 has an infinite derivative; times 0)."""
+
+    def forward():
+        out = model(x)
+        return out + 0.0 * torch.sqrt(out[:, :1] - out[:, :1].detach())
+
+    return forward
+
+
+@pytest.mark.parametrize("inner", ["sgd", "armijo"])
+def test_nan_surrogate_gradient_raises_naming_it_and_changes_nothing(mlp, inner):
+    """Before: inner="sgd" wrote NaN into the parameters and blamed the targets; Armijo
+    backtracked ~100 times on NaN and silently skipped the step."""
+    model = mlp()
+    x = torch.randn(16, 5, dtype=D64, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
+    opt = SSO(model.parameters(), lr=0.5, inner=inner, inner_steps=3)
+    opt.step(forward=lambda: model(x), target_loss=lambda z: F.cross_entropy(z, y))
+    before = [p.detach().clone() for p in model.parameters()]
+    counters = opt.counters
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        opt.step(
+            forward=_nan_backward_forward(model, x), target_loss=lambda z: F.cross_entropy(z, y)
+        )
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    assert opt.counters == counters
+
+
+def test_nan_target_loss_leaves_counters(mlp):
+    model = mlp()
+    x = torch.randn(8, 5, dtype=D64)
+    opt = SSO(model.parameters(), lr=0.5)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        opt.step(forward=lambda: model(x), target_loss=lambda z: (z * float("nan")).sum())
+    assert len(opt.state) == 0  # no oracle call, no forward pass recorded
+    opt.step(forward=lambda: model(x), target_loss=lambda z: (z**2).sum())
+    assert opt.counters["oracle_calls"] == 1 and opt.counters["step"] == 1
+
+
+def test_exception_in_forward_mid_inner_loop_restores_parameters(mlp):
+    model = mlp()
+    x = torch.randn(8, 5, dtype=D64)
+    calls = [0]
+
+    def forward():
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return model(x)
+
+    opt = SSO(model.parameters(), lr=0.1, inner="sgd", inner_steps=5)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(forward=forward, target_loss=lambda z: (z**2).sum())
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    assert len(opt.state) == 0
+
+
+def test_armijo_raises_when_every_trial_point_is_non_finite(mlp):
+    """Before: every trial NaN meant ~100 silent forward passes and a skipped step."""
+    model = mlp()
+    x = torch.randn(8, 5, dtype=D64, generator=torch.Generator().manual_seed(2))
+    params = list(model.parameters())
+    start = [p.detach().clone() for p in params]
+
+    def forward():  # finite at the current parameters only
+        moved = any(not torch.equal(p.detach(), s) for p, s in zip(params, start, strict=True))
+        out = model(x)
+        return out * math.nan if moved else out
+
+    opt = SSO(params, lr=1.0, inner_steps=2, max_backtracks=5)
+    with pytest.raises(FloatingPointError, match="every one of 5 Armijo trial points"):
+        opt.step(forward=forward, target_loss=lambda z: (z**2).sum())
+    assert all(torch.equal(p.detach(), s) for p, s in zip(params, start, strict=True))
+    assert len(opt.state) == 0

@@ -285,6 +285,7 @@ def test_conformance_suite():
             "rmsprop": "adam",
             "momentum": 1.0,
         },
+        nonfinite_raises=True,
     )
 
 
@@ -373,3 +374,86 @@ def test_group_lr_scales_each_slice():
     torch.testing.assert_close(
         before - torch.cat([t1, t2]).detach(), torch.cat([d[:3], 0.25 * d[3:]])
     )
+
+
+# -- issue 24: add_param_group validates first; a raising step changes nothing ---------------
+def test_invalid_added_group_does_not_stay():
+    """Before the fix the group with lr=-1 was appended, then the ValueError raised: the next
+    steps climbed (loss 3.54 -> 12.13). Now the optimizer is as if add_param_group was never
+    called."""
+    model, ref = _mlp(seed=3), _mlp(seed=3)
+    x, y = _data()
+    loss_fn = nn.MSELoss(reduction="none")
+    first, second = list(model.parameters()), list(ref.parameters())
+    opt = Sven(first[:2], lr=0.5, seed=0)
+    opt_ref = Sven(second[:2], lr=0.5, seed=0)
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group({"params": first[2:], "lr": -1.0})
+    with pytest.raises(ValueError, match="k"):
+        opt.add_param_group({"params": first[2:], "k": 3})
+    assert len(opt.param_groups) == 1
+    for o, m in ((opt, model), (opt_ref, ref)):
+        for _ in range(3):
+            o.step(model=m, loss_fn=loss_fn, inputs=x, targets=y)
+    assert torch.equal(_flat(model), _flat(ref))
+
+
+def test_first_group_values_are_validated():
+    with pytest.raises(ValueError, match="k"):
+        Sven([{"params": [torch.zeros(2, requires_grad=True)], "k": 0}])
+
+
+@pytest.mark.parametrize("rmsprop", [None, "pre"])
+def test_a_raising_step_changes_nothing(rmsprop):
+    X, y, theta = _linear_problem(8, 3)
+    opt = Sven([theta], lr=0.5, rmsprop=rmsprop, momentum=0.5, param_fraction=0.7, seed=0)
+    opt.step(lambda: (X @ theta - y) ** 2)
+    before = (theta.detach().clone(), copy.deepcopy(opt.state_dict()))
+    nan_y = y.clone()
+    nan_y[2] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite losses"):
+        opt.step(lambda: (X @ theta - nan_y) ** 2)
+    assert torch.equal(theta.detach(), before[0])
+    after = opt.state_dict()
+    assert torch.equal(after["generator_state"], before[1]["generator_state"])
+    for key, value in before[1]["state"][0].items():
+        assert torch.equal(after["state"][0][key], value), key
+
+
+def test_a_raising_first_step_creates_no_state():
+    _, _, theta = _linear_problem(8, 3)
+    opt = Sven([theta], lr=0.5)
+
+    def bad():
+        raise KeyError("user error")
+
+    with pytest.raises(KeyError):
+        opt.step(bad)
+    assert len(opt.state) == 0
+
+
+def test_empty_closure_output_is_named():
+    theta = torch.zeros(3, dtype=F64, requires_grad=True)
+    opt = Sven([theta])
+    with pytest.raises(ValueError, match="closure returned an empty"):
+        opt.step(lambda: (theta * 0).sum().reshape(1)[:0])
+    with pytest.raises(TypeError, match="floating"):
+        opt.step(lambda: torch.ones(3, dtype=torch.long))
+
+
+def test_seed_and_model_inputs_are_checked():
+    with pytest.raises(TypeError, match="seed"):
+        Sven([torch.zeros(2, requires_grad=True)], seed="abc")
+    model = _mlp()
+    x, y = _data()
+    opt = Sven(model.parameters())
+    loss_fn = nn.MSELoss(reduction="none")
+    with pytest.raises(ValueError, match="inputs"):
+        opt.step(model=model, loss_fn=loss_fn, inputs=x.to("meta"), targets=y)
+    with pytest.raises(ValueError, match="targets"):
+        opt.step(model=model, loss_fn=loss_fn, inputs=x, targets=y.to("meta"))
+    x_nan = x.clone()
+    x_nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="inputs"):
+        opt.step(model=model, loss_fn=loss_fn, inputs=x_nan, targets=y)
+    assert len(opt.state) == 0

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optforge._core import Reduction, check_choice, check_in_range, check_nonnegative
+from optforge.losses.elr.loss import _check_logits, _check_target
 
 __all__ = ["GCELoss", "SCELoss"]
 
@@ -40,6 +41,8 @@ class GCELoss(nn.Module):
         self.reduction = check_choice("reduction", reduction, get_args(Reduction))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _check_logits(logits)
+        _check_target(target, logits, soft=False)
         p_y = F.softmax(logits, dim=1).gather(1, target.long()[:, None]).squeeze(1)
         loss = (1.0 - p_y.clamp_min(1e-7) ** self.q) / self.q
         return _reduce(loss, self.reduction)
@@ -68,12 +71,14 @@ class SCELoss(nn.Module):
         super().__init__()
         self.alpha = float(check_nonnegative("alpha", alpha))
         self.beta = float(check_nonnegative("beta", beta))
-        if not math.isfinite(log_clamp) or log_clamp >= 0:
+        if not isinstance(log_clamp, int | float) or not math.isfinite(log_clamp) or log_clamp >= 0:
             raise ValueError(f"log_clamp must be a finite number < 0, got {log_clamp!r}")
         self.log_clamp = float(log_clamp)
         self.reduction = check_choice("reduction", reduction, get_args(Reduction))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _check_logits(logits)
+        _check_target(target, logits, soft=False)
         ce = F.cross_entropy(logits, target, reduction="none")
         probs = F.softmax(logits, dim=1).clamp(1e-7, 1.0)
         log_label = torch.full_like(probs, self.log_clamp).scatter(1, target.long()[:, None], 0.0)

@@ -28,7 +28,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from optforge._core import check_in_range, check_nonnegative, check_nonnegative_int
+from optforge._core import (
+    check_finite_number,
+    check_in_range,
+    check_nonnegative,
+    check_nonnegative_int,
+)
 
 __all__ = ["ModelEMA", "sigmoid_rampup"]
 
@@ -99,6 +104,7 @@ def sigmoid_rampup(step: float, length: float) -> float:
         length: ramp length in iterations; ``0`` disables the ramp.
     """
     check_nonnegative("length", length)
+    check_finite_number("step", step)
     if length == 0:
         return 1.0
     phase = 1.0 - min(max(float(step), 0.0), float(length)) / float(length)

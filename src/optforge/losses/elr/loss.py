@@ -64,9 +64,15 @@ from torch import Tensor, nn
 from optforge._core import (
     Reduction,
     check_choice,
+    check_device,
     check_finite,
+    check_floating,
     check_in_range,
+    check_index_range,
+    check_is_tensor,
     check_nonnegative,
+    check_nonnegative_values,
+    check_not_meta,
     check_positive_int,
 )
 
@@ -106,6 +112,19 @@ def update_ema_targets_(buffer: Tensor, index: Tensor, probs: Tensor, beta: floa
         beta: temporal-ensembling momentum in ``[0, 1)``.
     """
     check_in_range("beta", beta, 0.0, 1.0, high_inclusive=False)
+    for name, value in (("buffer", buffer), ("index", index), ("probs", probs)):
+        check_is_tensor(name, value)
+        check_not_meta(name, value)
+    if buffer.dim() != 2:
+        raise ValueError(f"buffer must be a (n, C) tensor, got shape {tuple(buffer.shape)}")
+    check_device("probs", probs, buffer.device, owner="the buffer")
+    check_device("index", index, buffer.device, owner="the buffer")
+    if index.dim() != 1 or probs.shape != (index.shape[0], buffer.shape[1]):
+        raise ValueError(
+            f"index must be (N,) and probs (N, {buffer.shape[1]}), got {tuple(index.shape)} and "
+            f"{tuple(probs.shape)}"
+        )
+    check_index_range("index", index, 0, buffer.shape[0], high_name="len(buffer)")
     probs = probs.detach().to(buffer.dtype)
     normalised = probs / probs.sum(dim=1, keepdim=True)
     new_rows = buffer.index_select(0, index).lerp_(normalised, 1.0 - beta)
@@ -185,7 +204,8 @@ class ELRLoss(nn.Module):
 
         Args:
             logits: un-normalised scores ``(N, C)``.
-            target: class ids ``(N,)`` in ``[0, C)`` or soft labels ``(N, C)``.
+            target: class ids ``(N,)`` in ``[0, C)`` or soft labels ``(N, C)`` (finite,
+                ``>= 0``, floating; on the logits' device).
             index: dataset indices ``(N,)`` in ``[0, num_examples)`` — the position of each example
                 in the training set, not in the batch.
             update_targets: update the temporal targets before computing the loss; ``None``
@@ -198,11 +218,7 @@ class ELRLoss(nn.Module):
         if update_targets is None:
             update_targets = self.training
         work = torch.promote_types(logits.dtype, torch.float32)
-        probs = F.softmax(logits.to(work), dim=1).clamp(self.clamp_eps, 1.0 - self.clamp_eps)
-        if update_targets:
-            self._warn_if_distributed()
-            update_ema_targets_(self.targets, index, probs, self.beta)
-        reg = elr_regularizer(probs, self.targets.index_select(0, index))
+        # Everything that can fail runs before the target buffer is updated.
         ce_reduction = "mean" if self.reduction == "mean" else "none"
         ce = F.cross_entropy(
             logits,
@@ -211,6 +227,11 @@ class ELRLoss(nn.Module):
             reduction=ce_reduction,
             label_smoothing=self.label_smoothing,
         ).to(work)
+        probs = F.softmax(logits.to(work), dim=1).clamp(self.clamp_eps, 1.0 - self.clamp_eps)
+        if update_targets:
+            self._warn_if_distributed()
+            update_ema_targets_(self.targets, index, probs, self.beta)
+        reg = elr_regularizer(probs, self.targets.index_select(0, index))
         if self.reduction == "mean":
             return ce + self.lam * reg.mean()
         per_example = ce + self.lam * reg
@@ -263,6 +284,48 @@ class ELRLoss(nn.Module):
             )
 
 
+def _check_logits(logits: Tensor, num_classes: int | None = None) -> int:
+    """A finite floating ``(N, C)`` batch (``C = num_classes`` if given); returns ``N``."""
+    check_is_tensor("logits", logits)
+    check_not_meta("logits", logits)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be a (N, C) tensor, got shape {tuple(logits.shape)}")
+    check_floating("logits", logits)
+    n, c = logits.shape
+    if num_classes is not None and c != num_classes:
+        raise ValueError(f"logits must have num_classes={num_classes} columns, got {c}")
+    if n == 0:
+        raise ValueError("logits is an empty batch")
+    check_finite("logits", logits.detach())
+    return n
+
+
+def _check_target(target: Tensor, logits: Tensor, *, soft: bool) -> None:
+    """Class ids ``(N,)`` in ``[0, C)`` or (``soft``) finite non-negative soft labels ``(N, C)``."""
+    n, c = logits.shape
+    check_is_tensor("target", target)
+    check_not_meta("target", target)
+    check_device("target", target, logits.device, owner="the logits")
+    if target.dim() == 1:
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise TypeError(f"class-id target must be an integer tensor, got {target.dtype}")
+        if target.shape[0] != n:
+            raise ValueError(f"target has {target.shape[0]} entries for a batch of {n}")
+        check_index_range("target", target, 0, c, high_name="num_classes")
+    elif not soft:
+        raise ValueError(f"target must be class ids of shape ({n},), got {tuple(target.shape)}")
+    elif target.shape != logits.shape:
+        raise ValueError(
+            f"target must be class ids (N,) or soft labels (N, C) = {tuple(logits.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    else:
+        if not target.dtype.is_floating_point:
+            raise TypeError(f"soft-label target must be floating-point, got {target.dtype}")
+        check_finite("target", target)
+        check_nonnegative_values("target", target)
+
+
 def _validate_batch(
     logits: Tensor,
     target: Tensor | None,
@@ -273,38 +336,18 @@ def _validate_batch(
     stacklevel: int = 6,
 ) -> Tensor:
     """Check shapes, ranges and finiteness; return ``index`` as int64 on ``device``."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        raise ValueError(
-            f"logits must be a (N, C) tensor, got shape {getattr(logits, 'shape', None)}"
-        )
-    n, c = logits.shape
-    if c != num_classes:
-        raise ValueError(f"logits must have num_classes={num_classes} columns, got {c}")
-    if n == 0:
-        raise ValueError("logits is an empty batch")
+    n = _check_logits(logits, num_classes)
     if logits.device != device:
         raise ValueError(
             f"logits are on {logits.device} but the target buffer is on {device}; "
             "move the loss with .to(device)"
         )
-    check_finite("logits", logits.detach())
     if target is not None:
-        if target.dim() == 1:
-            if target.dtype.is_floating_point or target.dtype == torch.bool:
-                raise TypeError(f"class-id target must be an integer tensor, got {target.dtype}")
-            if target.shape[0] != n:
-                raise ValueError(f"target has {target.shape[0]} entries for a batch of {n}")
-            low, high = torch.aminmax(target)
-            if int(low) < 0 or int(high) >= num_classes:
-                raise ValueError(f"target labels must lie in [0, {num_classes})")
-        elif target.shape != logits.shape:
-            raise ValueError(
-                f"target must be class ids (N,) or soft labels (N, C) = {tuple(logits.shape)}, "
-                f"got {tuple(target.shape)}"
-            )
+        _check_target(target, logits, soft=True)
     if index is None:
         raise ValueError("index is required: pass the dataset indices of the batch")
     index = torch.as_tensor(index)
+    check_not_meta("index", index)
     if index.dtype.is_floating_point or index.dtype == torch.bool or index.dtype.is_complex:
         raise TypeError(f"index must be an integer tensor, got {index.dtype}")
     if index.dim() != 1 or index.shape[0] != n:
@@ -312,9 +355,7 @@ def _validate_batch(
             f"index must have shape ({n},) (one per example), got {tuple(index.shape)}"
         )
     index = index.to(device=device, dtype=torch.long)
-    low, high = torch.aminmax(index)
-    if int(low) < 0 or int(high) >= num_examples:
-        raise IndexError(f"index values must lie in [0, num_examples={num_examples})")
+    check_index_range("index", index, 0, num_examples, high_name="num_examples")
     if torch.unique(index).numel() != n:
         warnings.warn(
             "index contains duplicates within one batch; only one update per row is kept",

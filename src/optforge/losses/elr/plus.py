@@ -24,9 +24,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optforge._core import check_finite, check_in_range, check_nonnegative, check_positive_int
+from optforge._core import (
+    check_device,
+    check_finite,
+    check_floating,
+    check_in_range,
+    check_integer,
+    check_is_tensor,
+    check_nonnegative,
+    check_nonnegative_values,
+    check_not_meta,
+    check_positive_int,
+)
 from optforge.losses.elr.ema import sigmoid_rampup
-from optforge.losses.elr.loss import _validate_batch, elr_regularizer, update_ema_targets_
+from optforge.losses.elr.loss import (
+    _check_logits,
+    _validate_batch,
+    elr_regularizer,
+    update_ema_targets_,
+)
 
 __all__ = ["ELRPlusLoss", "mixup_batch"]
 
@@ -102,6 +118,16 @@ class ELRPlusLoss(nn.Module):
         Returns:
             The mixed target ``q`` ``(N, C)`` that the next forward uses.
         """
+        check_in_range("m", m, 0.0, 1.0)
+        if perm is not None:
+            check_is_tensor("perm", perm)
+            check_not_meta("perm", perm)
+            check_integer("perm", perm)
+            n = teacher_logits.shape[0] if isinstance(teacher_logits, Tensor) else -1
+            if perm.shape != (n,) or not torch.equal(
+                perm.detach().cpu().sort().values, torch.arange(n)
+            ):
+                raise ValueError(f"perm must be a permutation of range({n}) (from mixup_batch)")
         index = _validate_batch(
             teacher_logits,
             None,
@@ -132,11 +158,19 @@ class ELRPlusLoss(nn.Module):
             raise RuntimeError(
                 "call update_targets(index, teacher_logits, perm, m) for this batch before the loss"
             )
+        _check_logits(logits)
+        check_is_tensor("soft_labels", soft_labels)
+        check_not_meta("soft_labels", soft_labels)
         if soft_labels.shape != logits.shape:
             raise ValueError(
                 f"soft_labels must have shape {tuple(logits.shape)}, got {tuple(soft_labels.shape)}"
             )
-        check_finite("logits", logits.detach())
+        check_device("soft_labels", soft_labels, logits.device, owner="the logits")
+        check_floating("soft_labels", soft_labels)
+        check_finite("soft_labels", soft_labels)
+        check_nonnegative_values("soft_labels", soft_labels)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
         work = torch.promote_types(logits.dtype, torch.float32)
         logits = logits.to(work)
         labels = soft_labels.to(work)
@@ -170,6 +204,14 @@ def mixup_batch(
     check_nonnegative("alpha", alpha)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+    for name, value in (("x", x), ("y_onehot", y_onehot)):
+        check_is_tensor(name, value)
+        check_not_meta(name, value)
+        if value.dim() == 0 or value.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty batch, got shape {tuple(value.shape)}")
+    check_device("y_onehot", y_onehot, x.device, owner="x")
     if x.shape[0] != y_onehot.shape[0]:
         raise ValueError(f"x has {x.shape[0]} rows but y_onehot has {y_onehot.shape[0]}")
     n = x.shape[0]

@@ -21,7 +21,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_finite, check_positive_int
+from optforge._core import (
+    check_device,
+    check_finite,
+    check_floating,
+    check_is_tensor,
+    check_not_meta,
+    check_positive_int,
+)
 
 __all__ = ["grid_log_partition"]
 
@@ -85,15 +92,17 @@ def _energy_sign(energy_sign: str) -> float:
 
 
 def _check_batch(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_is_tensor(name, x)
+    check_not_meta(name, x)
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty batch (n, *event), got {tuple(x.shape)}")
+    check_floating(name, x)
     check_finite(name, x)
 
 
 def _check_pair(x: Tensor, z: Tensor) -> None:
     _check_batch("z_noise", z)
+    check_device("z_noise", z, x.device, owner="x_data")
     if x.shape[1:] != z.shape[1:]:
         raise ValueError(
             f"x_data and z_noise must have the same event shape, got {tuple(x.shape[1:])} "
@@ -126,8 +135,25 @@ def _weighted_mean(values: Tensor, weights: Tensor | None, name: str) -> Tensor:
     return (weights.to(values.dtype) * values).sum()
 
 
-def _check_weights(weights: Tensor, n: int, name: str) -> None:
+def _check_weights(
+    weights: Tensor | None, n: int, name: str, device: torch.device | None = None
+) -> None:
+    """Probability weights: ``(n,)``, finite, non-negative and summing to 1."""
+    if weights is None:
+        return
+    check_is_tensor(name, weights)
+    check_not_meta(name, weights)
+    if device is not None:
+        check_device(name, weights, device, owner="the samples")
+    check_floating(name, weights)
     if weights.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(weights.shape)}")
     if not torch.isfinite(weights).all() or bool((weights < 0).any()):
         raise ValueError(f"{name} must be finite and non-negative")
+    total = float(weights.double().sum())
+    tol = math.sqrt(torch.finfo(weights.dtype).eps)
+    if abs(total - 1.0) > tol:
+        raise ValueError(
+            f"{name} must sum to 1 (probability weights), got a sum of {total:.6g}; "
+            "divide them by their sum"
+        )

@@ -67,12 +67,19 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from optforge._core import check_in_range, check_positive, check_positive_int, make_generator
+from optforge._core import (
+    check_in_range,
+    check_positive,
+    check_positive_int,
+    check_seed,
+    make_generator,
+)
 from optforge.losses.meco.energy import (
     Energy,
     EnergySign,
     _check_batch,
     _check_pair,
+    _check_weights,
     _energy_sign,
     _eval_energy,
     _log_weights,
@@ -122,6 +129,7 @@ class MECOLoss(nn.Module):
         super().__init__()
         _check_noise(noise)
         check_in_range("gamma", gamma, 0.0, 1.0, low_inclusive=False)
+        check_seed("seed", seed)
         if estimator not in ("ma", "storm"):
             raise ValueError(f"estimator must be 'ma' or 'storm', got {estimator!r}")
         if num_noise is not None:
@@ -163,18 +171,42 @@ class MECOLoss(nn.Module):
             A scalar whose gradient is the MECO estimate ``G_t`` (its value is not the NLL; see
             :meth:`nll_estimate`).
         """
+        if not callable(energy):
+            raise TypeError(f"energy must be callable, got {type(energy).__name__}")
         _check_batch("x_data", x_data)
         if self.estimator == "storm" and not isinstance(energy, nn.Module):
             raise TypeError("estimator='storm' needs energy to be an nn.Module")
         n_noise = self.num_noise if self.num_noise is not None else x_data.shape[0]
-        if z_noise is None:
-            z_noise = self._sample(n_noise, x_data)
-        elif self.num_noise is not None and z_noise.shape[0] != self.num_noise:
-            raise ValueError(
-                f"z_noise has {z_noise.shape[0]} rows but num_noise={self.num_noise}: "
-                "batch-size mismatch between the noise batch and the loss configuration"
-            )
-        _check_pair(x_data, z_noise)
+        if z_noise is not None:
+            _check_pair(x_data, z_noise)
+            if self.num_noise is not None and z_noise.shape[0] != self.num_noise:
+                raise ValueError(
+                    f"z_noise has {z_noise.shape[0]} rows but num_noise={self.num_noise}: "
+                    "batch-size mismatch between the noise batch and the loss configuration"
+                )
+            n_noise = z_noise.shape[0]
+        _check_weights(x_weights, x_data.shape[0], "x_weights", x_data.device)
+        _check_weights(z_weights, n_noise, "z_weights", x_data.device)
+        # Every input is valid; from here a failure (the energy returning NaN, a noise without
+        # support) puts the generator back, and u is updated last.
+        generator_before = self._generator_snapshot()
+        try:
+            if z_noise is None:
+                z_noise = self._sample(n_noise, x_data)
+                _check_pair(x_data, z_noise)
+            return self._surrogate(energy, x_data, z_noise, x_weights, z_weights)
+        except BaseException:
+            self._restore_generator(generator_before)
+            raise
+
+    def _surrogate(
+        self,
+        energy: Energy,
+        x_data: Tensor,
+        z_noise: Tensor,
+        x_weights: Tensor | None,
+        z_weights: Tensor | None,
+    ) -> Tensor:
         f_x = self._sign * _eval_energy(energy, x_data, "x_data")
         f_z = self._sign * _eval_energy(energy, z_noise, "z_noise")
         log_q = _noise_log_prob(self.noise, z_noise)
@@ -183,8 +215,8 @@ class MECOLoss(nn.Module):
         log_g = torch.logsumexp(log_w + log_omega_z, dim=0)
         data_term = _weighted_mean(f_x, x_weights, "x_weights")
 
-        self._update_log_u(energy, z_noise, log_q, log_omega_z, log_g.detach())
         self._record_ess(log_w.detach() + log_omega_z)
+        self._update_log_u(energy, z_noise, log_q, log_omega_z, log_g.detach())
         self._last_data_term = data_term.detach()
         log_u = self.log_u.to(device=log_g.device, dtype=log_g.dtype)
         return -data_term + torch.exp(log_g - log_u)
@@ -223,6 +255,16 @@ class MECOLoss(nn.Module):
         self.storm_fallbacks = int(state.get("storm_fallbacks", 0))
 
     # -- internals -----------------------------------------------------------------------------
+    def _generator_snapshot(self) -> tuple[torch.Generator | None, Tensor | None]:
+        generator = self._generator
+        return generator, None if generator is None else generator.get_state()
+
+    def _restore_generator(self, saved: tuple[torch.Generator | None, Tensor | None]) -> None:
+        generator, state = saved
+        self._generator = generator
+        if generator is not None and state is not None:
+            generator.set_state(state)
+
     def _sample(self, n: int, like: Tensor) -> Tensor:
         if self._generator is None:
             self._generator = make_generator(self.seed, _sample_device(self.noise, like))

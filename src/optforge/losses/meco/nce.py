@@ -23,12 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optforge._core import check_positive, make_generator
+from optforge._core import check_positive, check_seed, make_generator
 from optforge.losses.meco.energy import (
     Energy,
     EnergySign,
     _check_batch,
     _check_pair,
+    _check_weights,
     _energy_sign,
     _eval_energy,
     _weighted_mean,
@@ -72,6 +73,13 @@ class NCELoss(nn.Module):
         super().__init__()
         _check_noise(noise)
         check_positive("nu", nu)
+        check_seed("seed", seed)
+        if not isinstance(init_log_normalizer, int | float) or not math.isfinite(
+            init_log_normalizer
+        ):
+            raise ValueError(
+                f"init_log_normalizer must be a finite number, got {init_log_normalizer!r}"
+            )
         self.noise = noise
         self.nu = float(nu)
         self._sign = _energy_sign(energy_sign)
@@ -110,19 +118,33 @@ class NCELoss(nn.Module):
         Returns:
             The scalar loss.
         """
+        if not callable(energy):
+            raise TypeError(f"energy must be callable, got {type(energy).__name__}")
         _check_batch("x_data", x_data)
         n_noise = max(1, round(self.nu * x_data.shape[0]))
-        if z_noise is None:
-            z_noise = self._sample(n_noise, x_data)
-        elif z_noise.shape[0] != n_noise:
-            raise ValueError(
-                f"z_noise has {z_noise.shape[0]} rows but nu * len(x_data) = {self.nu} * "
-                f"{x_data.shape[0]} = {n_noise}: batch-size mismatch between data and noise"
-            )
-        _check_pair(x_data, z_noise)
-        g_x = self.logits(energy, x_data, "x_data")
-        g_z = self.logits(energy, z_noise, "z_noise")
-        return self._combine(g_x, g_z, x_weights, z_weights)
+        if z_noise is not None:
+            _check_pair(x_data, z_noise)
+            if z_noise.shape[0] != n_noise:
+                raise ValueError(
+                    f"z_noise has {z_noise.shape[0]} rows but nu * len(x_data) = {self.nu} * "
+                    f"{x_data.shape[0]} = {n_noise}: batch-size mismatch between data and noise"
+                )
+        _check_weights(x_weights, x_data.shape[0], "x_weights", x_data.device)
+        _check_weights(z_weights, n_noise, "z_weights", x_data.device)
+        generator = self._generator
+        generator_state = None if generator is None else generator.get_state()
+        try:
+            if z_noise is None:
+                z_noise = self._sample(n_noise, x_data)
+                _check_pair(x_data, z_noise)
+            g_x = self.logits(energy, x_data, "x_data")
+            g_z = self.logits(energy, z_noise, "z_noise")
+            return self._combine(g_x, g_z, x_weights, z_weights)
+        except BaseException:  # a failed call leaves the noise stream where it was
+            self._generator = generator
+            if generator is not None and generator_state is not None:
+                generator.set_state(generator_state)
+            raise
 
     def _combine(
         self, g_x: Tensor, g_z: Tensor, x_weights: Tensor | None, z_weights: Tensor | None

@@ -48,6 +48,10 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     State: ``"sum"`` (``v²``; float32 for half-precision params) and ``"step"``; for
     ``"global"`` both sit in the state of the group's first parameter.
+
+    Non-finite gradients are not checked (no host sync), as in ``torch.optim.Adagrad``: a NaN
+    or inf gradient enters ``"sum"`` and the parameters. To fail fast, check before the step,
+    e.g. ``torch.nn.utils.clip_grad_norm_(params, float("inf"), error_if_nonfinite=True)``.
     """
 
     def __init__(
@@ -60,13 +64,6 @@ class AdaGradNorm(torch.optim.Optimizer):
         granularity: Granularity = "global",
         maximize: bool = False,
     ) -> None:
-        check_nonnegative("lr", lr)
-        check_nonnegative("initial_accumulator_value", initial_accumulator_value)
-        check_nonnegative("eps", eps)
-        check_nonnegative("weight_decay", weight_decay)
-        check_choice("granularity", granularity, ("global", "layer", "row"))
-        if initial_accumulator_value == 0 and eps == 0:
-            raise ValueError("initial_accumulator_value and eps cannot both be 0 (division by 0)")
         defaults = {
             "lr": lr,
             "initial_accumulator_value": initial_accumulator_value,
@@ -75,7 +72,15 @@ class AdaGradNorm(torch.optim.Optimizer):
             "granularity": granularity,
             "maximize": maximize,
         }
+        _validate(defaults)
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group's hyper-parameters first, then add it."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        _validate({**self.defaults, **param_group})
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -146,6 +151,16 @@ class AdaGradNorm(torch.optim.Optimizer):
             state["step"] += 1
             denom = acc.sqrt().add_(group["eps"])
             p.add_((g_acc / denom).to(p.dtype), alpha=-group["lr"])
+
+
+def _validate(group: Mapping[str, Any]) -> None:
+    check_nonnegative("lr", group["lr"])
+    check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
+    check_nonnegative("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    check_choice("granularity", group["granularity"], ("global", "layer", "row"))
+    if group["initial_accumulator_value"] == 0 and group["eps"] == 0:
+        raise ValueError("initial_accumulator_value and eps cannot both be 0 (division by 0)")
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -66,6 +66,11 @@ class AdAdaGrad(AdaptiveBatch):
     ``AdaptiveBatch(torch.optim.Adagrad(params, ...), AdaptiveBatchSize(test, ...))``: ``base``
     is the ``Adagrad``, ``controller`` the controller. Use :meth:`backward` for the gradient,
     then :meth:`step`; :attr:`batch_size` is the size of the next batch.
+
+    Non-finite gradients follow ``torch.optim.Adagrad``: they are not checked (no host sync)
+    and enter the accumulator and the parameters. To fail fast, call
+    ``torch.nn.utils.clip_grad_norm_(params, float("inf"), error_if_nonfinite=True)`` before
+    :meth:`step` (the same holds for :class:`AdAdaGradNorm`).
     """
 
     def __init__(
@@ -120,6 +125,19 @@ class AdAdaGrad(AdaptiveBatch):
         )
         super().__init__(base, controller)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group's Adagrad hyper-parameters (torch's do not), then add it."""
+        if "base" in self.__dict__:
+            if not isinstance(param_group, dict):
+                raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+            for key in _ADAGRAD_KEYS:
+                if key in param_group:
+                    check_nonnegative(key, param_group[key])
+        super().add_param_group(param_group)
+
+
+_ADAGRAD_KEYS = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
 
 class AdAdaGradNorm(AdaptiveBatch):
     """AdaGrad-Norm (:class:`AdaGradNorm`) with an adaptive batch size — the method of the
@@ -127,6 +145,7 @@ class AdAdaGradNorm(AdaptiveBatch):
 
     Args: those of :class:`AdaGradNorm` and the batch-size test's (see :class:`AdAdaGrad`).
     ``base`` is the :class:`AdaGradNorm`, ``controller`` the :class:`AdaptiveBatchSize`.
+    Non-finite gradients are not checked (no host sync), as in :class:`AdAdaGrad`.
     """
 
     def __init__(

@@ -57,7 +57,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_choice, check_positive, make_generator
+from optforge._core import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_seed,
+    make_generator,
+)
 
 __all__ = ["Langevin", "Retraction", "Sphere", "langevin_noise_std"]
 
@@ -67,6 +73,8 @@ Retraction = Literal["normalize", "expmap"]
 
 def langevin_noise_std(lr: float, beta: float) -> float:
     """The standard deviation ``sqrt(2 * lr / beta)`` of the injected noise (0 when β = ∞)."""
+    check_nonnegative("lr", lr)
+    _check_beta(beta)
     return 0.0 if math.isinf(beta) else math.sqrt(2.0 * lr / beta)
 
 
@@ -89,9 +97,15 @@ class Langevin(torch.optim.Optimizer):
             saved and restored by ``state_dict``; ``seed`` is then only used for other devices).
 
     Raises:
-        ValueError: a bad ``lr``, ``beta``, ``radius``, ``sphere`` or ``retraction``, or a
+        ValueError: a bad ``lr``, ``beta``, ``radius``, ``sphere`` or ``retraction`` (in the
+            constructor or in a group given to ``add_param_group``, which then adds nothing), or a
             spherical group whose initial vector has zero (or non-finite) norm.
+        TypeError: a ``seed`` that is not an integer.
         NotImplementedError: complex parameters.
+
+    ``step`` checks every group before it changes anything: a non-finite gradient (or a
+    spherical parameter with zero or non-finite norm) raises ``ValueError`` and leaves the
+    parameters, ``state['step']`` and the noise generators as they were.
     """
 
     def __init__(
@@ -107,6 +121,9 @@ class Langevin(torch.optim.Optimizer):
         generator: torch.Generator | None = None,
     ) -> None:
         _check_hyperparams(lr, beta, sphere, radius, retraction)
+        check_seed("seed", seed)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         defaults = {
             "lr": lr,
             "beta": beta,
@@ -119,14 +136,19 @@ class Langevin(torch.optim.Optimizer):
         self._generators: dict[str, torch.Generator] = {}
         if generator is not None:
             self._generators[str(generator.device)] = generator
-        for group in self.param_groups:
-            _check_hyperparams(
-                group["lr"], group["beta"], group["sphere"], group["radius"], group["retraction"]
-            )
-            for p in group["params"]:
-                if p.is_complex():
-                    raise NotImplementedError("Langevin does not support complex parameters")
-            _check_initial_norms(group)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group (hyper-parameters, complex params, sphere norms), then add it."""
+        group = _listed(param_group)
+        merged = {**self.defaults, **group}
+        _check_hyperparams(
+            merged["lr"], merged["beta"], merged["sphere"], merged["radius"], merged["retraction"]
+        )
+        for p in group["params"]:
+            if isinstance(p, Tensor) and p.is_complex():
+                raise NotImplementedError("Langevin does not support complex parameters")
+        _check_initial_norms(merged)
+        super().add_param_group(group)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
@@ -141,6 +163,9 @@ class Langevin(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Check every group first: a step that raises changes nothing (no parameter, no
+        # state['step'], no noise drawn).
+        plan = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -150,10 +175,15 @@ class Langevin(torch.optim.Optimizer):
             for p in params:
                 if p.grad is not None and p.grad.is_sparse:
                     raise NotImplementedError("Langevin does not support sparse gradients")
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            plan.append((group, params, grads))
+        _check_grads_finite([g for _, _, grads in plan for g in grads])
+        for group, _, _ in plan:
+            _check_initial_norms(group)  # a spherical vector needs a finite, non-zero norm
+        for group, params, grads in plan:
+            for p in params:
                 state = self.state[p]
                 state["step"] = state.get("step", 0) + 1
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            _check_grads_finite(grads)
             lr, beta = float(group["lr"]), float(group["beta"])
             std = langevin_noise_std(lr, beta)
             noise = self._draw_noise(params) if std > 0 else None
@@ -216,11 +246,29 @@ def _check_hyperparams(
     lr: float, beta: float, sphere: Sphere, radius: float, retraction: Retraction
 ) -> None:
     check_positive("lr", lr)
-    if not isinstance(beta, Real) or isinstance(beta, bool) or math.isnan(beta) or beta <= 0:
-        raise ValueError(f"beta must be > 0 (float('inf') for no noise), got {beta!r}")
+    _check_beta(beta)
     check_choice("sphere", sphere, (None, "group", "tensor", "rows"))
     check_positive("radius", radius)
     check_choice("retraction", retraction, ("normalize", "expmap"))
+
+
+def _listed(param_group: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``param_group`` whose ``params`` is a list (as torch stores it)."""
+    if not isinstance(param_group, dict):
+        raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+    params = param_group.get("params")
+    if isinstance(params, Tensor):
+        params = [params]
+    elif isinstance(params, set):
+        raise TypeError("params: parameters must be an ordered collection, not a set")
+    elif params is not None:
+        params = list(params)
+    return {**param_group, "params": params if params is not None else []}
+
+
+def _check_beta(beta: float) -> None:
+    if not isinstance(beta, Real) or isinstance(beta, bool) or math.isnan(beta) or beta <= 0:
+        raise ValueError(f"beta must be > 0 (float('inf') for no noise), got {beta!r}")
 
 
 def _check_initial_norms(group: dict[str, Any]) -> None:
@@ -265,9 +313,14 @@ def _checked_norm(vector: Sequence[Tensor], name: str) -> Tensor:
 
 
 def _check_grads_finite(grads: Sequence[Tensor]) -> None:
-    finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+    """One host sync for all groups: ``ValueError`` naming the cause if a gradient is not finite."""
+    if not grads:
+        return
+    finite = torch.stack([torch.isfinite(g).all().to(grads[0].device) for g in grads]).all()
     if not bool(finite):
-        raise ValueError("Langevin.step: a gradient contains NaN or inf")
+        raise ValueError(
+            "Langevin.step: non-finite gradient (NaN or inf); no parameter or state was changed"
+        )
 
 
 def _euclidean_update(
@@ -304,9 +357,7 @@ def _sphere_update(
 
     theta = as_matrix(params)
     grad = as_matrix(grads)
-    norm = torch.linalg.vector_norm(theta, dim=-1, keepdim=True)
-    if not bool((torch.isfinite(norm) & (norm > 0)).all()):
-        raise ValueError("Langevin.step: a spherical parameter has zero or non-finite norm")
+    norm = torch.linalg.vector_norm(theta, dim=-1, keepdim=True)  # > 0: checked by step
     u = theta / norm
     step = -lr * (grad - (grad * u).sum(-1, keepdim=True) * u)
     if noise is not None:

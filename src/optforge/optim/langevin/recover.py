@@ -21,7 +21,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from optforge._core import check_nonnegative_int, check_positive_int, make_generator
+from optforge._core import (
+    check_nonnegative_int,
+    check_positive_int,
+    check_seed,
+    check_tensor,
+    make_generator,
+)
 from optforge.optim.langevin.averaging import IterateAverager
 from optforge.optim.langevin.dynamics import Langevin, Retraction, _checked_norm
 
@@ -78,7 +84,14 @@ def langevin_recover(
     cycle_len = steps // cycles
     start = _burn_in_steps(burn_in, cycle_len)
     check_nonnegative_int("trace_every", trace_every)
+    check_seed("seed", seed)
+    if not callable(getattr(problem, "grad", None)) or not isinstance(
+        getattr(problem, "theta_star", None), Tensor
+    ):
+        raise TypeError("problem must have a grad(theta) method and a theta_star tensor")
     theta_star = problem.theta_star
+    if init is not None:
+        check_tensor("init", init, shape=tuple(theta_star.shape))
     generator = make_generator(seed, theta_star.device)
     if init is None:
         init = torch.randn(

@@ -41,7 +41,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from optforge._core import check_in_range, check_positive, check_positive_int, make_generator
+from optforge._core import (
+    check_in_range,
+    check_positive,
+    check_positive_int,
+    check_seed,
+    make_generator,
+)
 
 __all__ = [
     "CallableHessian",
@@ -244,7 +250,7 @@ class SubsampledHessian:
         self.fraction = check_in_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
         self.resample = bool(resample)
         self.is_psd = bool(is_psd)
-        self.generator = make_generator(seed)
+        self.generator = make_generator(check_seed("seed", seed))
         self.size = max(1, int(-(-self.fraction * self.n_examples // 1)))
         self.index = self._draw()
 

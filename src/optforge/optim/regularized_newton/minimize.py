@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_nonnegative, check_positive_int
+from optforge._core import check_nonnegative, check_not_meta, check_positive_int
 from optforge.optim.regularized_newton.search import _Options, _search, _validated_hessian
 from optforge.optim.regularized_newton.step import Solver
 
@@ -115,6 +115,9 @@ def gns_minimize(
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim != 1:
         raise ValueError("x0 must be a 1-D floating-point tensor")
+    check_not_meta("x0", x0)
+    if x0.dtype in (torch.float16, torch.bfloat16):
+        raise ValueError(f"x0 must be float32 or float64 (the linear algebra), got {x0.dtype}")
     if not torch.isfinite(x0).all():
         raise ValueError("x0 contains non-finite values (NaN or inf)")
     if (ftol is None) != (f_star is None):
@@ -163,6 +166,8 @@ def gns_minimize(
     if not math.isfinite(f):
         raise ValueError(f"fun(x0) is not finite ({f})")
     gnorm = opts.metric.dual_norm(g)
+    if not math.isfinite(gnorm):
+        raise ValueError(f"fun: non-finite gradient (NaN or inf) at x0, where fun(x0) = {f}")
     gamma = float(opts.gamma0)
     start = time.perf_counter()
     history: dict[str, list[float]] = {

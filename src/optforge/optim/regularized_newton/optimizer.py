@@ -103,27 +103,53 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
         self.hessian = as_hessian_approx(hessian)
         self.metric = metric
         super().__init__(params, defaults)
-        first = self.param_groups[0]
-        for group in self.param_groups[1:]:
-            for key in defaults:
-                if group[key] != first[key]:
-                    raise ValueError(
-                        f"{key}: all param groups must share hyper-parameters "
-                        "(GradNormSmoothNewton solves one joint Newton system)"
-                    )
         self._params = [p for group in self.param_groups for p in group["params"]]
-        dim = sum(p.numel() for p in self._params)
         self._dtype = torch.promote_types(self._params[0].dtype, torch.float32)
-        self._opts = _Options.build(
-            hessian=self.hessian, metric=metric, dim=dim, dtype=self._dtype,
-            device=self._params[0].device, **defaults,
+        self._opts = self._build_options(self._params)
+
+    def _build_options(self, params: list[Tensor]) -> _Options:
+        return _Options.build(
+            hessian=self.hessian, metric=self.metric, dim=sum(p.numel() for p in params),
+            dtype=self._dtype, device=params[0].device, **self.defaults,
         )  # fmt: skip
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group (shared hyper-parameters; the joint system's size), then add it.
+
+        All groups share one Newton system, so a group may not set its own hyper-parameters
+        (other than repeating the shared ones); a group added after construction enlarges the
+        system (a fixed ``metric`` of the old size then makes this raise).
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        if "lr" in param_group:
+            raise ValueError("lr: GradNormSmoothNewton has no learning rate (λ is adaptive)")
+        merged = {**self.defaults, **param_group}
+        reference = self.param_groups[0] if self.param_groups else self.defaults
+        for key in self.defaults:
+            if merged[key] != reference[key]:
+                raise ValueError(
+                    f"{key}: all param groups must share hyper-parameters "
+                    f"(GradNormSmoothNewton solves one joint Newton system), got {merged[key]!r} "
+                    f"and {reference[key]!r}"
+                )
+        constructed = "_opts" in self.__dict__
+        if constructed:
+            new = param_group["params"]
+            new = [new] if isinstance(new, Tensor) else list(new)
+            param_group = {**param_group, "params": new}
+            params = self._params + new
+            opts = self._build_options(params)  # raises (e.g. metric of the old size) first
+        super().add_param_group(param_group)
+        if constructed:
+            self._params, self._opts = params, opts
 
     # -- state -------------------------------------------------------------------------------
     def _global_state(self) -> dict[str, Any]:
-        state = self.state[self._params[0]]
+        """The optimizer-wide state (a fresh one, not yet stored, before the first step)."""
+        state = self.state.get(self._params[0], {})
         if "gamma" not in state:
-            state.update(
+            return dict(
                 gamma=float(self._opts.gamma0), step=0, nfev=0, ngev=0, nhev=0, nfactor=0,
                 n_exhausted=0,
             )  # fmt: skip
@@ -210,37 +236,64 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
         needs_graph = _needs_graph(self.hessian)
         counters = {k: state[k] for k in ("nfev", "ngev", "nhev", "nfactor")}
         x = self._flat()
-        loss, f, g, _ = self._evaluate(closure, needs_graph, counters)
-        if not math.isfinite(f):
-            raise ValueError(f"closure returned a non-finite loss ({f}) at the current point")
-        oracle = _ClosureOracle(g, self._params, self._dtype) if needs_graph else _NoOracle()
-        g = g.detach()
-        gnorm = opts.metric.dual_norm(g)
-        if gnorm <= self.gtol:  # converged: no search (it would only fight rounding)
-            return loss.detach()
-        hess = _validated_hessian(self.hessian(x, oracle), x.numel(), opts)
-        counters["nhev"] += 1
-
-        def evaluate(x_new: Tensor) -> tuple[float, Tensor]:
-            self._write(x_new)
-            _, f_new, g_new, _ = self._evaluate(closure, False, counters)
-            return f_new, g_new
-
+        # Nothing is stored until the step is taken: on any exception the parameters, the state
+        # and a stateful Hessian approximation are as they were.
+        restore_hessian = _snapshot_hessian(self.hessian)
         try:
+            loss, f, g, _ = self._evaluate(closure, needs_graph, counters)
+            if not math.isfinite(f):
+                raise ValueError(f"closure returned a non-finite loss ({f}) at the current point")
+            oracle = _ClosureOracle(g, self._params, self._dtype) if needs_graph else _NoOracle()
+            g = g.detach()
+            gnorm = opts.metric.dual_norm(g)
+            if not math.isfinite(gnorm):
+                raise ValueError(
+                    "closure: non-finite gradient (NaN or inf) of a finite loss "
+                    f"({f}) at the current point"
+                )
+            if gnorm <= self.gtol:  # converged: no search (it would only fight rounding)
+                return loss.detach()
+            hess = _validated_hessian(self.hessian(x, oracle), x.numel(), opts)
+            counters["nhev"] += 1
+
+            def evaluate(x_new: Tensor) -> tuple[float, Tensor]:
+                self._write(x_new)
+                _, f_new, g_new, _ = self._evaluate(closure, False, counters)
+                return f_new, g_new
+
             out = _search(
                 x, f, g, gnorm, state["gamma"], hess, evaluate, opts, counters, self._flat
             )
         except BaseException:
             self._write(x)  # leave the parameters where the step started
+            restore_hessian()
             raise
         if not torch.equal(self._flat(), out.x):
             self._write(out.x)  # the last trial evaluated is not the step taken
+        state = self.state[self._params[0]] = {**state}
         state.update(counters)
         state["gamma"] = out.gamma
         state["step"] += 1
         state["n_exhausted"] += not out.accepted
         state["last_lam"], state["last_trials"] = out.lam, out.trials
         return loss.detach()
+
+
+def _snapshot_hessian(approx: Any) -> Callable[[], None]:
+    """A function that puts a stateful Hessian approximation back as it is now."""
+    if isinstance(approx, LazyHessian):
+        calls, cached = approx.calls, approx.cached  # replaced, never modified in place
+        restore_base = _snapshot_hessian(approx.base)
+
+        def restore() -> None:
+            approx.calls, approx.cached = calls, cached
+            restore_base()
+
+        return restore
+    if hasattr(approx, "state_dict") and hasattr(approx, "load_state_dict"):
+        saved = approx.state_dict()
+        return lambda: approx.load_state_dict(saved)
+    return lambda: None
 
 
 # ---------------------------------------------------------------------------------------------

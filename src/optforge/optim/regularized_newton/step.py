@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_choice
+from optforge._core import check_choice, check_nonnegative, check_tensor
 from optforge.optim.regularized_newton.hessian_approx import HessianOperator, RankOne
 
 __all__ = ["Solver", "regularized_newton_step"]
@@ -56,6 +56,18 @@ def regularized_newton_step(
         cg_tol: relative residual tolerance of CG.
         cg_maxiter: CG iteration cap (default ``10·d``).
     """
+    check_tensor("grad", grad, ndim=1, allow_half=False)
+    check_nonnegative("lam", lam)
+    d = grad.numel()
+    if isinstance(hessian, Tensor):
+        check_tensor("hessian", hessian, shape=(d, d), device=grad.device, owner="grad")
+    elif isinstance(hessian, RankOne):
+        check_tensor("hessian.u", hessian.u, shape=(d,), device=grad.device, owner="grad")
+    elif not isinstance(hessian, HessianOperator):
+        raise TypeError(
+            f"hessian must be a (d, d) tensor, a RankOne or a HessianOperator, got "
+            f"{type(hessian).__name__}"
+        )
     m = _Metric(metric, grad.numel(), grad.dtype, grad.device)
     step, ok = _Solve(hessian, m, _check_solver(solver), cg_tol, cg_maxiter)(grad, float(lam))
     if not ok:

@@ -49,6 +49,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -58,8 +59,10 @@ from torch import Tensor
 
 from optforge._core import (
     check_choice,
+    check_device,
     check_in_range,
     check_nonnegative,
+    check_not_meta,
     check_positive,
     check_positive_int,
 )
@@ -171,16 +174,21 @@ class SSO(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group first (its values; the target-space keys must match), then add."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        merged = {**self.defaults, **param_group}
+        _validate(merged)
+        if self.param_groups:
+            first = self.param_groups[0]
+            for key in _SHARED_KEYS:
+                if merged[key] != first[key]:
+                    raise ValueError(
+                        f"{key} must be the same in every param group (SSO builds one surrogate "
+                        f"in target space); got {merged[key]!r} and {first[key]!r}. Only lr may "
+                        "differ between groups."
+                    )
         super().add_param_group(param_group)
-        _validate(param_group)
-        first = self.param_groups[0]
-        for key in _SHARED_KEYS:
-            if param_group[key] != first[key]:
-                raise ValueError(
-                    f"{key} must be the same in every param group (SSO builds one surrogate in "
-                    f"target space); got {param_group[key]!r} and {first[key]!r}. Only lr may "
-                    "differ between groups."
-                )
 
     # ------------------------------------------------------------------ state and cost model
     @property
@@ -249,8 +257,38 @@ class SSO(torch.optim.Optimizer):
 
         Returns:
             The batch loss at θ_t (``None`` with ``target_grad``).
+
+        Raises:
+            FloatingPointError: non-finite targets, target gradient or surrogate gradient
+                (the message names which). A step that raises — for this or any other reason,
+                including an exception from ``forward`` — leaves the parameters and the
+                optimizer's state (counters, η, traces) exactly as they were.
         """
         forward, target_loss = self._resolve(closure, forward, target_loss, target_grad)
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        if not params:
+            raise ValueError("SSO has no parameter that requires grad")
+        anchor = self.param_groups[0]["params"][0]
+        saved_state = _copy_global(self.state[anchor]) if anchor in self.state else None
+        saved_params = [p.detach().clone() for p in params]
+        try:
+            return self._step(forward, target_loss, target_grad)
+        except BaseException:
+            with torch.no_grad():
+                for p, p0 in zip(params, saved_params, strict=True):
+                    p.copy_(p0)
+            if saved_state is None:
+                self.state.pop(anchor, None)
+            else:
+                self.state[anchor] = saved_state
+            raise
+
+    def _step(
+        self,
+        forward: Callable[[], Tensor],
+        target_loss: Callable[[Tensor], Tensor] | None,
+        target_grad: Callable[[Tensor], Tensor] | Tensor | None,
+    ) -> Tensor | None:
         group0 = self.param_groups[0]
         for key in _SHARED_KEYS:
             for group in self.param_groups[1:]:
@@ -277,6 +315,8 @@ class SSO(torch.optim.Optimizer):
             grad = target_grad(z_t) if callable(target_grad) else target_grad
             if not isinstance(grad, Tensor):
                 raise TypeError(f"target_grad must be a tensor, got {type(grad).__name__}")
+            check_not_meta("target_grad", grad)
+            check_device("target_grad", grad, z_t.device, owner="the targets")
             if grad.shape != z_t.shape:
                 raise ValueError(
                     f"target_grad has shape {tuple(grad.shape)} but the model's targets have "
@@ -284,8 +324,14 @@ class SSO(torch.optim.Optimizer):
                 )
             grad = grad.detach().to(z_t.dtype)
         state["oracle_calls"] += 1
+        if loss_t is not None and not bool(torch.isfinite(loss_t)):
+            raise FloatingPointError(
+                f"target_loss returned a non-finite loss ({float(loss_t)}) at the current targets"
+            )
         if not torch.isfinite(grad).all():
-            raise FloatingPointError("the target gradient contains NaN or inf")
+            raise FloatingPointError(
+                "non-finite target gradient (NaN or inf) at the current targets"
+            )
         state["step"] += 1
 
         # 2. the target step η_t.
@@ -347,7 +393,9 @@ class SSO(torch.optim.Optimizer):
                 f"shape {tuple(shape)}: the model's output must match the targets"
             )
         if not trial and not torch.isfinite(out.detach()).all():
-            raise FloatingPointError("forward() returned NaN or inf targets")
+            where = "at the current parameters" if shape is None else "after an inner step"
+            hint = "" if shape is None else " (the inner step lr may be too large)"
+            raise FloatingPointError(f"forward() returned non-finite targets {where}{hint}")
         return out
 
     def _inner_loop(
@@ -371,6 +419,11 @@ class SSO(torch.optim.Optimizer):
             pairs = zip(params, grads, strict=True)
             dirs = [torch.zeros_like(p) if g is None else g for p, g in pairs]
             grad_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in dirs))
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"non-finite gradient (NaN or inf) of the surrogate w.r.t. the parameters at "
+                    f"inner step {k + 1}: the backward pass of forward() is not finite"
+                )
             if grad_norm <= group["inner_tol"]:
                 break
             last = k == group["inner_steps"] - 1
@@ -394,19 +447,28 @@ class SSO(torch.optim.Optimizer):
             start = [p.detach().clone() for p in params]
             base = float(value.detach())
             accepted = False
+            tries = nonfinite = 0
             for _ in range(group["max_backtracks"]):
                 with torch.no_grad():
                     for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
                         torch.add(p0, d, alpha=-kappa * lr, out=p)
                 # Trial points keep their graph so the accepted one serves the next inner step.
                 trial = surrogate(self._forward(forward, shape, trial=True))
-                if float(trial.detach()) <= base - group["armijo_c"] * kappa * decrease:
+                trial_value = float(trial.detach())
+                tries += 1
+                nonfinite += not math.isfinite(trial_value)
+                if trial_value <= base - group["armijo_c"] * kappa * decrease:
                     accepted = True
                     break
                 state["backtracks"] += 1
                 kappa *= group["armijo_beta"]
                 if kappa * max_lr < _MIN_STEP:
                     break
+            if not accepted and nonfinite == tries:
+                raise FloatingPointError(
+                    f"inner step {k + 1}: forward() returned non-finite targets at every one of "
+                    f"{tries} Armijo trial points; the step was not taken"
+                )
             if not accepted:
                 with torch.no_grad():
                     for p, p0 in zip(params, start, strict=True):
@@ -420,12 +482,19 @@ class SSO(torch.optim.Optimizer):
         for p in params:
             if not torch.isfinite(p).all():
                 raise FloatingPointError(
-                    "SSO produced non-finite parameters; lower lr (inner step) or target_lr"
+                    "SSO produced non-finite parameters (the inner step overflowed); lower lr "
+                    "(inner step) or target_lr"
                 )
 
 
 # -------------------------------------------------------------------------------------------------
 # Private helpers
+
+
+def _copy_global(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the optimizer-wide state deep enough to restore it (its values are numbers,
+    ``None`` and the list ``surrogate_trace``)."""
+    return {k: list(v) if isinstance(v, list) else copy.deepcopy(v) for k, v in state.items()}
 
 
 def _validate(group: dict[str, Any]) -> None:

@@ -33,7 +33,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from optforge._core import check_choice, check_positive
+from optforge._core import (
+    check_choice,
+    check_device,
+    check_is_tensor,
+    check_not_meta,
+    check_positive,
+    check_tensor,
+)
 
 __all__ = ["SumOrMean", "TargetSurrogateLoss", "target_gradient"]
 
@@ -71,6 +78,8 @@ class TargetSurrogateLoss(nn.Module):
         check_choice("reduction", reduction, _REDUCTIONS)
         if not isinstance(targets_t, Tensor) or not isinstance(target_grad, Tensor):
             raise TypeError("targets_t and target_grad must be tensors")
+        check_tensor("targets_t", targets_t)
+        check_tensor("target_grad", target_grad, device=targets_t.device, owner="targets_t")
         if target_grad.shape != targets_t.shape:
             raise ValueError(
                 f"target_grad has shape {tuple(target_grad.shape)}, expected the targets' shape "
@@ -85,6 +94,9 @@ class TargetSurrogateLoss(nn.Module):
 
     def forward(self, targets: Tensor) -> Tensor:
         """The surrogate's value at ``targets`` (= f(θ) on the snapshot's batch)."""
+        check_is_tensor("targets", targets)
+        check_not_meta("targets", targets)
+        check_device("targets", targets, self.targets_t.device, owner="the snapshot")
         if targets.shape != self.targets_t.shape:
             raise ValueError(
                 f"the model's output has shape {tuple(targets.shape)} but the surrogate's targets "
@@ -101,6 +113,9 @@ def target_gradient(target_loss: Callable[[Tensor], Tensor], targets: Tensor) ->
     One ``torch.autograd.grad`` call (no Jacobian): for per-example-separable losses it gives every
     example's target gradient at once.
     """
+    if not callable(target_loss):
+        raise TypeError(f"target_loss must be callable, got {type(target_loss).__name__}")
+    check_tensor("targets", targets, finite=False)
     return _loss_and_target_grad(target_loss, targets)[1]
 
 

@@ -43,9 +43,12 @@ from torch import Tensor
 
 from optforge._core import (
     check_choice,
+    check_device,
+    check_floating,
     check_in_range,
     check_nonnegative,
     check_nonnegative_int,
+    check_not_meta,
     check_positive_int,
     make_generator,
 )
@@ -173,6 +176,15 @@ def sven_direction(
         raise ValueError(f"M must be a 2-D tensor (B, P), got {_shape(M)}")
     if not isinstance(R, Tensor) or R.shape != (M.shape[0],):
         raise ValueError(f"R must have shape ({M.shape[0]},) to match M, got {_shape(R)}")
+    check_not_meta("M", M)
+    check_not_meta("R", R)
+    check_device("R", R, M.device, owner="M")
+    check_floating("M", M, allow_half=False)
+    check_floating("R", R)
+    if M.shape[0] == 0:
+        raise ValueError("M has no rows (an empty batch of conditions)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not torch.isfinite(M).all():
         raise ValueError("M contains non-finite values (NaN or inf)")
     if not torch.isfinite(R).all():

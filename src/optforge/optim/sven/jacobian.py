@@ -70,6 +70,13 @@ def _jacobian_closure(
 
 def _conditions(out: Tensor, group: dict[str, Any], who: str) -> Tensor:
     """Validate the closure's output and average it over micro-batches, flattened."""
+    if not out.is_floating_point():
+        raise TypeError(f"the {who} must return floating-point losses, got dtype {out.dtype}")
+    if out.numel() == 0:
+        raise ValueError(
+            f"the {who} returned an empty tensor of shape {tuple(out.shape)}; Sven needs one "
+            "loss (or residual) per example"
+        )
     if out.dim() == 0:
         raise ValueError(
             f"Sven needs per-example losses of shape (B,) from the {who}, got a scalar; "

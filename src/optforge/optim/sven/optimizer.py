@@ -40,17 +40,38 @@ from torch import Tensor, nn
 
 from optforge._core import (
     check_choice,
+    check_device,
+    check_finite,
     check_in_range,
+    check_is_tensor,
     check_nonnegative,
     check_nonnegative_int,
+    check_not_meta,
     check_positive,
     check_positive_int,
+    check_seed,
     make_generator,
 )
 from optforge.optim.sven.direction import SOLVERS, Solver, SvdInfo, sven_direction
 from optforge.optim.sven.jacobian import _jacobian_closure, _jacobian_model, _residuals
 
 __all__ = ["Sven"]
+
+_VALIDATED_KEYS = (
+    "k",
+    "rtol",
+    "tol",
+    "kappa",
+    "svd",
+    "oversample",
+    "power_iters",
+    "param_fraction",
+    "microbatch_size",
+    "rmsprop",
+    "rms_alpha",
+    "rms_eps",
+    "momentum",
+)
 
 _JOINT_KEYS = (
     "k",
@@ -123,25 +144,17 @@ class Sven(torch.optim.Optimizer):
         solver_dtype: torch.dtype = torch.float64,
         seed: int | None = None,
     ) -> None:
-        check_nonnegative("lr", lr)
-        if k is not None:
-            check_positive_int("k", k)
-        check_in_range("rtol", rtol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_nonnegative("tol", tol)
-        check_positive("kappa", kappa)
-        check_choice("svd", svd, SOLVERS)
-        check_nonnegative_int("oversample", oversample)
-        check_nonnegative_int("power_iters", power_iters)
-        check_in_range("param_fraction", param_fraction, 0.0, 1.0, low_inclusive=False)
-        check_positive_int("microbatch_size", microbatch_size)
-        check_choice("rmsprop", rmsprop, (None, "pre", "post"))
-        check_in_range("rms_alpha", rms_alpha, 0.0, 1.0, high_inclusive=False)
-        check_positive("rms_eps", rms_eps)
-        check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        _validate_hyperparams(
+            lr=lr, k=k, rtol=rtol, tol=tol, kappa=kappa, svd=svd, oversample=oversample,
+            power_iters=power_iters, param_fraction=param_fraction,
+            microbatch_size=microbatch_size, rmsprop=rmsprop, rms_alpha=rms_alpha,
+            rms_eps=rms_eps, momentum=momentum,
+        )  # fmt: skip
         if chunk_size is not None:
             check_positive_int("chunk_size", chunk_size)
         if not (isinstance(solver_dtype, torch.dtype) and solver_dtype.is_floating_point):
             raise ValueError(f"solver_dtype must be a floating torch.dtype, got {solver_dtype!r}")
+        check_seed("seed", seed)
         defaults = dict(
             lr=lr,
             k=k,
@@ -169,16 +182,22 @@ class Sven(torch.optim.Optimizer):
     # -- torch.optim plumbing ---------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Validate the group first (``lr``; the joint keys must match the first group's)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        merged = {**self.defaults, **param_group}
+        if not self.param_groups:  # the first group: its own values must be valid
+            _validate_hyperparams(**{k: merged[k] for k in ("lr", *_VALIDATED_KEYS)})
+        else:
+            check_nonnegative("lr", merged["lr"])
+            first = self.param_groups[0]
+            differ = [key for key in _JOINT_KEYS if merged[key] != first[key]]
+            if differ:
+                raise ValueError(
+                    f"Sven computes one joint direction over all param groups; only lr may "
+                    f"differ between groups, got different {differ}"
+                )
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        check_nonnegative("lr", group["lr"])
-        first = self.param_groups[0]
-        differ = [key for key in _JOINT_KEYS if group[key] != first[key]]
-        if differ:
-            raise ValueError(
-                f"Sven computes one joint direction over all param groups; only lr may differ "
-                f"between groups, got different {differ}"
-            )
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -222,17 +241,54 @@ class Sven(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         if not params:
             raise ValueError("params: no parameter requires grad")
-        for p in params:
-            self.state[p].setdefault("step", torch.tensor(0.0))
-        step_no = int(self.state[params[0]]["step"]) + 1
-        selected = self._select_params(params, group0)
         if closure is not None:
             if model is not None or loss_fn is not None or inputs is not None:
                 raise ValueError("give either closure or model/loss_fn/inputs, not both")
-            values, jac = _jacobian_closure(closure, params, selected, group0, self.solver_dtype)
+            if not callable(closure):
+                raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         else:
             if model is None or loss_fn is None or inputs is None:
                 raise ValueError("step needs a closure, or model, loss_fn and inputs")
+            _check_model_inputs(model, loss_fn, inputs, targets, params[0].device)
+        # Nothing below changes the optimizer until every value is computed: a step that raises
+        # (bad closure output, NaN losses, a failed SVD) leaves parameters, state and the
+        # generator as they were.
+        step_no = int(self.state.get(params[0], {}).get("step", 0)) + 1
+        generator_state = self.generator.get_state()
+        try:
+            d, writes = self._direction(
+                closure, model, loss_fn, inputs, targets, params, group0, step_no
+            )
+        except BaseException:
+            self.generator.set_state(generator_state)
+            raise
+        d, selected, reported, info = d
+        for key, flat in writes.items():
+            self._write_flat_state(key, params, selected, flat)
+        self.last_svd_info = info
+        self._apply(params, selected, d)
+        for p in params:
+            state = self.state[p]
+            state["step"] = state.get("step", torch.tensor(0.0)) + 1
+        return reported
+
+    def _direction(
+        self,
+        closure: Callable[[], Tensor] | None,
+        model: nn.Module | None,
+        loss_fn: Callable[..., Tensor] | None,
+        inputs: Tensor | None,
+        targets: Tensor | None,
+        params: list[Tensor],
+        group0: dict[str, Any],
+        step_no: int,
+    ) -> tuple[tuple[Tensor, list[Tensor], Tensor, SvdInfo], dict[str, Tensor]]:
+        """The step's update direction and the state it will write (nothing is written here)."""
+        selected = self._select_params(params, group0)
+        if closure is not None:
+            values, jac = _jacobian_closure(closure, params, selected, group0, self.solver_dtype)
+        else:
+            assert model is not None and loss_fn is not None and inputs is not None
             values, jac = _jacobian_model(
                 model, loss_fn, inputs, targets, params, selected, group0, self.solver_dtype,
                 self.chunk_size,
@@ -240,10 +296,12 @@ class Sven(torch.optim.Optimizer):
         out_dtype = values.dtype
         residuals, M, reported = _residuals(values, jac, group0, step_no, self.solver_dtype)
 
+        writes: dict[str, Tensor] = {}
         scale = None
         if group0["rmsprop"] == "pre":
             mean_row = M.mean(0)
             v = self._ema_sq("rms_v", params, selected, mean_row, group0)
+            writes["rms_v"] = v
             scale = 1.0 / (v.sqrt() + group0["rms_eps"])
             M = M * scale
         d, info = sven_direction(
@@ -257,21 +315,23 @@ class Sven(torch.optim.Optimizer):
             power_iters=group0["power_iters"],
             generator=self.generator,
         )
-        self.last_svd_info = info
         if scale is not None:
             d = d * scale
         elif group0["rmsprop"] == "post":
             v = self._ema_sq("rms_v", params, selected, d, group0)
+            writes["rms_v"] = v
             d = d / (v.sqrt() + group0["rms_eps"])
         if group0["momentum"] > 0:
             buf = self._flat_state("momentum_buffer", params, selected, d.dtype)
             buf = group0["momentum"] * buf + d
-            self._write_flat_state("momentum_buffer", params, selected, buf)
+            writes["momentum_buffer"] = buf
             d = buf
-        self._apply(params, selected, d)
-        for p in params:
-            self.state[p]["step"] += 1
-        return reported.to(out_dtype)
+        if not bool(torch.isfinite(d).all()):
+            raise FloatingPointError(
+                f"Sven step {step_no}: the update direction is non-finite (NaN or inf); the step "
+                "was not taken"
+            )
+        return (d, selected, reported.to(out_dtype), info), writes
 
     # -- private helpers --------------------------------------------------------------------
 
@@ -306,11 +366,11 @@ class Sven(torch.optim.Optimizer):
     ) -> Tensor:
         parts = []
         for p, idx in zip(params, selected, strict=True):
-            state = self.state[p]
-            if key not in state:
-                dtype_state = torch.float64 if p.dtype == torch.float64 else torch.float32
-                state[key] = torch.zeros(p.shape, dtype=dtype_state, device=p.device)
-            parts.append(state[key].reshape(-1)[idx.to(p.device)].to(dtype))
+            state = self.state.get(p, {})
+            if key in state:
+                parts.append(state[key].reshape(-1)[idx.to(p.device)].to(dtype))
+            else:  # read-only: the buffer is created when it is written
+                parts.append(torch.zeros(idx.numel(), dtype=dtype, device=p.device))
         return torch.cat(parts)
 
     def _write_flat_state(
@@ -319,7 +379,11 @@ class Sven(torch.optim.Optimizer):
         start = 0
         for p, idx in zip(params, selected, strict=True):
             n = idx.numel()
-            buf = self.state[p][key].view(-1)
+            state = self.state[p]
+            if key not in state:
+                dtype_state = torch.float64 if p.dtype == torch.float64 else torch.float32
+                state[key] = torch.zeros(p.shape, dtype=dtype_state, device=p.device)
+            buf = state[key].view(-1)
             buf[idx.to(p.device)] = flat[start : start + n].to(buf.dtype)
             start += n
 
@@ -333,9 +397,7 @@ class Sven(torch.optim.Optimizer):
     ) -> Tensor:
         alpha = group["rms_alpha"]
         v = self._flat_state(key, params, selected, value.dtype)
-        v = alpha * v + (1.0 - alpha) * value**2
-        self._write_flat_state(key, params, selected, v)
-        return v
+        return alpha * v + (1.0 - alpha) * value**2  # written by step() once the step is taken
 
     def _apply(self, params: list[Tensor], selected: list[Tensor], d: Tensor) -> None:
         lr_of = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
@@ -351,3 +413,55 @@ class Sven(torch.optim.Optimizer):
                 p.add_(update.view_as(p), alpha=-lr)
             else:
                 p.view(-1).index_add_(0, idx.to(p.device), update, alpha=-lr)
+
+
+def _validate_hyperparams(
+    *,
+    lr: float,
+    k: int | None,
+    rtol: float,
+    tol: float,
+    kappa: float,
+    svd: str,
+    oversample: int,
+    power_iters: int,
+    param_fraction: float,
+    microbatch_size: int,
+    rmsprop: str | None,
+    rms_alpha: float,
+    rms_eps: float,
+    momentum: float,
+) -> None:
+    check_nonnegative("lr", lr)
+    if k is not None:
+        check_positive_int("k", k)
+    check_in_range("rtol", rtol, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_nonnegative("tol", tol)
+    check_positive("kappa", kappa)
+    check_choice("svd", svd, SOLVERS)
+    check_nonnegative_int("oversample", oversample)
+    check_nonnegative_int("power_iters", power_iters)
+    check_in_range("param_fraction", param_fraction, 0.0, 1.0, low_inclusive=False)
+    check_positive_int("microbatch_size", microbatch_size)
+    check_choice("rmsprop", rmsprop, (None, "pre", "post"))
+    check_in_range("rms_alpha", rms_alpha, 0.0, 1.0, high_inclusive=False)
+    check_positive("rms_eps", rms_eps)
+    check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+
+
+def _check_model_inputs(
+    model: Any, loss_fn: Any, inputs: Any, targets: Any, device: torch.device
+) -> None:
+    """Types, devices and finiteness of the model path's arguments (before any state change)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    for name, value in (("inputs", inputs), ("targets", targets)):
+        if value is None:
+            continue
+        check_is_tensor(name, value)
+        check_not_meta(name, value)
+        check_device(name, value, device)
+        if value.is_floating_point():
+            check_finite(name, value.detach())

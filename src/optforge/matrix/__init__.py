@@ -13,6 +13,7 @@ from optforge.matrix.altmin import (
     robust_altmin_complete,
 )
 from optforge.matrix.gamp_rie import (
+    GampRieDivergenceWarning,
     GampRieResult,
     RIEDenoiser,
     WishartGOESpectrum,
@@ -34,6 +35,7 @@ from optforge.matrix.quadratic_nets import (
 
 __all__ = [
     "ExactNormalEquations",
+    "GampRieDivergenceWarning",
     "GampRieResult",
     "QuadTeacherData",
     "QuadraticNet",

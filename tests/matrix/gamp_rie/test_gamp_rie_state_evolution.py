@@ -1,9 +1,16 @@
 """Bayes-optimal error and state evolution (``gamp_rie.state_evolution``)."""
 
+import importlib
+
 import numpy as np
 import pytest
 
-from optforge.matrix.gamp_rie import bayes_optimal_mse, perfect_recovery_threshold, state_evolution
+from optforge.matrix.gamp_rie import (
+    bayes_optimal_mse,
+    denoising_mmse,
+    perfect_recovery_threshold,
+    state_evolution,
+)
 
 SPEC_TABLE = {
     (0.5, 0.0): [0.879, 0.724, 0.555, 0.392, 0.247, 0.128, 0.039, 0.0, 0.0],
@@ -74,3 +81,38 @@ def test_theory_bad_inputs(kwargs, name):
         bayes_optimal_mse(**args)
     with pytest.raises(ValueError, match=name):
         state_evolution(**args)
+
+
+@pytest.mark.parametrize("kappa", [0.2, 1.0, 2.0])
+def test_fixed_point_above_threshold_is_computed_and_matches_shortcut(kappa):
+    """Above α_PR the fixed-point search itself finds no root in [1e-12, 1]: 0, as the
+    documented shortcut says; just below α_PR it finds a positive root."""
+    a_pr = perfect_recovery_threshold(kappa)
+    above = np.array([1.001, 1.2]) * a_pr
+    computed = bayes_optimal_mse(above, kappa)
+    np.testing.assert_array_equal(computed, bayes_optimal_mse(above, kappa, shortcut=True))
+    assert np.all(computed == 0.0)
+    assert 0.0 < bayes_optimal_mse(0.99 * a_pr, kappa)[()] < 0.05
+
+
+def test_default_fixed_point_does_not_take_the_shortcut(monkeypatch):
+    """The default path solves the fixed point: it gives 0 above α_PR even when the closed-form
+    threshold is made unusable (the former code returned 0 through that branch only)."""
+    se = importlib.import_module("optforge.matrix.gamp_rie.state_evolution")  # module, not fn
+
+    def broken(kappa):
+        raise AssertionError("the shortcut was consulted")
+
+    monkeypatch.setattr(se, "perfect_recovery_threshold", broken)
+    assert bayes_optimal_mse(0.45, 0.5)[()] == 0.0
+    with pytest.raises(AssertionError, match="shortcut"):
+        bayes_optimal_mse(0.45, 0.5, shortcut=True)
+
+
+@pytest.mark.parametrize("kappa", [0.5, 2.0])
+def test_mmse_below_its_tangent_at_zero(kappa):
+    """mmse°(Δ) ≤ 2α_PR·Δ, the bound that makes 0 the only fixed point above α_PR."""
+    slope = 2 * perfect_recovery_threshold(kappa)
+    for delta in np.geomspace(1e-9, 10.0, 25):
+        assert denoising_mmse(delta, kappa) <= slope * delta * (1 + 1e-9)
+    assert denoising_mmse(1e-6, kappa) == pytest.approx(slope * 1e-6, rel=1e-2)

@@ -11,6 +11,7 @@ from optforge.online import (
     Ball,
     OptimisticEnsemble,
     OptimisticOGD,
+    Unconstrained,
     ensemble_step_sizes,
     sea_stream,
 )
@@ -35,3 +36,29 @@ def test_ensemble_grid_weights_and_domain():
         p = ens.weights
         assert bool((p >= 0).all()) and abs(float(p.sum()) - 1) < 1e-12
         ens.update(stream.grad(t, x))
+
+
+def test_meta_step_is_capped_at_hedge_step_for_range_gd():
+    """meta δ = (GD)²: η_t ≤ √(ln N)/(GD); with δ = 1e-8 the first step was ~1e4 and the
+    weights jumped onto one base learner after one round."""
+    g_bound, diam = 2.0, 2.0
+    stream = sea_stream("switch", dim=4, horizon=200, sigma=0.3, period=50, seed=0)
+    ens = OptimisticEnsemble(_zeros(4), Ball(1.0), horizon=200, grad_bound=g_bound, smoothness=1)
+    n = len(ens.step_sizes)
+    assert ens.meta_delta == pytest.approx((g_bound * diam) ** 2)
+    cap = math.sqrt(math.log(n)) / (g_bound * diam)
+    for t in range(200):
+        assert float(ens.meta.step_size()) <= cap * (1 + 1e-12)
+        x = ens.predict()
+        ens.update(stream.grad(t, x))
+        if t == 0:
+            assert float(ens.weights.max()) < 0.5  # no jump onto one expert after one round
+
+
+def test_ensemble_needs_meta_delta_on_unbounded_domain():
+    with pytest.raises(ValueError, match="meta_delta"):
+        OptimisticEnsemble(_zeros(2), Unconstrained(), horizon=10, grad_bound=1.0, step_sizes=[0.1])
+    ens = OptimisticEnsemble(
+        _zeros(2), Unconstrained(), horizon=10, grad_bound=1.0, step_sizes=[0.1], meta_delta=1.0
+    )
+    assert ens.meta_delta == 1.0

@@ -11,6 +11,8 @@ from optforge.online import (
     ONS,
     Ball,
     OptimisticONS,
+    run_online,
+    sea_least_squares,
 )
 
 
@@ -64,3 +66,27 @@ def test_ons_with_large_delta_is_ogd():
     classic = ONS(_zeros(3), Ball(1.0), exp_concavity=1.0, grad_bound=1.0, delta=delta)
     ogd2 = OGD(_zeros(3), Ball(1.0), step="fixed", lr=1 / (delta * classic.beta))
     torch.testing.assert_close(_play(classic, grads), _play(ogd2, grads), rtol=1e-5, atol=1e-12)
+
+
+def test_optimistic_ons_default_delta_is_ons_regulariser():
+    """δ = 1/(βD²): ONS's metric β·A_0 = βεI with ε = 1/(β²D²); raised to 4L for large L."""
+    kw = {"exp_concavity": 0.25, "grad_bound": 2.0}
+    ons = ONS(_zeros(5), Ball(1.0), **kw)
+    opt = OptimisticONS(_zeros(5), Ball(1.0), smoothness=1.0, **kw)
+    assert opt.beta == ons.beta == pytest.approx(1 / 32)
+    assert opt.delta == pytest.approx(ons.beta * ons.delta) == pytest.approx(8.0)
+    assert OptimisticONS(_zeros(5), Ball(1.0), **kw).delta == pytest.approx(8.0)
+    assert OptimisticONS(_zeros(5), Ball(1.0), smoothness=10.0, **kw).delta == 40.0
+    torch.testing.assert_close(opt.metric, 8.0 * torch.eye(5, dtype=torch.float64))
+
+
+def test_optimistic_ons_default_not_worse_than_ons_on_switching_least_squares():
+    """Before the fix (δ = 1 + 8L/β = 257) optimistic ONS barely moved: regret ≈ +1.4 vs −9."""
+    stream = sea_least_squares("switch", dim=5, horizon=500, sigma=0.1, period=100, seed=0)
+    kw = {"exp_concavity": 0.25, "grad_bound": 2.0}
+    ons = run_online(ONS(_zeros(5), Ball(1.0), **kw), stream, checkpoints=[500])
+    opt = run_online(
+        OptimisticONS(_zeros(5), Ball(1.0), smoothness=1.0, **kw), stream, checkpoints=[500]
+    )
+    assert float(ons["static_regret"]) < -5.0
+    assert float(opt["static_regret"]) <= float(ons["static_regret"])

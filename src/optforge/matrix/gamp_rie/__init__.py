@@ -51,7 +51,7 @@ Example:
     0.392
 """
 
-from optforge.matrix.gamp_rie.algorithm import GampRieResult, gamp_rie
+from optforge.matrix.gamp_rie.algorithm import GampRieDivergenceWarning, GampRieResult, gamp_rie
 from optforge.matrix.gamp_rie.rie import RIEDenoiser
 from optforge.matrix.gamp_rie.sensing import sensing_adjoint, sensing_forward
 from optforge.matrix.gamp_rie.spectrum import WishartGOESpectrum, denoising_mmse
@@ -62,6 +62,7 @@ from optforge.matrix.gamp_rie.state_evolution import (
 )
 
 __all__ = [
+    "GampRieDivergenceWarning",
     "GampRieResult",
     "RIEDenoiser",
     "WishartGOESpectrum",

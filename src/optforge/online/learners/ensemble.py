@@ -9,6 +9,21 @@ Choices: the grid is ``η_i = min{2^{i−1} η_min, 1/(4L)}``, ``η_min = D/(G�
 ``⟨g_t, x_{t,i}⟩`` with hints ``⟨M_t, x_{t,i}⟩`` and the adaptive entropic step of
 :class:`~optforge.online.OptimisticOMD` (Sword++'s correction terms are not included).
 
+**Meta step: δ = (GD)².** The meta learner's step is
+``η_t = √(ln N)/√(δ + Σ_{s<t} a_s)`` with ``a_s = ‖ℓ_s − m_s‖²_∞``. Optimistic Hedge with
+non-increasing steps has regret ``≤ ln N/η_T + Σ_t η_t a_t`` against any base learner. The
+second sum is ``√(ln N)·Σ_t a_t/√(δ + Σ_{s<t} a_s)``. When ``δ ≥ max_t a_t``, each
+denominator is at least ``√(Σ_{s≤t} a_s)``, so the sum is ``≤ 2√(ln N·Σ_t a_t)`` and the
+meta regret is ``O(√(ln N)·(√δ + √(Σ_t a_t)))``. When ``δ → 0`` the first term alone is
+``a_1·√(ln N)/√δ``, which is unbounded. The first step ``η_1 = √(ln N)/√δ`` is then huge (1.4·10⁴
+for N = 8, δ = 10⁻⁸), so the weights jump onto the base learner that was best in round 1.
+How large can ``a_t`` be? Here ``ℓ_{t,i} − m_{t,i} = ⟨g_t − M_t, x_{t,i}⟩``, so
+``a_t ≤ ‖g_t − M_t‖²·max_i‖x_{t,i}‖² ≤ (2G)²·(D/2)² = (GD)²`` on a domain centred at the
+origin (a centred ball: ``‖x‖ ≤ D/2``). The default ``δ = (GD)²`` is therefore the smallest δ
+with the clean bound. Equivalently, it caps the meta step at ``η_t ≤ √(ln N)/(GD)``, Hedge's
+one-round step for losses of range GD. For a domain not centred at the origin, pass
+``meta_delta = (2G·max_{x∈𝒳}‖x‖)²``. An unbounded domain needs an explicit ``meta_delta``.
+
 Example::
 
     learner = OptimisticEnsemble(torch.zeros(10), Ball(1.0), horizon=10_000, grad_bound=2.0)
@@ -68,7 +83,7 @@ class OptimisticEnsemble(OnlineLearner):
         grad_bound: ``G``.
         smoothness: ``L`` (caps the grid at ``1/(4L)``).
         step_sizes: an explicit grid instead of :func:`ensemble_step_sizes`.
-        meta_delta: ``δ`` of the meta learner's adaptive step.
+        meta_delta: ``δ`` of the meta learner's adaptive step; default ``(G·D)²`` (module doc).
     """
 
     _state_names = ("xhat", "hint_vec")
@@ -82,7 +97,7 @@ class OptimisticEnsemble(OnlineLearner):
         grad_bound: float,
         smoothness: float | None = None,
         step_sizes: list[float] | None = None,
-        meta_delta: float = 1e-8,
+        meta_delta: float | None = None,
     ) -> None:
         super().__init__(x0, domain)
         if step_sizes is None:
@@ -102,7 +117,12 @@ class OptimisticEnsemble(OnlineLearner):
         weights0 = torch.full(
             (*self.x0.shape[:-1], n), 1.0 / n, dtype=self.x0.dtype, device=self.x0.device
         )
-        self.meta = OptimisticOMD(weights0, Simplex(n), mirror="entropic", delta=meta_delta)
+        if meta_delta is None:
+            if not math.isfinite(domain.diameter):
+                raise ValueError("OptimisticEnsemble on an unbounded domain needs meta_delta")
+            meta_delta = (float(check_positive("grad_bound", grad_bound)) * domain.diameter) ** 2
+        self.meta_delta = float(check_positive("meta_delta", meta_delta))
+        self.meta = OptimisticOMD(weights0, Simplex(n), mirror="entropic", delta=self.meta_delta)
 
     @property
     def weights(self) -> Tensor:

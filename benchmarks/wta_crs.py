@@ -1,44 +1,90 @@
-"""Saved-activation bytes and step time of WTA-CRS layers, as ratios against ``nn.Linear``.
+"""WTA-CRS memory–time frontier: saved-activation bytes vs step time, against checkpointing.
 
-Model: embedding → ``depth`` residual blocks ``x + fc2(relu(fc1(x)))`` (MLP ``4·width``) → head,
-one forward + backward of the cross-entropy per step. Variants, in one process on the same
-weights and batch:
+Models, built from configs with random weights (nothing downloaded), one batch each:
 
-* ``linear``: plain ``nn.Linear`` + ``nn.ReLU`` (the baseline);
-* ``checkpoint``: ``torch.utils.checkpoint`` (non-reentrant) around every block;
-* ``wta-0.3``, ``wta-0.1``, ``crs-0.3``: ``optforge.nn.convert_linear`` on fc1/fc2 plus
-  ``convert_relu`` (1-bit ReLU masks).
+* ``llama`` — ``transformers.LlamaForCausalLM`` (``optforge.repro.llm.tiny_llama``; vocab 256,
+  hidden 256, MLP 688, 4 layers, 4 heads, SDPA attention), batch 8 × 128 tokens, LM loss;
+* ``bert`` — ``transformers.BertForSequenceClassification`` (vocab 256, hidden 256, MLP 1024,
+  4 layers, 4 heads, default dropout), batch 8 × 128 tokens, 2 labels;
+* ``relu-mlp`` — embedding → 4 residual blocks ``x + fc2(relu(fc1(x)))`` (d 256, MLP 1024) →
+  head, batch 8 × 128: the linear-dominated case, where WTA-CRS adds 1-bit ReLU masks.
 
-Saved bytes come from ``optforge.nn.saved_tensor_bytes`` (exact, machine independent, parameters
-excluded); on CUDA the peak of ``torch.cuda.max_memory_allocated`` per step is reported too.
+Variants (same weights and batch, in one process): ``linear`` (unconverted), ``checkpoint``
+(activation checkpointing of every block, non-reentrant), ``wta-0.3`` / ``wta-0.1``
+(``optforge.nn.convert_model``: every attention/MLP linear, one shared sample per input, 1-bit
+ReLU masks where the activation is a ReLU), ``wta-0.3+checkpoint`` / ``wta-0.1+checkpoint``
+(both: checkpoint the block, sample inside).
 
-Run: ``python benchmarks/wta_crs.py [--device cuda] [--width 512] [--depth 4] [--batch 16]``.
-Prints one JSON object.
+Per (model, variant): saved-activation bytes between forward and backward
+(``optforge.nn.saved_tensor_bytes``, parameters excluded; exact and machine independent; the
+checkpointed inputs are counted, the transient recomputation of one block in backward is not),
+the forward + backward step time (median of interleaved rounds, ``optforge.repro.timing``), the
+top-level aten operators of one step and the host synchronisations (CPU profiler), and whether
+the variant is on the Pareto frontier (no other variant both saves fewer bytes and runs faster).
+Under checkpointing only the block inputs survive between the passes, with or without sampling;
+sampling shrinks the one block recomputed at a time in the backward pass. So a second memory
+figure, ``peak_estimate_bytes``, adds to the checkpointed variants the saved bytes of the largest
+block of the same model without checkpointing (an estimate of the activation peak, not a
+measurement; on CUDA the measured peak is ``cuda_peak_bytes``), with its own frontier.
+The layer section counts the aten ops of one forward + backward of a single 1024 → 4096 layer at
+N = 8192 rows (the issue's measurement). On CUDA, ``torch.cuda.max_memory_allocated`` per step
+is reported too.
+
+Run (writes the JSON record and the plot of the docs page; ``--replot RECORD`` redraws the
+plot from a stored record without measuring)::
+
+    python benchmarks/wta_crs.py --json docs/methods/img/wta-crs-frontier.json \\
+        --plot docs/methods/img/wta-crs-frontier.png
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from optforge.nn import convert_linear, convert_relu, peak_memory_bytes, saved_tensor_bytes
+from optforge.nn import (
+    ALL_TARGETS,
+    WTACRSLinear,
+    aten_op_counts,
+    convert_model,
+    host_sync_ops,
+    peak_memory_bytes,
+    saved_tensor_bytes,
+)
+from optforge.repro.llm import tiny_llama
 from optforge.repro.timing import time_interleaved
 
+VARIANTS = (
+    "linear",
+    "checkpoint",
+    "wta-0.3",
+    "wta-0.1",
+    "wta-0.3+checkpoint",
+    "wta-0.1+checkpoint",
+)
+MODELS = ("llama", "bert", "relu-mlp")
 
-class Net(nn.Module):
-    def __init__(self, vocab: int, d: int, depth: int, checkpoint: bool = False) -> None:
+
+class ReLUNet(nn.Module):
+    """Embedding → residual ReLU MLP blocks → head: linear inputs dominate saved activations."""
+
+    def __init__(self, vocab: int, d: int, depth: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d)) for _ in range(depth)
         )
         self.head = nn.Linear(d, vocab)
-        self.checkpoint = checkpoint
+        self.checkpoint = False
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)
@@ -50,66 +96,295 @@ class Net(nn.Module):
         return F.cross_entropy(self.head(x).flatten(0, 1), ids.flatten())
 
 
-def _build(variant: str, args: argparse.Namespace) -> nn.Module:
-    torch.manual_seed(0)
-    net = Net(args.vocab, args.width, args.depth, checkpoint=variant == "checkpoint")
-    if variant.startswith(("wta", "crs")):
-        method, ratio = variant.split("-")
-        convert_relu(net)
-        convert_linear(net, float(ratio), include=("*.0", "*.2"), method=method)
-    return net.to(args.device)
+def _enable_checkpointing(model: nn.Module) -> None:
+    if isinstance(model, ReLUNet):
+        model.checkpoint = True
+    elif hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--vocab", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    variants = ("linear", "checkpoint", "wta-0.3", "wta-0.1", "crs-0.3")
-    nets = {v: _build(v, args) for v in variants}
-    ids = torch.randint(
-        args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)
-    )
-    ids = ids.to(args.device)
+def build(name: str, variant: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
+    """The model for ``variant`` and its loss closure on one fixed batch."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(args.vocab, (args.batch, args.seq), generator=gen).to(args.device)
+    if name == "llama":
+        model = tiny_llama(
+            seed=0,
+            vocab_size=args.vocab,
+            hidden_size=args.width,
+            intermediate_size=688 * args.width // 256,
+            num_hidden_layers=args.depth,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=args.seq,
+        )
 
-    saved = {
-        v: saved_tensor_bytes(lambda net=net: net(ids), exclude=net.parameters())
-        for v, net in nets.items()
+        def loss(model=model):
+            return model(input_ids=ids, labels=ids).loss
+
+    elif name == "bert":
+        import transformers
+
+        config = transformers.BertConfig(
+            vocab_size=args.vocab,
+            hidden_size=args.width,
+            num_hidden_layers=args.depth,
+            num_attention_heads=4,
+            intermediate_size=4 * args.width,
+            max_position_embeddings=args.seq,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = transformers.BertForSequenceClassification(config)
+        labels = torch.randint(2, (args.batch,), generator=gen).to(args.device)
+
+        def loss(model=model):
+            return model(input_ids=ids, labels=labels).loss
+
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = ReLUNet(args.vocab, args.width, args.depth)
+
+        def loss(model=model):
+            return model(ids)
+
+    model.to(args.device).train()
+    if variant.startswith("wta"):
+        ratio = float(variant.split("+")[0].split("-")[1])
+        convert_model(model, ratio, include=("blocks.*",) if name == "relu-mlp" else ALL_TARGETS)
+    if variant.endswith("checkpoint"):
+        _enable_checkpointing(model)
+    return model, loss
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks (decoder / encoder layers, residual MLP blocks) of a model."""
+    if isinstance(model, ReLUNet):
+        return list(model.blocks)
+    if hasattr(model, "bert"):
+        return list(model.bert.encoder.layer)
+    return list(model.model.layers)
+
+
+def largest_block_bytes(model: nn.Module, loss: Callable) -> int:
+    """Saved bytes first saved while the largest block runs (the activations one checkpointed
+    block recomputes in the backward pass hold at once)."""
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    current: list[int | None] = [None]
+    per_block: dict[int, int] = {}
+    hooks = []
+    for i, block in enumerate(blocks_of(model)):
+        hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: current.__setitem__(0, i)))
+        hooks.append(block.register_forward_hook(lambda m, a, o: current.__setitem__(0, None)))
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            skip.add(ptr)
+            if current[0] is not None:
+                per_block[current[0]] = per_block.get(current[0], 0) + t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = loss()
+    out.backward()
+    for hook in hooks:
+        hook.remove()
+    return max(per_block.values())
+
+
+def pareto(points: dict[str, tuple[float, float]]) -> dict[str, bool]:
+    """``True`` for the points no other point dominates (≤ in both coordinates, < in one)."""
+    return {
+        v: not any(
+            (b[0] <= a[0] and b[1] <= a[1]) and (b[0] < a[0] or b[1] < a[1])
+            for u, b in points.items()
+            if u != v
+        )
+        for v, a in points.items()
     }
-    peak = {}
-    if args.device.startswith("cuda"):
-        peak = {
-            v: peak_memory_bytes(lambda net=net: net(ids), args.device) for v, net in nets.items()
-        }
 
-    def step(net: nn.Module) -> Callable[[], None]:
+
+def measure_model(name: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    built = {v: build(name, v, args) for v in VARIANTS}
+
+    def step(model: nn.Module, loss: Callable) -> Callable[[], None]:
         def run() -> None:
-            net.zero_grad(set_to_none=True)
-            net(ids).backward()
+            model.zero_grad(set_to_none=True)
+            loss().backward()
 
         return run
 
-    # interleaved rounds so that drift cancels
-    steps = {v: step(net) for v, net in nets.items()}
-    median = time_interleaved(steps, args.device, args.repeats, warmup=3)
-    result = {
-        "config": vars(args),
-        "saved_bytes": saved,
-        "saved_ratio_vs_linear": {v: saved[v] / saved["linear"] for v in variants},
-        "step_time_s": median,
-        "step_time_ratio_vs_linear": {v: median[v] / median["linear"] for v in variants},
+    steps = {v: step(*built[v]) for v in VARIANTS}
+    rows: dict[str, dict[str, Any]] = {}
+    for v, (model, loss) in built.items():
+        rows[v] = {
+            "saved_bytes": saved_tensor_bytes(loss, exclude=model.parameters()),
+            "aten_ops": sum(aten_op_counts(steps[v]).values()),
+            "host_syncs": len(host_sync_ops(steps[v])),
+        }
+        if args.device.startswith("cuda"):
+            rows[v]["cuda_peak_bytes"] = peak_memory_bytes(loss, args.device)
+        if not v.endswith("checkpoint"):
+            rows[v]["block_bytes"] = largest_block_bytes(model, loss)
+    medians = time_interleaved(steps, args.device, args.repeats, warmup=3)
+    base = rows["linear"]
+    for v, row in rows.items():
+        # between the passes + (with checkpointing) one block recomputed in the backward pass
+        row["peak_estimate_bytes"] = row["saved_bytes"] + (
+            rows[v.split("+")[0] if "+" in v else "linear"]["block_bytes"]
+            if v.endswith("checkpoint")
+            else 0
+        )
+    for v, row in rows.items():
+        row["step_s"] = medians[v]
+        row["saved_ratio"] = row["saved_bytes"] / base["saved_bytes"]
+        row["peak_estimate_ratio"] = row["peak_estimate_bytes"] / base["peak_estimate_bytes"]
+        row["time_ratio"] = medians[v] / medians["linear"]
+        row["ops_ratio"] = row["aten_ops"] / base["aten_ops"]
+    for metric in ("saved", "peak_estimate"):
+        front = pareto({v: (r[f"{metric}_ratio"], r["time_ratio"]) for v, r in rows.items()})
+        for v, row in rows.items():
+            row[f"on_frontier_{metric}"] = front[v]
+    return rows
+
+
+def measure_layer(device: str) -> dict[str, int]:
+    """Top-level aten ops of one forward + ``sum().backward()`` of a 1024 → 4096 layer, N = 8192."""
+    x = torch.randn(8192, 1024, device=device)
+    out: dict[str, int] = {}
+    layers = {
+        "linear": nn.Linear(1024, 4096),
+        "wta-0.3": WTACRSLinear(1024, 4096, ratio=0.3),
+        "crs-0.3": WTACRSLinear(1024, 4096, ratio=0.3, method="crs"),
     }
-    if peak:
-        result["cuda_peak_bytes"] = peak
-        result["cuda_peak_ratio_vs_linear"] = {v: peak[v] / peak["linear"] for v in variants}
-    print(json.dumps(result, indent=1))
+    for name, layer in layers.items():
+        layer.to(device)
+
+        def run(layer=layer) -> None:
+            layer.zero_grad(set_to_none=True)
+            layer(x).sum().backward()
+
+        run()
+        out[name] = sum(aten_op_counts(run).values())
+        out[f"{name}_host_syncs"] = len(host_sync_ops(run))
+    return out
+
+
+def plot(record: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in MODELS if m in record["models"]]
+    fig, axes = plt.subplots(2, len(models), figsize=(4.2 * len(models), 7.2), squeeze=False)
+    markers = {"linear": "o", "checkpoint": "s", "wta-0.3": "^", "wta-0.1": "v"}
+    ylabels = {
+        "saved": "saved activation bytes / nn.Linear",
+        "peak_estimate": "between passes + one block / nn.Linear",
+    }
+    for (row_i, metric), (col, name) in (
+        (m, c) for m in enumerate(ylabels) for c in enumerate(models)
+    ):
+        ax = axes[row_i][col]
+        rows = record["models"][name]
+        front = sorted(
+            (r["time_ratio"], r[f"{metric}_ratio"])
+            for r in rows.values()
+            if r[f"on_frontier_{metric}"]
+        )
+        ax.step(
+            [t for t, _ in front],
+            [b for _, b in front],
+            where="post",
+            color="0.7",
+            zorder=0,
+            label="Pareto frontier",
+        )
+        for v, r in rows.items():
+            base = v.split("+")[0]
+            ax.scatter(
+                r["time_ratio"],
+                r[f"{metric}_ratio"],
+                marker=markers.get(base, "o"),
+                facecolors="none" if v.endswith("+checkpoint") else None,
+                edgecolors="C3" if v.startswith("wta") else "C0",
+                color="C3" if v.startswith("wta") else "C0",
+                s=55,
+            )
+            offset = {"wta-0.3+checkpoint": -9, "wta-0.1+checkpoint": -17}.get(v, 3)
+            ax.annotate(
+                v,
+                (r["time_ratio"], r[f"{metric}_ratio"]),
+                fontsize=7,
+                xytext=(4, offset),
+                textcoords="offset points",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("step time / nn.Linear")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if col == 0:
+            ax.set_ylabel(ylabels[metric], fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    note = record["config"].get("note", "")
+    fig.suptitle(
+        f"WTA-CRS vs checkpointing ({record['device_name']}, {record['date']})"
+        + (f"\n{note}" if note else ""),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write the record here")
+    parser.add_argument("--plot", help="write the frontier plot here (PNG)")
+    parser.add_argument("--note", default="", help="free text stored in the record")
+    parser.add_argument("--replot", help="only redraw --plot from this stored JSON record")
+    args = parser.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            plot(json.load(f), args.plot)
+        return
+    torch.set_num_threads(args.threads)
+    device_name = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"CPU {platform.machine()}, {os.cpu_count()} cores, {args.threads} thread(s)"
+    )
+    record: dict[str, Any] = {
+        "benchmark": "wta-crs-frontier",
+        "date": datetime.date.today().isoformat(),
+        "device_name": device_name,
+        "torch": torch.__version__,
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "plot")},
+        "layer_ops": measure_layer(args.device),
+        "models": {},
+    }
+    for name in args.models.split(","):
+        record["models"][name] = measure_model(name, args)
+    text = json.dumps(record, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    if args.plot:
+        plot(record, args.plot)
 
 
 if __name__ == "__main__":

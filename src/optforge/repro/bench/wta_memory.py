@@ -1,12 +1,15 @@
 """WTA-CRS: saved activation bytes and step time, vs ``nn.Linear`` and ``torch.utils.checkpoint``.
 
-Rows ``wta/<variant>`` (``checkpoint``, ``wta-0.3``, ``wta-0.1``): a residual MLP of 3 blocks
-``x + fc2(relu(fc1(x)))`` (hidden ``4·width``) whose linears are WTA-CRS layers keeping that
-fraction of rows (``optforge.nn.convert_linear`` plus 1-bit ReLU masks), or wrapped in
-non-reentrant checkpointing. ``ratio`` is autograd's saved bytes
-(``optforge.nn.saved_tensor_bytes``, parameters excluded: exact and machine independent) over
-``nn.Linear``'s; ``time_ratio`` the forward + backward time (interleaved medians) over
-``nn.Linear``'s; ``*_vs_checkpoint`` the same against checkpointing.
+Rows ``wta/<variant>`` (``checkpoint``, ``wta-0.3``, ``wta-0.1``, ``wta-0.3+checkpoint``): a
+residual MLP of 3 blocks ``x + fc2(relu(fc1(x)))`` (hidden ``4·width``) whose linears are
+WTA-CRS layers keeping that fraction of rows (``optforge.nn.convert_model``: the linears plus
+1-bit ReLU masks), wrapped in non-reentrant checkpointing, or both. ``ratio`` is autograd's saved
+bytes (``optforge.nn.saved_tensor_bytes``, parameters excluded: exact and machine independent)
+over ``nn.Linear``'s; ``time_ratio`` the forward + backward time (interleaved medians) over
+``nn.Linear``'s; ``*_vs_checkpoint`` the same against checkpointing. Contention-free companions
+of the time: ``ops_ratio``, the top-level aten operators of one step over ``nn.Linear``'s
+(``optforge.nn.aten_op_counts``), and ``host_syncs``, the operators that read a device value
+back to the host (``optforge.nn.host_sync_ops``; 0 expected).
 """
 
 from __future__ import annotations
@@ -23,21 +26,21 @@ from optforge.repro.timing import time_interleaved
 
 __all__ = ["wta_crs"]
 
+_VARIANTS = ("linear", "checkpoint", "wta-0.3", "wta-0.1", "wta-0.3+checkpoint")
+
 
 def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict]:
     """The ``wta/<variant>`` rows at ``width`` on a batch of ``batch`` rows."""
-    from optforge.nn import convert_linear, convert_relu, saved_tensor_bytes
+    from optforge.nn import aten_op_counts, convert_model, host_sync_ops, saved_tensor_bytes
 
     def build(variant: str) -> nn.Module:
         torch.manual_seed(0)
-        net = _ResidualMLP(width, depth=3, checkpoint=variant == "checkpoint")
+        net = _ResidualMLP(width, depth=3, checkpoint=variant.endswith("checkpoint"))
         if variant.startswith("wta"):
-            convert_relu(net)
-            convert_linear(net, float(variant.split("-")[1]), include=("*.0", "*.2"))
+            convert_model(net, float(variant.split("+")[0].split("-")[1]), include=None)
         return net.to(device)
 
-    variants = ("linear", "checkpoint", "wta-0.3", "wta-0.1")
-    nets = {v: build(v) for v in variants}
+    nets = {v: build(v) for v in _VARIANTS}
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(0)).to(device)
     saved = {
         v: float(saved_tensor_bytes(lambda net=net: net(x), exclude=net.parameters()))
@@ -51,17 +54,22 @@ def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict
 
         return run
 
-    median = time_interleaved({v: step(n) for v, n in nets.items()}, device, repeats)
+    steps = {v: step(n) for v, n in nets.items()}
+    ops = {v: sum(aten_op_counts(s).values()) for v, s in steps.items()}
+    syncs = {v: len(host_sync_ops(s)) for v, s in steps.items()}
+    median = time_interleaved(steps, device, repeats)
     return {
         f"wta/{v}": {
             "ratio": saved[v] / saved["linear"],
             "time_ratio": median[v] / median["linear"],
             "ratio_vs_checkpoint": saved[v] / saved["checkpoint"],
             "time_ratio_vs_checkpoint": median[v] / median["checkpoint"],
+            "ops_ratio": ops[v] / ops["linear"],
+            "host_syncs": float(syncs[v]),
             "saved_mb": saved[v] / 2**20,
             "ms": 1e3 * median[v],
         }
-        for v in variants
+        for v in _VARIANTS
         if v != "linear"
     }
 

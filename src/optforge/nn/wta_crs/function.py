@@ -1,0 +1,85 @@
+"""The autograd function of a WTA-CRS linear layer: exact forward, sampled weight gradient.
+
+``y = x Wᵀ + b`` is computed exactly. For the backward pass the function keeps ``k`` sampled
+input rows ``H_S`` (drawn by the caller, :func:`~optforge.nn.wta_crs.sample_rows`), their indices
+``S`` and importance weights ``w``, instead of the whole input:
+
+$$ \\nabla x = \\nabla Z\\, W, \\qquad \\nabla b = \\textstyle\\sum_i \\nabla Z_i, \\qquad
+   \\widehat{\\nabla W} = (\\nabla Z_S)^\\top \\operatorname{diag}(w)\\, H_S . $$
+
+``∇x`` and ``∇b`` are exact; ``∇W`` is the unbiased WTA-CRS estimate. The sample is an input of
+the function (not drawn inside it), so several layers reading the same input can share one sample
+(one stored copy of ``H_S``), and an optional callback receives ``∇Z`` to cache its row norms.
+
+Example:
+    >>> import torch
+    >>> from optforge.nn.wta_crs import WTACRSLinearFunction, sample_rows
+    >>> x, w = torch.randn(32, 8), torch.randn(4, 8, requires_grad=True)
+    >>> idx, weights = sample_rows(x, 8)
+    >>> y = WTACRSLinearFunction.apply(x, w, None, idx, weights, x[idx], None)
+    >>> y.sum().backward()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+
+__all__ = ["WTACRSLinearFunction"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class WTACRSLinearFunction(torch.autograd.Function):
+    """``apply(x, weight, bias, idx, weights, rows, record)``; differentiable once.
+
+    Args (of ``apply``):
+        x: Input ``(..., d_in)``.
+        weight: ``(d_out, d_in)``.
+        bias: ``(d_out,)`` or ``None``.
+        idx: int64 ``(k,)`` indices into the flattened rows of ``x``.
+        weights: fp32 ``(k,)`` importance weights.
+        rows: ``(k, d_in)`` the sampled rows ``x.reshape(-1, d_in)[idx]`` (unweighted).
+        record: ``None`` or a callable receiving ``∇Z`` as ``(N, d_out)`` in the backward.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        idx: Tensor,
+        weights: Tensor,
+        rows: Tensor,
+        record: Callable[[Tensor], None] | None,
+    ) -> Tensor:
+        ctx.save_for_backward(rows, idx, weights, weight)
+        ctx.has_bias = bias is not None
+        ctx.record = record
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        rows, idx, weights, weight = ctx.saved_tensors
+        grad = grad_out if grad_out.dim() == 2 else grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.matmul(grad_out, weight)
+        if ctx.needs_input_grad[1]:
+            picked = grad.index_select(0, idx).t()
+            if picked.dtype in _HALF:  # fp32 products: a 1/(s q) weight may exceed fp16's range
+                grad_w = torch.mm(picked.float() * weights, rows.float()).to(weight.dtype)
+            else:
+                grad_w = torch.mm(picked * weights, rows)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        if ctx.record is not None:
+            ctx.record(grad)
+        return grad_x, grad_w, grad_b, None, None, None, None

@@ -1,0 +1,249 @@
+"""``WTACRSLinear``: a drop-in ``nn.Linear`` that keeps ``ratio`` of its input rows for ``∇W``.
+
+The layer draws ``k = min(max(round(ratio·N), min_k), N)`` of the ``N`` flattened input rows in the
+forward pass (:func:`~optforge.nn.wta_crs.sample_rows`, scores ``‖x_i‖``, or
+``‖x_i‖·‖∇Z_i‖`` with a :class:`~optforge.nn.GradNormCache`) and hands them to
+:class:`~optforge.nn.wta_crs.WTACRSLinearFunction`. Layers that read the *same input tensor*
+(q/k/v projections, gate/up projections, the LoRA ``A`` matrices of those) can share one
+:class:`SampleShare`: the first draws, the others reuse its indices, weights and stored rows, so
+the input is kept once at ``ratio`` instead of three times.
+
+Example:
+    >>> import torch
+    >>> from optforge.nn import SampleShare, WTACRSLinear
+    >>> share = SampleShare()
+    >>> q = WTACRSLinear(64, 64, ratio=0.3, share=share)
+    >>> k = WTACRSLinear(64, 64, ratio=0.3, share=share)
+    >>> x = torch.randn(4, 32, 64)
+    >>> (q(x) * k(x)).sum().backward()  # one index set, one stored copy of 0.3 of x
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from optforge._core import check_in_range, check_positive_int, make_generator
+from optforge.nn.wta_crs.cache import GradNormCache
+from optforge.nn.wta_crs.function import WTACRSLinearFunction
+from optforge.nn.wta_crs.sampling import sample_rows, sample_size
+
+__all__ = ["SampleShare", "WTACRSLinear"]
+
+Method = Literal["wta", "crs", "exact"]
+_METHODS = ("wta", "crs", "exact")
+Sample = tuple[Tensor, Tensor, Tensor]
+
+
+class SampleShare:
+    """One sample (indices, weights, stored rows) for consecutive layers reading the same tensor.
+
+    A layer looks up its input: if it is the very tensor (same object, same version) the last
+    sampling layer of this share read, with the same ``k`` and method, it reuses that sample;
+    otherwise it draws and records its own. Only weak references are kept, so the share never
+    holds an activation alive; under ``torch.compile`` it is bypassed (every layer draws).
+    Each layer's estimate stays unbiased: a shared sample is a valid draw for every layer.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[Any, ...] | None = None
+        self.hits = 0
+
+    def get(self, x: Tensor, key: Hashable) -> Sample | None:
+        """The recorded sample if ``x`` is the input it was drawn from, else ``None``."""
+        entry = self._entry
+        if entry is None:
+            return None
+        x_ref, version, entry_key, refs = entry
+        if x_ref() is not x or x._version != version or entry_key != key:
+            return None
+        sample = tuple(ref() for ref in refs)
+        if any(t is None for t in sample):
+            return None
+        self.hits += 1
+        return sample  # type: ignore[return-value]
+
+    def put(self, x: Tensor, key: Hashable, sample: Sample) -> None:
+        """Record ``sample`` as drawn from ``x``."""
+        self._entry = (weakref.ref(x), x._version, key, tuple(weakref.ref(t) for t in sample))
+
+
+class WTACRSLinear(nn.Linear):
+    """Drop-in ``nn.Linear`` that saves only ``ratio`` of its input rows for the weight gradient.
+
+    Same parameters and ``state_dict`` keys as ``nn.Linear``. Behaves exactly like ``nn.Linear``
+    (nothing sampled) in ``eval()``, under ``torch.no_grad()``, when the weight is frozen, when
+    ``method="exact"`` or when ``k`` reaches the number of rows.
+
+    Args:
+        in_features: Size of each input row.
+        out_features: Size of each output row.
+        bias: Whether to learn an additive bias.
+        ratio: Fraction of the ``N`` input rows kept for ``∇W``, in ``(0, 1]``.
+        min_k: Minimum number of rows kept (``k = min(max(round(ratio·N), min_k), N)``).
+        method: ``"wta"`` (winner-take-all + residual sampling), ``"crs"`` (plain column-row
+            sampling) or ``"exact"`` (plain ``nn.Linear``).
+        det_ratio: Fixed fraction of winners in ``[0, 1)``; ``None`` uses the adaptive rule.
+        generator: ``None`` (torch's default RNG, checkpoint-friendly), a ``torch.Generator`` or
+            an int seed for a dedicated generator.
+        grad_norm_cache: A :class:`~optforge.nn.GradNormCache` for ``p ∝ ‖x_i‖·‖∇Z_i‖`` (the
+            official estimator), or ``None`` for ``p ∝ ‖x_i‖``.
+        share: A :class:`SampleShare` common to layers that read the same input, or ``None``.
+        device: Parameter device.
+        dtype: Parameter dtype.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        ratio: float = 0.3,
+        min_k: int = 10,
+        method: Method = "wta",
+        det_ratio: float | None = None,
+        generator: torch.Generator | int | None = None,
+        grad_norm_cache: GradNormCache | None = None,
+        share: SampleShare | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._configure(ratio, min_k, method, det_ratio, generator, grad_norm_cache, share)
+
+    def _configure(
+        self,
+        ratio: float = 0.3,
+        min_k: int = 10,
+        method: Method = "wta",
+        det_ratio: float | None = None,
+        generator: torch.Generator | int | None = None,
+        grad_norm_cache: GradNormCache | None = None,
+        share: SampleShare | None = None,
+    ) -> None:
+        self.ratio = float(check_in_range("ratio", ratio, 0.0, 1.0, low_inclusive=False))
+        self.min_k = check_positive_int("min_k", min_k)
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        self.method = method
+        if det_ratio is not None:
+            check_in_range("det_ratio", det_ratio, 0.0, 1.0, high_inclusive=False)
+            if method == "crs":
+                raise ValueError("det_ratio applies to method='wta' only (CRS has no winners)")
+        self.det_ratio = det_ratio
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            generator = make_generator(generator, self.weight.device)
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator, an int or None, got "
+                f"{type(generator).__name__}"
+            )
+        self.generator = generator
+        if grad_norm_cache is not None and not isinstance(grad_norm_cache, GradNormCache):
+            raise TypeError(
+                f"grad_norm_cache must be a GradNormCache or None, got "
+                f"{type(grad_norm_cache).__name__}"
+            )
+        self.grad_norm_cache = grad_norm_cache
+        self._cache_key = grad_norm_cache.new_key() if grad_norm_cache is not None else None
+        if share is not None and not isinstance(share, SampleShare):
+            raise TypeError(f"share must be a SampleShare or None, got {type(share).__name__}")
+        self.share = share
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **config: Any) -> WTACRSLinear:
+        """A ``WTACRSLinear`` sharing ``linear``'s ``Parameter`` objects (no copy).
+
+        Args:
+            linear: The layer to wrap (its ``weight``/``bias`` are reused as they are).
+            **config: ``ratio``, ``min_k``, ``method``, ``det_ratio``, ``generator``,
+                ``grad_norm_cache``, ``share``.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features = linear.in_features
+        layer.out_features = linear.out_features
+        layer.weight = linear.weight
+        layer.register_parameter("bias", linear.bias)
+        layer.train(linear.training)
+        layer._configure(**config)
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` sharing this layer's parameters."""
+        linear = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(linear)
+        linear.in_features = self.in_features
+        linear.out_features = self.out_features
+        linear.weight = self.weight
+        linear.register_parameter("bias", self.bias)
+        linear.train(self.training)
+        return linear
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a tensor, got {type(input).__name__}")
+        if not input.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {input.dtype}")
+        if input.dim() < 2:
+            raise ValueError(
+                f"input must have a batch dimension (shape (..., N, {self.in_features})), got "
+                f"shape {tuple(input.shape)}"
+            )
+        n_rows = input.numel() // max(input.shape[-1], 1)
+        k = sample_size(n_rows, self.ratio, self.min_k)
+        if (
+            self.method == "exact"
+            or k >= n_rows
+            or not self.training
+            or not torch.is_grad_enabled()
+            or not self.weight.requires_grad
+        ):
+            return F.linear(input, self.weight, self.bias)
+        record = None
+        if self.grad_norm_cache is not None:
+            record = self.grad_norm_cache.recorder(self._cache_key, input.shape, input.device)
+        with torch.no_grad():
+            idx, weights, rows = self._sample(input, k)
+        return WTACRSLinearFunction.apply(input, self.weight, self.bias, idx, weights, rows, record)
+
+    def _sample(self, input: Tensor, k: int) -> Sample:
+        share = None if torch.compiler.is_compiling() else self.share
+        key = (k, self.method, self.det_ratio)
+        if share is not None:
+            hit = share.get(input, key)
+            if hit is not None:
+                return hit
+        rows = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
+        scale = None
+        if self.grad_norm_cache is not None:
+            scale = self.grad_norm_cache.scale(self._cache_key, input.shape, input.device)
+        idx, weights = sample_rows(
+            rows,
+            k,
+            method="crs" if self.method == "crs" else "wta",
+            det_ratio=self.det_ratio,
+            generator=self.generator,
+            scale=scale,
+        )
+        sample = (idx, weights, rows.index_select(0, idx))
+        if share is not None:
+            share.put(input, key, sample)
+        return sample
+
+    def extra_repr(self) -> str:
+        extra = f", det_ratio={self.det_ratio}" if self.det_ratio is not None else ""
+        cache = ", grad_norm_cache=True" if self.grad_norm_cache is not None else ""
+        shared = ", shared" if self.share is not None else ""
+        return (
+            f"{super().extra_repr()}, ratio={self.ratio}, method={self.method!r}"
+            f"{extra}{cache}{shared}"
+        )

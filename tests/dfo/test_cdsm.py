@@ -40,7 +40,7 @@ def test_householder_2n_cosine_measure_is_one_over_sqrt_n():
 
 def test_step_rules_as_written_on_a_flat_function():
     """Covering in B∞(x, r_c), search radius r0·√(s+1), 2n polls at r, halving on failure."""
-    cfg = CDSMConfig(r0=0.5, r_min=0.1, r_max=4.0, covering="volume_uniform")
+    cfg = CDSMConfig.official(r0=0.5, r_min=0.1, r_max=4.0, covering="cube", search=True)
     opt = CDSM(torch.zeros(3, dtype=F64), cfg, budget=10_000, generator=0)
     x0 = opt.ask()
     opt.tell(x0, 1.0)
@@ -64,7 +64,7 @@ def test_step_rules_as_written_on_a_flat_function():
 
 def test_poll_success_doubles_radius_and_trace_records_it():
     # improvement everywhere except x0: first covering succeeds; disable covering and search
-    cfg = CDSMConfig(r0=0.5, r_max=1.5, covering="none", search=False)
+    cfg = CDSMConfig.official(r0=0.5, r_max=1.5, covering="none")
     res = minimize(lambda x: -float(x.abs().sum()), torch.zeros(2, dtype=F64), budget=8, config=cfg)
     polls = [t for t in res.trace if t["status"] == "poll"]
     assert [t["r_dsm"] for t in polls][:3] == [1.0, 1.5, 1.5]
@@ -168,3 +168,60 @@ def test_bad_inputs_name_the_argument(kwargs, match):
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CDSMConfig(**kwargs)
+
+
+def _covering_radii(config, n, k=4000):
+    opt = CDSM(torch.zeros(n, dtype=F64), config, budget=10, generator=0)
+    steps = torch.stack([opt._covering_point() - opt.x for _ in range(k)])
+    return steps.abs().amax(1), steps
+
+
+def test_default_covering_is_the_official_volume_law():
+    """ρ = r_c U^{1/n}: P(‖step‖∞ ≤ t r_c) = tⁿ, so (ρ/r_c)ⁿ is uniform on [0, 1]."""
+    assert CDSMConfig().covering == "official"
+    n, rc, k = 5, 0.5, 4000
+    rho, steps = _covering_radii(CDSMConfig(r0=rc), n, k)
+    u = (rho / rc) ** n
+    se = (1 / 12 / k) ** 0.5
+    assert abs(float(u.mean()) - 0.5) < 4 * se
+    assert abs(float((u < 0.25).double().mean()) - 0.25) < 4 * (0.25 * 0.75 / k) ** 0.5
+    # the direction is uniform on the sphere: no preferred axis, symmetric signs
+    unit = steps / steps.norm(dim=1, keepdim=True)
+    assert unit.mean(0).abs().max() < 4 / k**0.5
+    # the cube option: every coordinate uniform on [-r_c, r_c]
+    _, cube = _covering_radii(CDSMConfig(r0=rc, covering="cube"), n, k)
+    assert abs(float(cube.abs().mean()) - rc / 2) < 4 * rc * (1 / 12 / (n * k)) ** 0.5
+
+
+def test_official_preset_is_the_papers_cdsm():
+    cfg = CDSMConfig.official(r0=2.0)
+    assert (cfg.covering, cfg.covering_last, cfg.search, cfg.model_search, cfg.poll_order) == (
+        "official", False, False, False, "given",
+    )  # fmt: skip
+    opt = CDSM(torch.zeros(3, dtype=F64), cfg, budget=100, generator=0)
+    x0 = opt.ask()
+    opt.tell(x0, 1.0)
+    trials = [opt.ask()]
+    opt.tell(trials[0], 1.0)
+    for _ in range(6):
+        trials.append(opt.ask())
+        opt.tell(trials[-1], 1.0)
+    # covering first (radius <= r_c), then the 2n = 6 poll points at r = 2
+    assert float(trials[0].abs().max()) <= 2.0
+    assert [float(t.abs().max()) for t in trials[1:]] == pytest.approx([2.0] * 6)
+
+
+def test_model_search_and_ordered_poll_beat_the_official_cdsm_on_smooth_problems():
+    scales = torch.logspace(0, 3, 6, dtype=F64)
+    centre = torch.linspace(-0.8, 0.9, 6, dtype=F64)
+
+    def fn(x):
+        return float((scales * (x - centre) ** 2).sum())
+
+    ours = minimize(fn, torch.zeros(6, dtype=F64), budget=400, generator=0)
+    official = minimize(
+        fn, torch.zeros(6, dtype=F64), budget=400, generator=0, config=CDSMConfig.official()
+    )
+    assert ours.f_best < 1e-8 < official.f_best
+    hit = next(i for i, v in enumerate(ours.best_curve()) if v < 1e-8)
+    assert hit < 150

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,17 +48,22 @@ def test_nonfinite_values_are_failed_counted_trials():
 def test_ask_tell_protocol_errors():
     opt = CDSM(torch.zeros(2, dtype=F64), budget=3)
     x = opt.ask()
-    with pytest.raises(ValueError, match="ask"):
-        opt.tell(x + 1, 0.0)
+    with pytest.raises(ValueError, match="2 entries"):
+        opt.tell(torch.zeros(3, dtype=F64), 0.0)
+    opt.tell(x, 0.0)
     while (x := opt.ask()) is not None:
         opt.tell(x, 0.0)
     assert opt.done and opt.stop_reason == "budget"
     with pytest.raises(RuntimeError, match="stopped"):
-        opt.tell(torch.zeros(2, dtype=F64), 0.0)
+        opt.tell(torch.ones(2, dtype=F64), 0.0)
+    with pytest.raises(ValueError, match="n must be"):
+        CDSM(torch.zeros(2, dtype=F64), budget=3).ask(0)
 
 
 def test_x0_type_errors():
     with pytest.raises(TypeError, match="x0"):
-        minimize(lambda x: 0.0, [0.0, 1.0], budget=5)
+        minimize(lambda x: 0.0, "ab", budget=5)
     with pytest.raises(TypeError, match="x0"):
         minimize(lambda x: 0.0, torch.zeros(2, dtype=torch.int64), budget=5)
+    with pytest.raises(TypeError, match="x0"):
+        minimize(lambda x: 0.0, np.array(["a", "b"]), budget=5)

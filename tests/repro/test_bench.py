@@ -104,14 +104,19 @@ def test_bench_quick_writes_ratios_to_the_store_and_the_report(tmp_path, capsys,
     # record are the real ones).
     monkeypatch.setitem(get_bench("step").configs["quick"], "sizes", (16, 32))
     monkeypatch.setitem(get_bench("altmin").configs, "quick", {"n": 80, "k": 2})
-    monkeypatch.setitem(get_bench("dfo").configs, "quick", {"dim": 3, "budget": 800, "seeds": 1})
+    monkeypatch.setitem(
+        get_bench("dfo").configs,
+        "quick",
+        {"problems": ("rosen2",), "methods": ("cdsm", "cdsm-official"), "seeds": 1},
+    )
     code, out, _ = _cli(["bench", "--quick", "--json", "--out", str(tmp_path)], capsys)
     record = json.loads(out)
     assert code == 0 and record["all_held"]
     assert record["name"] == "bench" and record["scale"] == "quick"
     assert list(record["config"]) == [
         "step_sizes", "step_batch", "wta_width", "wta_batch", "altmin_n", "altmin_k",
-        "dfo_dim", "dfo_budget", "dfo_seeds", "repeats", "cma_available",
+        "dfo_problems", "dfo_methods", "dfo_seeds", "repeats", "cma_available",
+        "nevergrad_available", "PyNomad_available",
     ]  # fmt: skip
     assert record["config"]["step_sizes"] == [16, 32] and record["config"]["repeats"] == 8
     assert record["run_info"]["effective_batch_size"] == 64
@@ -131,10 +136,8 @@ def test_bench_quick_writes_ratios_to_the_store_and_the_report(tmp_path, capsys,
     assert rows["wta/checkpoint"]["0"]["ratio"] < 1
     assert rows["altmin/robust-vs-exact"]["0"]["seconds"] > 0
     assert "altmin/robust-vs-softimpute" not in rows  # full scale only
-    dfo = rows["dfo/cdsm"]["0"]
-    assert dfo["evals_to_target"] > 0
-    if record["config"]["cma_available"]:
-        assert dfo["baseline_evals"] > 0
+    dfo = rows["dfo/rosen2/cdsm"]["0"]
+    assert 0 < dfo["evals_to_target"] <= dfo["budget"] and dfo["reached"] == 1.0
     [stored] = RunStore(tmp_path).latest()
     assert stored["run_id"] == record["run_id"]
     paths = render_report([stored], tmp_path)

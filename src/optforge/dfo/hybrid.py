@@ -39,7 +39,6 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +64,9 @@ __all__ = [
 class HybridConfig(CDSMConfig):
     """Hyper-parameters of the hybrid (``r_min``/``r_max`` bound ``r_dsm``; radii in ℓ∞).
 
+    The cDSM part defaults to the official one (:meth:`CDSMConfig.official`: covering first,
+    search off as in every official run, no model, ``"n+1"`` poll in the drawn order).
+
     Attributes:
         r_atk_min: Smallest attack radius.
         r_atk_max: Largest attack radius.
@@ -75,7 +77,11 @@ class HybridConfig(CDSMConfig):
     """
 
     poll: Literal["2n", "n+1"] = "n+1"
+    covering_last: bool = False
+    search: bool = False
     search_expands: bool = True
+    model_search: bool = False
+    poll_order: Literal["given", "model"] = "given"
     r_atk_min: float = 1e-5
     r_atk_max: float = 1.0
     tau: float = 1e-3
@@ -99,6 +105,9 @@ class HybridConfig(CDSMConfig):
 
 class HybridAttackCDSM(CDSM):
     """The hybrid as an ask/tell minimiser of ``F(x) = -problem.value(x)``.
+
+    ``state_dict()`` leaves out the problem, its network and the attack (rebuild the solver
+    with them, then ``load_state_dict``); pickling needs a picklable problem.
 
     Use :func:`hybrid_attack_cdsm` for the maximisation result; with ask/tell, tell
     ``-problem.value(x)``.
@@ -133,6 +142,8 @@ class HybridAttackCDSM(CDSM):
         self.model = problem.attack_model()
         self.r_atk = min(max(config.r0, config.r_atk_min), config.r_atk_max)
         self._gain = 0.0
+        self._phase = "attack"
+        self._prefix = ""
         super().__init__(
             x0,
             config,
@@ -141,6 +152,8 @@ class HybridAttackCDSM(CDSM):
             generator=generator,
             nonfinite=nonfinite,
         )
+
+    _NOT_STATE = ("config", "problem", "model", "attack")
 
     def _radii(self) -> dict[str, float]:
         return {"r_dsm": self.r, "r_atk": self.r_atk, "atk_gain": self._gain}
@@ -157,10 +170,19 @@ class HybridAttackCDSM(CDSM):
         d = self.attack(self.model, x_dev, p.direction(x_dev), self.r_atk, bounds=bounds)
         return self.x + d.to(self.x)
 
-    def _iteration(self) -> Generator[torch.Tensor, float, str]:
+    def _next_batch(self) -> list[torch.Tensor]:
+        if self._phase == "attack":
+            return [self._attack_step()]
+        active = self.r > self.config.r_min
+        points, self._labels = self._dsm_points(search=active, poll=active)
+        return points
+
+    def _resolve(self, points, values, winner) -> str | None:
         cfg = self.config
-        y = self._attack_step()
-        fy = yield from self._evaluate(y)
+        if self._phase == "dsm":
+            self._phase = "attack"
+            return self._prefix + self._dsm_resolve(points, values, winner)
+        y, fy = points[0], values[0]
         gain = self.fx - fy  # increase of f̃ = decrease of F
         self._gain = gain
         if gain / (abs(self.fx) + 1e-10) >= cfg.tau:
@@ -172,43 +194,57 @@ class HybridAttackCDSM(CDSM):
         if gain > 0:
             self._move(y, fy)
             self.r_atk = min(cfg.r_atk_max, max(cfg.r_atk_min, cfg.atk_grow * self.r_atk))
-            prefix = "attack+"
+            self._prefix = "attack+"
         else:
             self.r_atk = max(cfg.r_atk_min, self.r_atk / cfg.atk_shrink)
-            prefix = "failure+"
-        active = self.r > cfg.r_min
-        status = yield from self._dsm_steps(search=active, poll=active)
-        return prefix + status
+            self._prefix = "failure+"
+        self._phase = "dsm"
+        return None
+
+    def _accept(self, value: float) -> bool:
+        if self._phase == "attack":
+            return True  # the attack step is one point, judged by _resolve
+        return super()._accept(value)
 
 
 class _AttacksOnly(DirectSearchBase):
     """Official "attacks only" baseline (minimising ``-problem.value``)."""
 
+    _NOT_STATE = ("problem", "model", "attack")
+
     def __init__(self, problem, x0, attack, r0, r_min, r_max, **kwargs) -> None:
         _check_problem(problem, x0)
         self.problem, self.attack, self.model = problem, attack, problem.attack_model()
         self.r, self.r_min, self.r_max = r0, r_min, r_max
-        self._stop = False
+        self._halt = False
+        self._try = 0
         super().__init__(x0, bounds=problem.bounds, **kwargs)
 
     def _radii(self) -> dict[str, float]:
         return {"r_atk": self.r}
 
     def _converged(self) -> bool:
-        return self._stop
+        return self._halt
 
-    def _iteration(self) -> Generator[torch.Tensor, float, str]:
+    def _next_batch(self) -> list[torch.Tensor]:
         p = self.problem
         x_dev = self.x.to(p.device, p.dtype)
-        u = p.direction(x_dev)
-        for mult in (1.1, 1.0):
-            d = self.attack(self.model, x_dev, u, mult * self.r).to(self.x)
-            fy = yield from self._evaluate(self.x + d)
-            if fy < self.fx:
-                self.x, self.fx = self.x + d, fy
-                self.r = min(self.r_max, max(self.r_min, float(d.abs().max())))
-                return "attack+"
-        self._stop = self.r < self.r_min
+        mult = (1.1, 1.0)[self._try]
+        d = self.attack(self.model, x_dev, p.direction(x_dev), mult * self.r)
+        return [self.x + d.to(self.x)]
+
+    def _resolve(self, points, values, winner) -> str | None:
+        if winner is not None:
+            d = points[0] - self.x
+            self._move(points[0], values[0])
+            self.r = min(self.r_max, max(self.r_min, float(d.abs().max())))
+            self._try = 0
+            return "attack+"
+        if self._try == 0:
+            self._try = 1
+            return None
+        self._try = 0
+        self._halt = self.r < self.r_min
         self.r = self.r / 1.5
         return "failure"
 
@@ -220,6 +256,7 @@ class _RandomLineSearch(DirectSearchBase):
         _check_problem(problem, x0)
         self.r, self.r_min, self.r_max = r0, r_min, r_max
         self.fails = 0
+        self._try = 0
         super().__init__(x0, bounds=problem.bounds, **kwargs)
 
     def _radii(self) -> dict[str, float]:
@@ -228,17 +265,20 @@ class _RandomLineSearch(DirectSearchBase):
     def _converged(self) -> bool:
         return self.r <= self.r_min
 
-    def _iteration(self) -> Generator[torch.Tensor, float, str]:
-        for _ in range(2):
-            w = _unit_inf(self.n, self.generator, self.x.dtype).to(self.x)
-            for mult in (1.1, 1.0, 1.0 / 1.1):
-                y = self.x + mult * self.r * w
-                fy = yield from self._evaluate(y)
-                if fy < self.fx:
-                    self.x, self.fx = y, fy
-                    self.r = min(self.r_max, mult * self.r)
-                    self.fails = 0
-                    return "success"
+    def _next_batch(self) -> list[torch.Tensor]:
+        w = _unit_inf(self.n, self.generator, self.x.dtype).to(self.x)
+        return [self.x + mult * self.r * w for mult in (1.1, 1.0, 1.0 / 1.1)]
+
+    def _resolve(self, points, values, winner) -> str | None:
+        if winner is not None:
+            self._move(points[winner], values[winner])
+            self.r = min(self.r_max, (1.1, 1.0, 1.0 / 1.1)[winner] * self.r)
+            self.fails, self._try = 0, 0
+            return "success"
+        if self._try == 0:  # a second random direction
+            self._try = 1
+            return None
+        self._try = 0
         self.fails += 1
         if self.fails > self.n + 1:
             self.r, self.fails = self.r / 1.3, 0

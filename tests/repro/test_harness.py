@@ -158,7 +158,7 @@ def test_report_writes_markdown_html_and_a_png_per_reproduction(tmp_path, toy):
     assert "ours-beats-baseline" in md and "FAILED" in md and "held" in md
     assert "data:image/png;base64," in html
     for name in ("toy", "toy-failing"):
-        png = tmp_path / "plots" / f"{name}.png"
+        png = tmp_path / "plots" / f"{name}-smoke.png"  # one plot per (name, scale)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -236,5 +236,8 @@ def test_processes_executor_matches_local():
 
 
 def test_workers_need_the_processes_executor(capsys):
-    code, _, err = _cli(["reproduce", "gradient-noise", "--workers", "2"], capsys)
+    # --workers alone now picks the processes pool (#34); the in-process executor runs one.
+    code, _, err = _cli(
+        ["reproduce", "gradient-noise", "--executor", "local", "--workers", "2"], capsys
+    )
     assert code == 2 and "--workers" in err

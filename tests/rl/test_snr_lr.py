@@ -89,3 +89,26 @@ def test_snr_floor_state_dict_and_bad_args():
         SNRLearningRate(params)
     with pytest.raises(ValueError, match="at least 2"):
         ctl.update_from_microbatches([1.0])
+
+
+def test_per_sample_units_underestimate_noise_when_samples_share_a_prompt():
+    """g_kj = μ + u_k + ε_kj (B prompts × G responses): prompt units recover ρ, samples do not."""
+    opt, params = _opt()
+    d, b, g, s_prompt, s_resp = 100, 16, 8, 0.3, 0.5
+    gen = torch.Generator().manual_seed(1)
+    mu = torch.randn(d, generator=gen, dtype=torch.float64) * 0.05
+    noise = (s_prompt**2 + s_resp**2 / g) * d / b  # tr Cov(ḡ)
+    target = mu.pow(2).sum() / (mu.pow(2).sum() + noise)
+    per_prompt = SNRLearningRate(opt, beta=0.9, rho_min=1e-4)
+    per_sample = SNRLearningRate(opt, beta=0.9, rho_min=1e-4)
+    rhos = {"prompt": [], "sample": []}
+    for _ in range(400):
+        u = s_prompt * torch.randn(b, 1, d, generator=gen, dtype=torch.float64)
+        g_kj = mu + u + s_resp * torch.randn(b, g, d, generator=gen, dtype=torch.float64)
+        gbar = g_kj.mean((0, 1))
+        params[0].grad, params[1].grad = gbar[:50].float(), gbar[50:].float()
+        rhos["prompt"].append(per_prompt.update_from_microbatches(g_kj.mean(1).pow(2).sum(1)))
+        rhos["sample"].append(per_sample.update_from_per_sample(g_kj.pow(2).sum(), b * g))
+    est = {k: sum(v[100:]) / 300 for k, v in rhos.items()}
+    assert est["prompt"] == pytest.approx(target.item(), rel=0.1)
+    assert est["sample"] > 1.5 * target.item()  # the prompt-level noise is divided by N, not B

@@ -47,8 +47,11 @@ every executor (local, processes, Ray) computes the shared work once per seed::
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import pkgutil
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -126,6 +129,39 @@ class Results:
         """Fraction of seeds whose paired difference ``metric(a) − metric(b)`` satisfies it."""
         return float(np.mean([bool(predicate(v)) for v in self.paired(method_a, method_b, metric)]))
 
+    def quantile(self, method: str, metric: str, q: float) -> float:
+        """The ``q``-quantile over seeds (``q=0.2``: a lower quantile, steadier than the min)."""
+        return float(np.quantile(self.values(method, metric), q))
+
+    def seeds(self) -> list[int]:
+        """Every seed that any method has, sorted."""
+        return sorted({s for per_seed in self.metrics.values() for s in per_seed})
+
+    def resample(self, picks: Sequence[int]) -> Results:
+        """The run as if its seeds had been ``seeds()[i] for i in picks`` (repeats allowed).
+
+        Seeds are drawn jointly for every method, so per-seed pairs (``paired``, ``ratios``)
+        stay paired; the drawn seeds are relabelled ``0, 1, ...`` in the order of ``picks``.
+        """
+        seeds = self.seeds()
+        chosen = [seeds[i] for i in picks]
+        return Results(
+            {
+                method: {j: per_seed[s] for j, s in enumerate(chosen) if s in per_seed}
+                for method, per_seed in self.metrics.items()
+            }
+        )
+
+
+CONFIDENCE = 0.95
+"""Two-sided level of every claim's interval (a one-sided 2.5% error on each verdict)."""
+N_BOOTSTRAP = 2000
+"""Resampled seed sets drawn when the exact bootstrap has more distinct sets than this."""
+BOOTSTRAP_SEED = 0
+"""Seed of those draws: the same metrics always give the same interval."""
+
+Verdict = Literal["held", "failed", "inconclusive"]
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -133,7 +169,13 @@ class Claim:
 
     ``threshold`` is a number, or a mapping scale → number when the bar differs by scale.
     ``scales`` lists the scales at which the claim is evaluated (a smoke run asserts the
-    mechanism, quick/full the paper's claim).
+    mechanism, quick/full the paper's claim). ``quantity`` names what ``metric`` measures, with
+    its unit ("worst-seed validation MSE, Sven / best Adam"); it defaults to ``description``.
+
+    :meth:`evaluate` gives the value, its bootstrap interval over seeds and a verdict: **held**
+    when the whole interval is on the claimed side of the threshold, **failed** when the whole
+    interval is on the other side, **inconclusive** when it straddles the threshold (more seeds
+    needed). See :func:`bootstrap_interval` for what the interval means.
     """
 
     name: str
@@ -143,25 +185,50 @@ class Claim:
     threshold: float | Mapping[str, float]
     scales: Sequence[str] = SCALES
     description: str = ""
+    quantity: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(
+                f"claim {self.name!r}: op must be one of {list(_OPS)}, got {self.op!r}"
+            )
+        if not self.quantity:
+            object.__setattr__(self, "quantity", self.description)
 
     def threshold_at(self, scale: str) -> float:
         if isinstance(self.threshold, Mapping):
             return float(self.threshold[scale])
         return float(self.threshold)
 
-    def evaluate(self, results: Results, scale: str) -> dict[str, Any]:
-        """Return the claim's record: value, threshold, op and whether it held."""
+    def evaluate(
+        self, results: Results, scale: str, *, level: float = CONFIDENCE
+    ) -> dict[str, Any]:
+        """The claim's record: value, interval (``level``), threshold, op and verdict.
+
+        ``held`` (kept for older readers) is ``verdict == "held"``. A non-finite value is
+        ``failed``; interval ends are ``±inf`` where resampled values were not finite.
+        """
         threshold = self.threshold_at(scale)
         value = float(self.metric(results))
-        held = bool(math.isfinite(value) and _OPS[self.op](value, threshold))
+        if math.isfinite(value):
+            low, high = bootstrap_interval(results, self.metric, self.op, level=level)
+            low, high = min(low, value), max(high, value)
+        else:
+            low, high = math.nan, math.nan
+        result = verdict(self.op, threshold, value, (low, high))
         return {
             "name": self.name,
             "statement": self.statement,
             "description": self.description,
+            "quantity": self.quantity,
             "op": self.op,
             "threshold": threshold,
             "value": value,
-            "held": held,
+            "interval": [low, high],
+            "interval_level": level,
+            "n_seeds": len(results.seeds()),
+            "verdict": result,
+            "held": result == "held",
         }
 
 
@@ -171,6 +238,97 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda v, t: v <= t,
     "<": lambda v, t: v < t,
 }
+
+
+def verdict(op: str, threshold: float, value: float, interval: tuple[float, float]) -> Verdict:
+    """``held`` when the whole interval clears ``op threshold``, ``failed`` when none of it
+    does, ``inconclusive`` when it straddles the threshold; a non-finite value ``failed``."""
+    low, high = interval
+    if not math.isfinite(value) or math.isnan(low) or math.isnan(high):
+        return "failed"
+    clears = _OPS[op]
+    # ">"/">=": the low end must clear for "held"; if even the high end misses, "failed".
+    worst, best = (low, high) if op in (">=", ">") else (high, low)
+    if clears(worst, threshold):
+        return "held"
+    if not clears(best, threshold):
+        return "failed"
+    return "inconclusive"
+
+
+def bootstrap_interval(
+    results: Results,
+    metric: Callable[[Results], float],
+    op: str = ">=",
+    *,
+    level: float = CONFIDENCE,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` over seeds, resampled jointly across methods.
+
+    The seeds of the run are drawn with replacement (the same draw for every method, so paired
+    comparisons stay paired) and ``metric`` is re-evaluated on each drawn set; the interval is
+    the central ``level`` of those values. When the number of distinct drawn sets is at most
+    ``n_boot`` (up to 7 seeds) they are enumerated exactly with their multinomial weights; else
+    ``n_boot`` sets are drawn with a generator seeded by ``seed``. Either way the interval is a
+    deterministic function of the metrics.
+
+    What it means depends on the aggregate. For a mean, median, fraction or ratio of means it is
+    the usual seed-to-seed uncertainty of that figure. For a worst-seed aggregate (max or min
+    over seeds) a resampled set never holds a worse seed than the run, so the interval's end on
+    the claimed side *is* the observed worst seed: ``held`` keeps its meaning "every seed of the
+    run cleared the bar", and the other end says how many seeds carry a miss: ``failed`` when
+    the bar is missed in all but ``(1 - level) / 2`` of the resampled sets (not down to one or
+    two seeds), ``inconclusive`` otherwise. With one seed the interval is the point itself.
+
+    A resampled set on which ``metric`` is not finite (or raises) counts against the claim: its
+    value is ``-inf`` for ``>``/``>=`` claims and ``+inf`` for ``<``/``<=``.
+    """
+    n = len(results.seeds())
+    if n <= 1:
+        value = float(metric(results))
+        return value, value
+    bad = -math.inf if op in (">=", ">") else math.inf
+    cache: dict[tuple[int, ...], float] = {}
+
+    def evaluate(picks: tuple[int, ...]) -> float:
+        if picks not in cache:
+            try:
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    value = float(metric(results.resample(picks)))
+            except (ArithmeticError, ValueError, KeyError, IndexError, TypeError):
+                value = math.nan
+            cache[picks] = value if math.isfinite(value) else bad
+        return cache[picks]
+
+    if math.comb(2 * n - 1, n) <= n_boot:
+        draws = list(itertools.combinations_with_replacement(range(n), n))
+        weights = np.array([_multinomial_weight(d, n) for d in draws])
+    else:
+        rng = np.random.default_rng(seed)
+        draws = [tuple(sorted(row)) for row in rng.integers(0, n, size=(n_boot, n)).tolist()]
+        weights = np.full(len(draws), 1.0 / len(draws))
+    values = np.array([evaluate(d) for d in draws])
+    tail = (1.0 - level) / 2.0
+    return _weighted_lower(values, weights, tail), -_weighted_lower(-values, weights, tail)
+
+
+def _multinomial_weight(draw: tuple[int, ...], n: int) -> float:
+    """Probability of drawing the multiset ``draw`` in ``n`` uniform draws from ``n`` seeds."""
+    ways = math.factorial(n)
+    for count in Counter(draw).values():
+        ways //= math.factorial(count)
+    return ways / n**n
+
+
+def _weighted_lower(values: np.ndarray, weights: np.ndarray, tail: float) -> float:
+    """The smallest value whose cumulative weight reaches ``tail`` (inverted-CDF quantile)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    index = int(np.searchsorted(cumulative, tail - 1e-12, side="left"))
+    return float(values[order][min(index, len(order) - 1)])
 
 
 @dataclass(frozen=True)

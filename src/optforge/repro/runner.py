@@ -1,20 +1,26 @@
-"""Run a reproduction: its trials, then evaluate the claims into a record.
+"""Run a reproduction: plan its trials, run them on an executor, build the record.
 
 A trial is the unit an executor runs: one method on one seed, or, for a reproduction declared as
 one experiment with many arms, the experiment on one seed (all arms at once, so work the arms
-share is done once per seed whatever the executor).
+share is done once per seed whatever the executor). :func:`run_trial` runs one in a clean state
+(the trial's seed and thread count, the default dtype, no denormal flushing, grad mode on), so its
+metrics do not depend on which trials ran before it in the same process: a parallel run gives the
+records of a sequential one, bit for bit where the reproduction is deterministic.
+:func:`run_reproduction` runs one reproduction; :class:`optforge.repro.job.Job` runs many as one
+pool of trials, resumably (what ``optforge reproduce`` uses).
 
 The record schema (one JSON object per run, never edited afterwards)::
 
     {
       "schema": 1, "run_id": str, "created": ISO-8601 UTC,
       "name", "title", "arxiv", "spec", "scale", "seeds": [int], "config": {...},
-      "run_info": {git_revision, optforge_version, torch_version, numpy_version, python,
-                   platform, device, device_name, threads, precision, effective_batch_size,
-                   world_size, executor, wall_time_s, peak_memory_mb},
+      "run_info": {git_revision, source_digest, optforge_version, torch_version, numpy_version,
+                   packages, python, platform, device, device_name, threads, precision,
+                   effective_batch_size, world_size, executor, workers, wall_time_s,
+                   trial_time_s, trial_cpu_s, resumed_trials, peak_memory_mb},
       "metrics": {method: {seed (str): {metric: float | [float] | null}}},
-      "trials": [{method, arms, seed, wall_time_s, peak_memory_mb}],
-      "claims": [{name, statement, description, op, threshold, value, held}],
+      "trials": [{method, arms, seed, wall_time_s, cpu_time_s, peak_memory_mb}],
+      "claims": [{name, statement, description, op, threshold, value, held, ...}],
       "all_held": bool
     }
 
@@ -23,13 +29,18 @@ Non-finite numbers are stored as ``null`` so the record stays strict JSON.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
+import hashlib
+import importlib
 import math
 import platform
 import resource
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +74,12 @@ class Trial:
         """The arms' names joined by ``+`` (one name for a per-method trial)."""
         return "+".join(self.arms)
 
+    @property
+    def label(self) -> str:
+        """``name [scale] method seed N`` for progress lines (an experiment: its arm count)."""
+        what = self.arms[0] if len(self.arms) == 1 else f"{len(self.arms)} arms"
+        return f"{self.name} [{self.scale}] {what} seed {self.seed}"
+
 
 @dataclass(frozen=True)
 class TrialResult:
@@ -70,6 +87,8 @@ class TrialResult:
     metrics: dict[str, dict[str, Any]]  # arm → metrics
     wall_time_s: float
     peak_memory_mb: float
+    error: str | None = None  # set by run_trial_captured when the trial raised
+    cpu_time_s: float = 0.0  # CPU time of the trial's process (insensitive to other load)
 
 
 def plan_trials(
@@ -93,22 +112,49 @@ def plan_trials(
 
 
 def run_trial(trial: Trial) -> TrialResult:
-    """Run one trial in this process with the trial's seed, device and thread count."""
-    reproduction = get(trial.name)
+    """Run one trial in this process with the trial's seed, device and thread count.
+
+    Process-wide torch settings a paper may change (default dtype, denormal flushing, grad mode)
+    are reset first, so the result does not depend on the trials run before in this process.
+    """
+    reproduction = _lookup(trial.name)
     config = reproduction.configs[trial.scale]
     torch.set_num_threads(trial.threads)
+    torch.set_default_dtype(torch.float32)
+    torch.set_flush_denormal(False)
+    torch.set_grad_enabled(True)
     seed_everything(trial.seed)
     cuda = trial.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return TrialResult(trial, metrics, wall, peak_mb)
+    return TrialResult(trial, metrics, wall, peak_mb, cpu_time_s=cpu)
+
+
+def _lookup(name: str) -> Reproduction:
+    """The reproduction called ``name``, importing only its paper module when it follows the
+    naming rule (a fresh worker process then skips importing every other paper)."""
+    from optforge.repro import registry
+
+    if name not in registry._REGISTRY:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"optforge.repro.papers.{name.replace('-', '_')}")
+    return registry._REGISTRY.get(name) or get(name)
+
+
+def run_trial_captured(trial: Trial) -> TrialResult:
+    """:func:`run_trial`, with an exception returned as ``error`` (type, message, traceback)."""
+    try:
+        return run_trial(trial)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
+        return TrialResult(trial, {}, 0.0, 0.0, error=f"{message}\n{traceback.format_exc()}")
 
 
 def validate_request(scale: str, n_seeds: int | None, device: str) -> None:
@@ -158,16 +204,59 @@ def run_reproduction(
     executor: Executor | None = None,
     on_trial_done: Callable[[TrialResult], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every method on every seed at ``scale`` and return the run record (see module doc)."""
+    """Run every method on every seed at ``scale`` and return the run record (see module doc).
+
+    The trials run on ``executor`` (default: one after another in this process); an exception
+    in a trial propagates.
+    """
     validate_request(scale, n_seeds, device)
     check_extras(reproduction)
     executor = executor or LocalExecutor()
-    seeds = reproduction.seed_list(scale, n_seeds)
-    trials = plan_trials(reproduction, scale, seeds, device, threads)
+    request = Request(reproduction, scale, n_seeds, device, threads)
+    trials = request.trials()
     start = time.perf_counter()
     results = executor.map(run_trial, trials, on_done=on_trial_done)
     wall = time.perf_counter() - start
+    return record_from_results(request, results, executor.name, executor.workers, wall)
 
+
+# -- many reproductions as one job ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One reproduction to run at one scale."""
+
+    reproduction: Reproduction
+    scale: str = "quick"
+    n_seeds: int | None = None
+    device: str = "cpu"
+    threads: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.reproduction.name
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.reproduction.seed_list(self.scale, self.n_seeds)
+
+    def trials(self) -> list[Trial]:
+        return plan_trials(self.reproduction, self.scale, self.seeds, self.device, self.threads)
+
+
+def record_from_results(
+    request: Request,
+    results: Sequence[TrialResult],
+    executor: str,
+    workers: int,
+    wall: float,
+    env: Mapping[str, Any] | None = None,
+    resumed: int = 0,
+) -> dict[str, Any]:
+    """The record of ``request`` from its trial results, in plan order (``env``: the
+    :func:`environment_info` the caller has already; ``resumed``: trials kept from a killed run)."""
+    reproduction, scale = request.reproduction, request.scale
     metrics: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in reproduction.methods_at(scale)}
     for result in results:
         for arm, arm_metrics in result.metrics.items():
@@ -179,15 +268,15 @@ def run_reproduction(
         arxiv=reproduction.arxiv,
         spec=reproduction.spec,
         scale=scale,
-        seeds=seeds,
+        seeds=request.seeds,
         config=config,
         metrics=metrics,
         claims=reproduction.claims_at(scale),
-        device=device,
-        threads=threads,
+        device=request.device,
+        threads=request.threads,
         precision=str(config.get("dtype", "float32")),
         effective_batch_size=config.get("batch_size"),
-        executor=executor.name,
+        executor=executor,
         wall_time_s=wall,
         peak_memory_mb=max((r.peak_memory_mb for r in results), default=0.0),
         trials=[
@@ -196,6 +285,7 @@ def run_reproduction(
                 "arms": list(r.trial.arms),
                 "seed": r.trial.seed,
                 "wall_time_s": r.wall_time_s,
+                "cpu_time_s": r.cpu_time_s,
                 "peak_memory_mb": r.peak_memory_mb,
             }
             for r in results
@@ -204,6 +294,13 @@ def run_reproduction(
             "x": reproduction.plot_x,
             "y": list(reproduction.plot_y),
             "logy": reproduction.plot_logy,
+        },
+        environment=env,
+        extra_info={
+            "workers": workers,
+            "trial_time_s": sum(r.wall_time_s for r in results),
+            "trial_cpu_s": sum(r.cpu_time_s for r in results),
+            "resumed_trials": resumed,
         },
     )
 
@@ -228,12 +325,15 @@ def build_record(
     peak_memory_mb: float,
     trials: Sequence[Mapping[str, Any]],
     plot: Mapping[str, Any],
+    environment: Mapping[str, Any] | None = None,
+    extra_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run record (schema in the module docstring), strict JSON, with ``claims`` evaluated.
 
     ``metrics`` is method → seed → metric name → value; the claims are evaluated on it at
-    ``scale``. Used by :func:`run_reproduction` and by ``optforge bench``, so every record in the
-    store has the same shape.
+    ``scale``. Used by :func:`run_reproduction`, :class:`Job` and ``optforge bench``, so every
+    record in the store has the same shape. ``environment`` is :func:`environment_info`'s result
+    when the caller has it already; ``extra_info`` adds run facts (workers, resumed trials).
     """
     results = Results(metrics)
     evaluated = [claim.evaluate(results, scale) for claim in claims]
@@ -249,13 +349,14 @@ def build_record(
         "seeds": list(seeds),
         "config": dict(config),
         "run_info": {
-            **environment_info(device, threads),
+            **(environment if environment is not None else environment_info(device, threads)),
             "precision": precision,
             "effective_batch_size": effective_batch_size,
             "world_size": 1,
             "executor": executor,
             "wall_time_s": wall_time_s,
             "peak_memory_mb": peak_memory_mb,
+            **(extra_info or {}),
         },
         "metrics": {m: {str(s): v for s, v in per.items()} for m, per in metrics.items()},
         "trials": [dict(t) for t in trials],
@@ -266,16 +367,32 @@ def build_record(
     return to_json_safe(record)
 
 
+_TRACKED_PACKAGES = (
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "diffusers",
+    "cma",
+    "nevergrad",
+)
+
+
 def environment_info(device: str, threads: int) -> dict[str, Any]:
-    """Versions, git revision and hardware of this run."""
+    """Versions, code identity (git revision, digest of the sources) and hardware of this run."""
     device_name = platform.processor() or platform.machine()
     if device.startswith("cuda") and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(torch.device(device))
     return {
         "git_revision": git_revision(),
+        "source_digest": source_digest(),
         "optforge_version": optforge.__version__,
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
+        "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": device,
@@ -303,6 +420,34 @@ def git_revision() -> str | None:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def source_digest() -> str:
+    """SHA-256 (first 16 hex digits) of every ``.py`` file of the installed ``optforge`` package.
+
+    Pins the code a record was made with even in a tree with uncommitted changes (where
+    ``git_revision`` only says ``+dirty``) or without git.
+    """
+    root = Path(optforge.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages whose numerics a reproduction may depend on."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def to_json_safe(value: Any) -> Any:

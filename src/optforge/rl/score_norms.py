@@ -14,9 +14,22 @@ of the SNR estimate (:class:`~optforge.rl.SNRLearningRate`). With
   (the squared norm of the score w.r.t. the logits);
 * ``length``: the response length (OPO's proxy); ``uniform``: ones (gives RLOO).
 
+:class:`GhostScoreGradients` keeps the per-sample score gradients of one recorded forward pass in
+factored form, so that besides :math:`w_i` it gives the squared norm of any weighted sum of them
+over consecutive groups, e.g. the per-prompt policy gradients
+:math:`\lVert\sum_{j\in\text{prompt } k} a_j\nabla_\theta\log\pi(y_j\mid x_k)\rVert^2`
+that the SNR learning rate needs (the G responses of a prompt are not independent; the prompts
+are).
+
 Example::
 
     w = score_sqnorms(model, input_ids, attention_mask, response_mask, method="ghost")   # [N]
+
+    with GhostNormRecorder.for_model(model) as rec:
+        seq = (token_logprobs(model, input_ids, attention_mask) * response_mask).sum(1)
+    grads = GhostScoreGradients(rec, seq)
+    w = grads.sqnorms()                                      # [N], as above
+    per_prompt = grads.sqnorms(weights=adv, group_size=8)    # [N / 8]
 """
 
 from __future__ import annotations
@@ -28,11 +41,16 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from optforge._core import check_choice
-from optforge.func import GhostNormRecorder, UnsupportedModuleError, per_example_grad_sqnorms
+from optforge._core import check_choice, check_positive_int
+from optforge.func import (
+    GhostNormRecorder,
+    UnsupportedModuleError,
+    layer_grad_sqnorms,
+    per_example_grad_sqnorms,
+)
 from optforge.rl.logprobs import _as_float, _causal_logits, _check_batch, token_logprobs
 
-__all__ = ["NORM_METHODS", "NormMethod", "score_sqnorms"]
+__all__ = ["NORM_METHODS", "GhostScoreGradients", "NormMethod", "score_sqnorms"]
 
 NormMethod = Literal["exact", "ghost", "head", "logit", "length", "uniform"]
 NORM_METHODS: tuple[str, ...] = ("exact", "ghost", "head", "logit", "length", "uniform")
@@ -103,6 +121,92 @@ def score_sqnorms(
         with torch.enable_grad(), recorder:
             seq = seq_logprobs()
         return recorder.sqnorms(seq)
+
+
+class GhostScoreGradients:
+    r"""Per-sample gradients of a recorded forward pass, in factored (ghost) form.
+
+    One backward of :math:`\sum_i \mathrm{seq}_i` through the recorded modules gives every
+    layer's inputs :math:`X_i` and output gradients :math:`D_i` per sample; the gradient of
+    :math:`\sum_{j\in k} a_j\,\mathrm{seq}_j` for a group k of samples is then the layer
+    gradient of the inputs and the scaled output gradients :math:`a_jD_j` of the group
+    concatenated in time, whose squared norm :func:`~optforge.func.layer_grad_sqnorms` gives
+    exactly (samples do not interact in a batch-first model).
+
+    Args:
+        recorder: A :class:`~optforge.func.GhostNormRecorder` whose context held the forward pass
+            (its recorded activations are released).
+        seq: ``[N]`` per-sample outputs of that forward pass (e.g. sequence log-probs).
+        retain_graph: Keep the graph for a later backward (e.g. of the loss).
+
+    Raises:
+        UnsupportedModuleError: activations that are not batch-first.
+        ValueError: ``seq`` not 1-D, or no supported module ran in the forward pass.
+    """
+
+    def __init__(
+        self, recorder: GhostNormRecorder, seq: Tensor, *, retain_graph: bool = False
+    ) -> None:
+        if not isinstance(seq, Tensor) or seq.dim() != 1:
+            shape = getattr(seq, "shape", type(seq).__name__)
+            raise ValueError(f"seq must be a 1-D tensor of per-sample outputs, got {shape}")
+        n = seq.shape[0]
+        calls = [(kind, m, x, y) for kind, m, store in recorder.entries for x, y in store]
+        if not calls:
+            raise ValueError(
+                "no supported module with trainable parameters ran in the forward pass"
+            )
+        with torch.enable_grad():
+            total = seq.sum()
+        deltas = torch.autograd.grad(
+            total, [y for *_, y in calls], allow_unused=True, retain_graph=retain_graph
+        )
+        layers: dict[int, tuple[nn.Module, list[Tensor], list[Tensor]]] = {}
+        for (kind, module, x, y), d in zip(calls, deltas, strict=True):
+            d = torch.zeros_like(y) if d is None else d.detach()
+            if x.dim() < 2 or x.shape[0] != n or d.shape[0] != n:
+                raise UnsupportedModuleError(
+                    f"ghost norms need batch-first activations; a module saw shape "
+                    f"{tuple(x.shape)} for a batch of {n}"
+                )
+            entry = layers.setdefault(id(module), (module, [], []))
+            entry[1].append(
+                x.reshape(n, -1) if kind == "embedding" else x.reshape(n, -1, x.shape[-1])
+            )
+            entry[2].append(d.reshape(n, -1, d.shape[-1]))
+        for *_, store in recorder.entries:
+            store.clear()
+        # a module called several times: the calls are concatenated in time
+        self.layers = [
+            (m, torch.cat(xs, dim=1), torch.cat(ds, dim=1)) for m, xs, ds in layers.values()
+        ]
+        self.n = n
+
+    def sqnorms(self, weights: Tensor | None = None, group_size: int = 1) -> Tensor:
+        """``||Σ_{j∈k} a_j ∇_θ seq_j||²`` for consecutive groups k of ``group_size`` samples.
+
+        Args:
+            weights: ``[N]`` coefficients ``a_j`` (``None``: ones).
+            group_size: Samples per group; must divide N (1: per-sample norms ``w_i``).
+
+        Returns:
+            ``[N / group_size]`` float32 squared norms (detached).
+        """
+        g = check_positive_int("group_size", group_size)
+        if self.n % g:
+            raise ValueError(f"group_size={g} must divide the number of samples {self.n}")
+        if weights is not None and tuple(weights.shape) != (self.n,):
+            raise ValueError(f"weights must have shape [{self.n}], got {tuple(weights.shape)}")
+        k = self.n // g
+        acc: Tensor | None = None
+        for module, x, d in self.layers:
+            if weights is not None:
+                d = d * weights.detach().to(d.dtype).view(-1, 1, 1)
+            x = x.reshape(k, -1) if x.dim() == 2 else x.reshape(k, -1, x.shape[-1])
+            sq = layer_grad_sqnorms(module, x, d.reshape(k, -1, d.shape[-1])).double()
+            acc = sq if acc is None else acc + sq
+        assert acc is not None
+        return acc.to(torch.float32)
 
 
 def _seq_logprobs(

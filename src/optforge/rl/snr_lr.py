@@ -21,6 +21,13 @@ noise :math:`S/N` from per-sample (or per-micro-batch) squared norms,
 :math:`\mathrm{lr} = \mathrm{lr_{max}}\cdot\rho`,
 :math:`\rho = \mathrm{clip}(m_{sig}/m_{tot}, \rho_{min}, \rho_{max})` into every param group. It
 composes with any ``torch.optim`` optimizer (with Adam it scales Adam's lr).
+
+The estimate is unbiased only when the units are independent draws. With G responses per prompt
+the N samples are not: responses of one prompt share it, and the per-sample estimate misses the
+between-prompt part of the noise (it divides the prompt-level variance by N instead of B) and so
+over-estimates ρ. Pass the B per-prompt gradients (``update_from_microbatches`` with one unit per
+prompt, as :class:`~optforge.rl.OBLRPOTrainer` does by default); ``update_from_per_sample`` is
+for i.i.d. samples (one response per prompt).
 ``update_from_gradient`` is a third estimator for when no per-sample information exists (TRL):
 EMAs over steps of :math:`\hat g` and :math:`\lVert\hat g\rVert^2` with an exact small-sample
 correction.
@@ -112,6 +119,9 @@ class SNRLearningRate:
     ) -> float:
         """Update from ``Σ_i ||g_i||²`` of the N per-sample terms whose mean is ``ḡ`` (= ``.grad``).
 
+        The N terms must be independent draws (one response per prompt); with several responses
+        per prompt use :meth:`update_from_microbatches` over per-prompt gradients.
+
         For the loss ``-(1/N) Σ c_i A_i log π_i`` the per-sample terms are ``g_i = -c_i A_i s_i``,
         so ``Σ_i ||g_i||² = Σ_i c_i² A_i² ||s_i||²`` — free once ``||s_i||²`` is known exactly.
 
@@ -129,6 +139,8 @@ class SNRLearningRate:
         self, microbatch_grad_sqnorms: Sequence[float], mean_grad_sqnorm: float | None = None
     ) -> float:
         """Update from ``||g_k||²`` of K ≥ 2 micro-batch gradients whose mean is ``ḡ``.
+
+        The micro-batches must be independent (e.g. one per prompt, or groups of whole prompts).
 
         Args:
             microbatch_grad_sqnorms: ``[||g_1||², ..., ||g_K||²]``.

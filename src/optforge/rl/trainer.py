@@ -12,9 +12,12 @@ function, forms advantages (:func:`~optforge.rl.advantages`, weights from
     \qquad \theta \leftarrow \theta - \eta\,\rho\,\hat g \ \text{(SGD; any optimizer)}.
 
 With ghost norms the weights come from the same forward pass as the loss (one forward, two
-backward passes); with exact or ghost norms the SNR estimate is per sample
-(:math:`\sum_i\lVert g_i\rVert^2 = \sum_i c_i^2A_i^2\lVert s_i\rVert^2`), otherwise the batch is
-split by prompt into micro-batches.
+backward passes). The SNR estimate treats the B prompts as the independent units: the noise of
+:math:`\hat g = \frac1B\sum_k g_k` is :math:`S/B` with
+:math:`S = (\sum_k\lVert g_k\rVert^2 - B\lVert\hat g\rVert^2)/(B-1)` over the per-prompt
+gradients :math:`g_k` (from the same ghost pass, or one micro-batch per prompt otherwise). The G
+responses of a prompt share it and are correlated, so treating the N samples as independent
+(``snr_units="sample"``) under-estimates the noise and over-estimates ρ.
 
 Paper: Zixun Huang, Jiayi Sheng, Zeyu Zheng, "OBLR-PO: A Theoretical Framework for Stable
 Reinforcement Learning", arXiv:2511.23310 (2025).
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +57,13 @@ from optforge.func import GhostNormRecorder
 from optforge.rl.advantages import BASELINES, SCALE_REWARDS, Baseline, ScaleRewards, advantages
 from optforge.rl.logprobs import _as_float, _causal_logits, _check_batch, token_logprobs
 from optforge.rl.policy_loss import LOSS_TYPES, LossType, _loss_from_coef, loss_coefficients
-from optforge.rl.score_norms import NORM_METHODS, NormMethod, _ghost_errors, score_sqnorms
+from optforge.rl.score_norms import (
+    NORM_METHODS,
+    GhostScoreGradients,
+    NormMethod,
+    _ghost_errors,
+    score_sqnorms,
+)
 from optforge.rl.snr_lr import SNRLearningRate
 
 __all__ = ["OBLRPOTrainer", "ResponseRewardFn"]
@@ -61,9 +71,11 @@ __all__ = ["OBLRPOTrainer", "ResponseRewardFn"]
 #: ``reward_fn(prompt_ids [N, P], response_ids [N, R]) -> [N]`` rewards of sampled responses.
 ResponseRewardFn = Callable[[Tensor, Tensor], Tensor]
 
+_SNR_UNITS = ("prompt", "sample")
+
 
 class OBLRPOTrainer:
-    """Compact on-policy trainer: sample G responses per prompt, score, advantages, one update.
+    r"""Compact on-policy trainer: sample G responses per prompt, score, advantages, one update.
 
     Works with any causal LM in the Hugging Face convention (``AutoModelForCausalLM`` built from a
     config, or :class:`~optforge.rl.TinyCausalLM`). Sampling is plain ancestral sampling with the
@@ -82,10 +94,15 @@ class OBLRPOTrainer:
         norm_method: Weights for the optimal baseline / SNR (see :func:`score_sqnorms`).
         scale_rewards: TRL's ``"none"`` / ``"group"`` / ``"batch"``.
         loss_type: ``"seq_sum"`` / ``"grpo"`` / ``"bnpo"`` / ``"dapo"`` / ``"dr_grpo"``.
-        snr_lr: An :class:`SNRLearningRate` on ``optimizer`` (``None``: fixed lr). With exact or
-            ghost norms it uses the per-sample estimate; otherwise the batch is split by prompt
-            into ``snr_microbatches`` micro-batches.
-        snr_microbatches: K for the micro-batch estimate (default: one per prompt, at most 8).
+        snr_lr: An :class:`SNRLearningRate` on ``optimizer`` (``None``: fixed lr).
+        snr_units: The independent units of the SNR estimate. ``"prompt"`` (default): the
+            per-prompt gradients (ghost norms: from the loss's own forward pass; other norm
+            methods, or ``snr_microbatches`` given: one backward per micro-batch of whole
+            prompts). ``"sample"``: the N per-sample terms
+            (:math:`\sum_i c_i^2A_i^2\lVert s_i\rVert^2`, needs exact or ghost norms); biased
+            low in noise when G > 1, kept for comparison.
+        snr_microbatches: K micro-batches of whole prompts for the ``"prompt"`` estimate
+            (default: one per prompt; with ghost norms no micro-batch is needed).
         max_new_tokens: Response length limit.
         temperature: Sampling temperature.
         eos_token_id: Stops a response (kept in it); later positions are padding.
@@ -106,6 +123,7 @@ class OBLRPOTrainer:
         scale_rewards: ScaleRewards = "none",
         loss_type: LossType = "seq_sum",
         snr_lr: SNRLearningRate | None = None,
+        snr_units: Literal["prompt", "sample"] = "prompt",
         snr_microbatches: int | None = None,
         max_new_tokens: int,
         temperature: float = 1.0,
@@ -130,6 +148,14 @@ class OBLRPOTrainer:
         check_choice("loss_type", loss_type, LOSS_TYPES)
         if snr_lr is not None and snr_lr.optimizer is not optimizer:
             raise ValueError("snr_lr must wrap the trainer's optimizer")
+        check_choice("snr_units", snr_units, _SNR_UNITS)
+        if snr_units == "sample" and norm_method not in ("exact", "ghost"):
+            raise ValueError(
+                f"snr_units='sample' needs exact per-sample norms (norm_method 'exact' or "
+                f"'ghost'), got norm_method={norm_method!r}"
+            )
+        if snr_units == "sample" and snr_microbatches is not None:
+            raise ValueError("snr_microbatches applies to snr_units='prompt' only")
         if (
             snr_microbatches is not None
             and check_positive_int("snr_microbatches", snr_microbatches) < 2
@@ -142,6 +168,7 @@ class OBLRPOTrainer:
         self.baseline, self.norm_method = baseline, norm_method
         self.scale_rewards, self.loss_type = scale_rewards, loss_type
         self.snr_lr, self.snr_microbatches = snr_lr, snr_microbatches
+        self.snr_units = snr_units
         self.max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
         self.temperature = check_positive("temperature", temperature)
         self.eos_token_id = eos_token_id
@@ -222,11 +249,13 @@ class OBLRPOTrainer:
             )
         rewards = check_finite("rewards", rewards.detach().to(torch.float32))
         coef = loss_coefficients(resp, self.loss_type).to(rewards.device)
-        exact_norms = self.norm_method in ("exact", "ghost")
-        per_sample_snr = self.snr_lr is not None and exact_norms
-        need_w = self.baseline.startswith("optimal") or per_sample_snr
-        fused = need_w and self.norm_method == "ghost" and (self.snr_lr is None or per_sample_snr)
+        route = self._snr_route()
+        need_w = self.baseline.startswith("optimal") or route == "sample"
+        fused = self.norm_method == "ghost" and (
+            route == "prompt_ghost" or (need_w and route != "microbatch")
+        )
         tok_logps: Tensor | None = None
+        ghost: GhostScoreGradients | None = None
         if fused:  # ghost norms from the same forward pass as the loss (one forward, two backward)
             _check_batch(ids, attn, resp)
             with _ghost_errors(self.norm_method):
@@ -234,7 +263,8 @@ class OBLRPOTrainer:
                 with recorder:
                     tok_logps = token_logprobs(self.model, ids, attn, temperature=self.temperature)
                 seq = (tok_logps * resp.to(tok_logps.dtype)).sum(dim=1)
-                w = recorder.sqnorms(seq, retain_graph=True).to(rewards.device)
+                ghost = GhostScoreGradients(recorder, seq, retain_graph=True)
+            w = ghost.sqnorms().to(rewards.device) if need_w else torch.ones_like(rewards)
         elif need_w:
             w = score_sqnorms(
                 self.model, ids, attn, resp, method=self.norm_method, temperature=self.temperature
@@ -249,7 +279,7 @@ class OBLRPOTrainer:
             scale_rewards=self.scale_rewards,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        if self.snr_lr is not None and not per_sample_snr:
+        if route == "microbatch":
             loss, tok_logps, mb_sq = self._backward_microbatches(ids, attn, resp, adv, coef)
         else:
             if tok_logps is None:
@@ -264,8 +294,15 @@ class OBLRPOTrainer:
         if not math.isfinite(grad_sq):
             raise FloatingPointError(f"non-finite gradient at step {self.num_steps}")
         if self.snr_lr is not None:
-            if per_sample_snr:
+            if route == "sample":
                 self.snr_lr.update_from_per_sample(float((coef * adv).pow(2).mul(w).sum()), n)
+            elif route == "prompt_ghost":
+                assert ghost is not None
+                # g_k = -(1/G) Σ_{j∈k} c_j A_j ∇ seq_j, so that ḡ = mean_k g_k
+                per_prompt = ghost.sqnorms(weights=coef * adv / g, group_size=g)
+                self.snr_lr.update_from_microbatches_sum(
+                    float(per_prompt.double().sum()), n // g, mean_grad_sqnorm=grad_sq
+                )
             else:
                 self.snr_lr.update_from_microbatches(mb_sq, mean_grad_sqnorm=grad_sq)
             self.snr_lr.step()
@@ -288,11 +325,21 @@ class OBLRPOTrainer:
             "logprob_gap": float((tok_logps.detach() - sample_logps).abs()[mask].max()),
         }
 
+    def _snr_route(self) -> str | None:
+        """The SNR estimate: ``None``, ``"sample"``, ``"prompt_ghost"`` or ``"microbatch"``."""
+        if self.snr_lr is None:
+            return None
+        if self.snr_units == "sample":
+            return "sample"
+        if self.norm_method == "ghost" and self.snr_microbatches is None:
+            return "prompt_ghost"
+        return "microbatch"
+
     def _backward_microbatches(
         self, ids: Tensor, attn: Tensor, resp: Tensor, adv: Tensor, coef: Tensor
     ) -> tuple[Tensor, Tensor, list[float]]:
         n_prompts = ids.shape[0] // self.group_size
-        k = self.snr_microbatches or min(n_prompts, 8)
+        k = self.snr_microbatches or n_prompts
         if k < 2 or k > n_prompts:
             raise ValueError(
                 f"snr_microbatches={k} needs 2 <= K <= number of prompts ({n_prompts})"

@@ -14,8 +14,8 @@ means cheaper than the baseline):
   step time of WTA-CRS layers / ``nn.Linear`` and ``torch.utils.checkpoint``.
 * :mod:`~optforge.repro.bench.altmin_time`, rows ``altmin/<solver>``: wall time to a target
   error of robust AltMin / exact AltMin and SoftImpute.
-* :mod:`~optforge.repro.bench.dfo_evals`, rows ``dfo/<problem>/<method>``: evaluations to a target, cDSM /
-  CMA-ES.
+* :mod:`~optforge.repro.bench.dfo_evals`, rows ``dfo/<problem>/<method>``: evaluations to a
+  target, CDSM vs NOMAD, CMA-ES and NGOpt.
 
 :mod:`~optforge.repro.bench.suite` runs them and builds the record with the runner's record
 builder; timing comes from :mod:`optforge.repro.timing`.

@@ -68,6 +68,7 @@ _BASE: dict[str, Any] = {
     "lr_full": 1e-3,
     "lr_lora": 1e-3,
     "forget_threshold": 0.1,
+    "early_epoch": 5,  # the official TOFU scripts unlearn for 5 epochs
 }
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -88,7 +89,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "n_attributes": 6,
         "n_forget": 3,
         "n_world": 30,
-        "base_epochs": 40,
+        "base_epochs": 80,
         "epochs": 20,
         "oracle": True,
     },
@@ -417,6 +418,7 @@ def _unlearn(
         for key, val in metrics.items():
             curves[key].append(val)
     forget = np.array(curves["forget_acc"][1:])
+    early = min(config["early_epoch"], config["epochs"])
     hit = np.nonzero(forget <= config["forget_threshold"])[0]
     epochs_to_forget = float(hit[0] + 1) if hit.size else float(config["epochs"] + 1)
     at = int(hit[0] + 1) if hit.size else config["epochs"]
@@ -429,6 +431,7 @@ def _unlearn(
         "final_world_acc": curves["world_acc"][-1],
         "epochs_to_forget": epochs_to_forget,
         "forget_acc_mean": float(forget.mean()),
+        f"forget_acc_epoch{config['early_epoch']}": float(forget[early - 1]),
         "retain_acc_at_forget": curves["retain_acc"][at],
         "world_acc_at_forget": curves["world_acc"][at],
         "model_utility": model_utility(
@@ -455,6 +458,7 @@ CLAIMS = [
         ),
         op=">=",
         threshold=0.98,
+        description="worst seed of min(forget, retain) answer accuracy of the base model",
     ),
     Claim(
         name="ga-destroys-retained-knowledge",
@@ -475,24 +479,14 @@ CLAIMS = [
         description="worst seed of IHL+LoRA's final retain accuracy",
     ),
     Claim(
-        name="fila-forgets-in-fewer-epochs",
-        statement="FILA makes LoRA unlearning faster: IHL+FILA reaches the forget threshold in "
-        "fewer epochs than IHL+LoRA.",
-        metric=lambda r: float(r.paired("ihl+fila", "ihl+lora", "epochs_to_forget").max()),
-        op="<",
-        threshold=0.0,
-        scales=("quick", "full"),
-        description="max over seeds of epochs_to_forget(IHL+FILA) - epochs_to_forget(IHL+LoRA); "
-        "epochs_to_forget = first epoch with forget acc <= 0.1 (epochs + 1 if never)",
-    ),
-    Claim(
         name="fila-forgets-faster",
-        statement="FILA makes LoRA unlearning faster (smoke: lower forget accuracy averaged over "
-        "the epochs than IHL+LoRA, every seed).",
+        statement="FILA makes LoRA unlearning faster: on every seed IHL+FILA's forget accuracy, "
+        "averaged over the unlearning epochs, is lower than IHL+LoRA's from the same base model.",
         metric=lambda r: float(r.paired("ihl+fila", "ihl+lora", "forget_acc_mean").max()),
         op="<",
         threshold=0.0,
-        scales=("smoke",),
+        description="max over seeds of mean-over-epochs forget acc, IHL+FILA minus IHL+LoRA "
+        "(paired per seed; < 0: FILA lower on every seed)",
     ),
     Claim(
         name="fila-keeps-retained-knowledge",
@@ -510,6 +504,7 @@ CLAIMS = [
         op="<=",
         threshold=0.3,
         scales=("quick", "full"),
+        description="worst-seed forget-set answer accuracy of the retain-only model",
     ),
 ]
 
@@ -524,7 +519,7 @@ register(
         methods=list(ARMS),
         experiment=run,
         claims=CLAIMS,
-        seeds={"smoke": 1, "quick": 3, "full": 3},
+        seeds={"smoke": 1, "quick": 5, "full": 5},
         seed_base=100,
         methods_by_scale={"smoke": ("ihl+lora", "ihl+fila")},
         extras=("llm",),

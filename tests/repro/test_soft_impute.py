@@ -1,6 +1,7 @@
 """SoftImpute baseline (``optforge.repro.baselines.soft_impute``)."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -104,3 +105,28 @@ def test_bad_inputs():
         SoftImpute(max_rank=2).fit(np.full((4, 3), np.nan))
     with pytest.raises(ValueError, match="2-D"):
         SoftImpute(max_rank=2).fit(np.zeros(5))
+
+
+def test_bench_row_times_robust_altmin_and_softimpute_to_the_same_target(monkeypatch):
+    """``altmin/robust-vs-softimpute`` once compared robust AltMin's time to 1e-6 with
+    SoftImpute's time to 1e-4; both arms must aim at one target."""
+    from optforge.repro.bench import altmin_time
+
+    targets = {"robust": [], "soft": []}
+    robust, soft = altmin_time.altmin_time_to_target, altmin_time.soft_impute_time_to_target
+
+    def robust_spy(problem, solver, target, *args, **kwargs):
+        targets["robust"].append(target)
+        return robust(problem, solver, target, *args, **kwargs)
+
+    def soft_spy(problem, target):
+        targets["soft"].append(target)
+        return soft(problem, target)
+
+    monkeypatch.setattr(altmin_time, "altmin_time_to_target", robust_spy)
+    monkeypatch.setattr(altmin_time, "soft_impute_time_to_target", soft_spy)
+    rows = altmin_time.altmin("cpu", 60, 2)
+    assert targets["soft"] == [altmin_time.SOFT_TARGET]
+    assert targets["robust"][-1] == altmin_time.SOFT_TARGET  # the row's robust arm
+    row = rows["altmin/robust-vs-softimpute"]
+    assert row["seconds"] > 0 and math.isfinite(row["baseline_seconds"])  # both reach 1e-2

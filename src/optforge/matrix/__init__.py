@@ -7,7 +7,6 @@ from typing import Any
 
 from optforge.matrix.altmin import (
     ExactNormalEquations,
-    RobustAltMinCompletion,
     SketchPreconditionedCG,
     relative_error,
     robust_altmin_complete,
@@ -74,4 +73,6 @@ def __getattr__(name: str) -> Any:
             stacklevel=2,
         )
         return importlib.import_module("optforge.problems.lowrank").make_incoherent_lowrank
+    if name == "RobustAltMinCompletion":  # lazy: it needs scikit-learn (optforge.matrix.altmin)
+        return importlib.import_module("optforge.matrix.altmin").RobustAltMinCompletion
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

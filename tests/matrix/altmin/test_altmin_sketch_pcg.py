@@ -67,3 +67,15 @@ def test_flops_grow_like_k_not_k_squared():
     slope = lambda f: math.log(f[-1] / f[0]) / math.log(4)  # noqa: E731
     assert slope(flops_s) < 1.35
     assert slope(flops_e) > 1.9
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_countsketch_signs_are_redrawn_per_call_buckets_kept(backend):
+    U, rows, cols, vals, n = _random_problem(9, d_lo=30, d_hi=40)
+    fresh = SketchPreconditionedCG(max_iter=0, generator=_gen(3), backend=backend, sketch_size=8)
+    first, second = fresh(U, rows, cols, vals, n), fresh(U, rows, cols, vals, n)
+    assert _rel(first, second) > 1e-6  # sketch-and-solve with new signs differs
+    fixed = SketchPreconditionedCG(
+        max_iter=0, generator=_gen(3), backend=backend, sketch_size=8, refresh_signs=False
+    )
+    assert torch.equal(fixed(U, rows, cols, vals, n), fixed(U, rows, cols, vals, n))

@@ -18,13 +18,15 @@ minimization (AltMin) fixes :math:`U` and solves for :math:`V`, then the reverse
 and outputs :math:`X = \hat U_T V_T^\top`. The :math:`V`-step splits into one :math:`k`-variable
 least-squares problem per column :math:`j`, :math:`\min_v \|A_j v - b_j\|` with
 :math:`A_j = U[\Omega_j]`, :math:`b_j = M[\Omega_j, j]`. The paper's change to JNS13 is that each
-of these is solved *approximately*, by sketch-and-precondition: sketch :math:`S_j A_j = Q_j R_j`
-(CountSketch, SRHT or Gaussian :math:`S_j` with :math:`s = O(k)` rows), warm start
-:math:`v^0 = R_j^{-1} Q_j^\top S_j b_j` and a few preconditioned-CG steps on
-:math:`A_j^\top A_j v = A_j^\top b_j` with preconditioner :math:`(R_j^\top R_j)^{-1}`. All columns
-are handled at once on the flat list of observed entries (``index_add_`` scatters and batched
-``torch.linalg.qr``/triangular solves), so a half-sweep costs :math:`O(|\Omega| k (q+3) + n s k^2)`
-instead of the :math:`O(|\Omega| k^2 + n k^3)` of exact normal equations.
+of these is solved *approximately*, by sketch-and-precondition: sketch :math:`S_j A_j`
+(CountSketch, SRHT or Gaussian :math:`S_j` with :math:`s = O(k)` rows), take :math:`R_j` from a
+Cholesky factor of :math:`(S_jA_j)^\top S_jA_j`, warm start from the sketch-and-solve solution
+and run a few preconditioned-CG steps on :math:`A_j^\top A_j v = A_j^\top b_j` with
+preconditioner :math:`(R_j^\top R_j)^{-1}`. All columns are handled at once through operators
+built once per pattern of Ω (:class:`ObservedPattern`: the sketch as one sparse–dense product,
+``A v`` as :math:`(U V^\top)[\Omega]`, ``Aᵀr`` as one sparse–dense product), so a half-sweep
+costs :math:`O(|\Omega| k (q+3) + n s k^2)` instead of the :math:`O(|\Omega| k^2 + n k^3)` of
+exact normal equations. ``solver="auto"`` picks the faster of the two by rank and sampling.
 
 One idea per module:
 
@@ -36,10 +38,13 @@ One idea per module:
   (:class:`SketchPreconditionedCG`, the paper);
 * :mod:`~optforge.matrix.altmin.sketch`: CountSketch, SRHT and Gaussian sketches
   (:func:`sketch_columns`);
+* :mod:`~optforge.matrix.altmin.pattern`: the observed entries as operators built once per
+  pattern of Ω (:class:`ObservedPattern`, :class:`CountSketch`; dense or sparse backend);
+* :mod:`~optforge.matrix.altmin.auto`: ``solver="auto"`` (:func:`choose_solver`);
 * :mod:`~optforge.matrix.altmin.layout`: the padded per-column layout (:class:`ColumnLayout`);
 * :mod:`~optforge.matrix.altmin.spectral_init`: the randomized spectral initialisation;
-* :mod:`~optforge.matrix.altmin.estimator`: the scikit-learn style
-  :class:`RobustAltMinCompletion`;
+* :mod:`~optforge.matrix.altmin.estimator`: the scikit-learn transformer
+  :class:`RobustAltMinCompletion` (imported lazily: it needs scikit-learn);
 * :mod:`~optforge.matrix.altmin.metrics`: :func:`relative_error`.
 
 The test problem generator lives in :mod:`optforge.problems.lowrank`;
@@ -61,11 +66,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from optforge._core import require
+from optforge.matrix.altmin.auto import choose_solver
 from optforge.matrix.altmin.core import CompletionResult, robust_altmin_complete, split_samples
-from optforge.matrix.altmin.estimator import RobustAltMinCompletion
-from optforge.matrix.altmin.exact import ExactNormalEquations, MaskedLstsqSolver
+from optforge.matrix.altmin.exact import ExactNormalEquations, MaskedLstsqSolver, SolverBackend
 from optforge.matrix.altmin.layout import ColumnLayout
 from optforge.matrix.altmin.metrics import relative_error
+from optforge.matrix.altmin.pattern import CountSketch, ObservedPattern
 from optforge.matrix.altmin.sketch import SketchKind, sketch_columns
 from optforge.matrix.altmin.sketch_pcg import SketchPreconditionedCG
 from optforge.matrix.altmin.spectral_init import spectral_init
@@ -73,11 +80,15 @@ from optforge.matrix.altmin.spectral_init import spectral_init
 __all__ = [
     "ColumnLayout",
     "CompletionResult",
+    "CountSketch",
     "ExactNormalEquations",
     "MaskedLstsqSolver",
+    "ObservedPattern",
     "RobustAltMinCompletion",
     "SketchKind",
     "SketchPreconditionedCG",
+    "SolverBackend",
+    "choose_solver",
     "relative_error",
     "robust_altmin_complete",
     "sketch_columns",
@@ -87,11 +98,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Deprecated old home of :func:`optforge.problems.make_incoherent_lowrank` (one release).
+    """Lazy exports: :class:`RobustAltMinCompletion` (it subclasses scikit-learn's
+    ``BaseEstimator``, so scikit-learn is imported on first access only), and the deprecated old
+    home of :func:`optforge.problems.make_incoherent_lowrank` (one release).
 
     ``optforge.matrix`` and ``optforge.problems`` are independent method packages (an
     import-linter contract), so the alias is looked up at first access, with a warning.
     """
+    if name == "RobustAltMinCompletion":
+        require("sklearn", "repro")
+        return importlib.import_module("optforge.matrix.altmin.estimator").RobustAltMinCompletion
     if name == "make_incoherent_lowrank":
         import warnings
 

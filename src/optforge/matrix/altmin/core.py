@@ -54,8 +54,10 @@ from optforge._core import (
     check_positive_int,
     make_generator,
 )
-from optforge.matrix.altmin.exact import ExactNormalEquations, MaskedLstsqSolver
+from optforge.matrix.altmin.auto import choose_solver
+from optforge.matrix.altmin.exact import ExactNormalEquations, MaskedLstsqSolver, SolverBackend
 from optforge.matrix.altmin.metrics import relative_error
+from optforge.matrix.altmin.pattern import ObservedPattern
 from optforge.matrix.altmin.sketch import SketchKind
 from optforge.matrix.altmin.sketch_pcg import SketchPreconditionedCG
 from optforge.matrix.altmin.spectral_init import spectral_init
@@ -98,7 +100,8 @@ def robust_altmin_complete(
     rank: int,
     *,
     n_iters: int = 20,
-    solver: MaskedLstsqSolver | Literal["exact", "sketch"] = "sketch",
+    solver: MaskedLstsqSolver | Literal["auto", "exact", "sketch"] = "auto",
+    backend: SolverBackend = "auto",
     init: Literal["svd", "random"] = "svd",
     sample_splitting: bool = False,
     clip_mu: float | None = None,
@@ -118,7 +121,12 @@ def robust_altmin_complete(
         rank: target rank ``k`` (< min(m, n)).
         n_iters: maximum number of sweeps ``T`` (one V half-step and one U half-step each).
         solver: ``"sketch"`` (sketch-and-precondition + PCG, the paper), ``"exact"``
-            (normal equations, JNS13) or any :class:`MaskedLstsqSolver`.
+            (normal equations, JNS13), ``"auto"`` (the faster of the two for this rank and
+            number of observations per row and column, :func:`choose_solver`) or any
+            :class:`MaskedLstsqSolver`.
+        backend: how the solvers built from ``"exact"``/``"sketch"``/``"auto"`` apply the
+            observed entries (:class:`~optforge.matrix.altmin.ObservedPattern`): ``"auto"``,
+            ``"dense"``, ``"sparse"`` or ``"padded"``.
         init: ``"svd"`` (spectral init) or ``"random"`` (Haar-random U₀).
         sample_splitting: JNS13 theory mode: split Ω into 2T+1 random disjoint parts and use a
             fresh one for the init and each half-step (no early stopping).
@@ -142,7 +150,11 @@ def robust_altmin_complete(
     if clip_mu is not None:
         check_positive("clip_mu", clip_mu)
     gen = generator if generator is not None else make_generator(None, vals.device)
-    solve = _make_solver(solver, gen)
+    if solver == "auto":
+        solver = choose_solver(
+            rank, torch.bincount(cols, minlength=n), torch.bincount(rows, minlength=m)
+        )
+    solve = _make_solver(solver, gen, backend=backend)
     k = rank
 
     if sample_splitting:
@@ -178,6 +190,11 @@ def robust_altmin_complete(
     if truth is not None:
         hist["rel_error"] = []
     vals_norm = float(torch.linalg.norm(vals))
+    # the observed-entry residual of every sweep, through the same operators as the solvers
+    # (O(|Ω|k) or masked GEMMs; a gather of U[rows] and V[cols] would hold two |Ω| × k copies)
+    residual = ObservedPattern.build(
+        rows, cols, vals, n, m, backend if backend in ("dense", "sparse") else "auto"
+    )
     flops = init_flops
     prev = math.inf
     u_hat = u
@@ -196,8 +213,7 @@ def robust_altmin_complete(
         if not bool(torch.isfinite(u_hat).all()):
             raise FloatingPointError(f"non-finite factor at sweep {t + 1}")
         u = torch.linalg.qr(u_hat).Q
-        resid = vals - (u_hat[rows] * v[cols]).sum(1)
-        rel = float(torch.linalg.norm(resid)) / vals_norm
+        rel = float(torch.linalg.vector_norm(residual.residual_norms(u_hat, v))) / vals_norm
         sweeps = t + 1
         hist["sweep"].append(float(sweeps))
         hist["rel_train_residual"].append(rel)
@@ -284,11 +300,14 @@ def _make_solver(
     generator: torch.Generator,
     sketch: SketchKind = "countsketch",
     pcg_iters: int = 3,
+    backend: SolverBackend = "auto",
 ) -> MaskedLstsqSolver:
     if solver == "exact":
-        return ExactNormalEquations()
+        return ExactNormalEquations(backend=backend)
     if solver == "sketch":
-        return SketchPreconditionedCG(sketch=sketch, max_iter=pcg_iters, generator=generator)
+        return SketchPreconditionedCG(
+            sketch=sketch, max_iter=pcg_iters, generator=generator, backend=backend
+        )
     if isinstance(solver, str) or not callable(solver):
-        raise ValueError(f"solver must be 'exact', 'sketch' or a callable, got {solver!r}")
+        raise ValueError(f"solver must be 'auto', 'exact', 'sketch' or a callable, got {solver!r}")
     return solver

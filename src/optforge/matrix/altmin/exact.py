@@ -10,9 +10,11 @@ forms the normal equations
     G_j = A_j^\top A_j + \lambda I,\qquad G_j v_j = A_j^\top b_j
 
 for all columns at once and solves them by a batched Cholesky factorisation, at
-``|Ω|k² + nk³/3`` flops per half-step. Columns whose Gram is singular (fewer than ``k``
-observations and no ridge, or numerically rank-deficient) get the minimum-norm solution
-``pinv(G_j) A_jᵀ b_j``.
+``|Ω|k² + nk³/3`` flops per half-step. The Grams are one product of the observed pattern with
+the Khatri–Rao square ``[u_i ⊗ u_i]`` of ``U`` (dense BLAS-3 GEMMs when the pattern is dense
+enough, a sparse CSR product otherwise; see :class:`~optforge.matrix.altmin.ObservedPattern`).
+Columns whose Gram is singular (fewer than ``k`` observations and no ridge, or numerically
+rank-deficient) get the minimum-norm solution ``pinv(G_j) A_jᵀ b_j``.
 
 Any object following :class:`MaskedLstsqSolver` can replace it in
 :func:`~optforge.matrix.altmin.robust_altmin_complete`.
@@ -30,15 +32,22 @@ Example:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from optforge._core import check_positive_int
+from optforge._core import check_choice, check_positive_int
 from optforge.matrix.altmin.layout import ColumnLayout, _LayoutCache
+from optforge.matrix.altmin.pattern import _PatternCache, resolve_backend
 
-__all__ = ["ExactNormalEquations", "MaskedLstsqSolver"]
+__all__ = ["ExactNormalEquations", "MaskedLstsqSolver", "SolverBackend"]
+
+#: How a solver applies the observed entries: ``"auto"``, ``"dense"`` or ``"sparse"`` (an
+#: :class:`~optforge.matrix.altmin.ObservedPattern` backend), or ``"padded"`` (the padded
+#: (n, d_max, k) layout with gathers and ``bmm``, the implementation before issue #27).
+SolverBackend = Literal["auto", "dense", "sparse", "padded"]
+_SOLVER_BACKENDS = ("auto", "dense", "sparse", "padded")
 
 
 class MaskedLstsqSolver(Protocol):
@@ -66,21 +75,29 @@ class MaskedLstsqSolver(Protocol):
 class ExactNormalEquations:
     """Exact per-column least squares via the k×k normal equations, batched over columns.
 
-    Forms every ``G_j = A_jᵀA_j + ridge·I`` with one batched ``bmm`` on the padded
-    (n, d_max, k) layout (BLAS-3; columns processed in chunks of ``chunk_size`` entries so the
-    (|Ω|, k) gather stays bounded) and solves all columns by a batched Cholesky; columns whose
-    Gram is singular (fewer than k observations, no ridge) get the minimum-norm solution
+    Forms every ``G_j = A_jᵀA_j + ridge·I`` and ``A_jᵀ b_j`` through an
+    :class:`~optforge.matrix.altmin.ObservedPattern` built once per pattern of Ω (the pattern
+    matrix times the Khatri–Rao square of ``U``: dense BLAS-3 GEMMs on chunks of columns, or a
+    sparse CSR product at low density) and solves all columns by a batched Cholesky; columns
+    whose Gram is singular (fewer than k observations, no ridge) get the minimum-norm solution
     ``pinv(G_j) A_jᵀ b_j``. Cost ``|Ω|k² + nk³/3`` flops (``last_flops``).
 
     Args:
-        chunk_size: padded entries per chunk of columns.
+        chunk_size: padded entries per chunk of columns (``backend="padded"`` only).
+        backend: ``"auto"`` (default: dense GEMMs from an observed fraction of
+            :func:`exact_min_density` ``(k)`` on, if the dense pattern fits, else sparse),
+            ``"dense"``, ``"sparse"``, or
+            ``"padded"`` (the former (n, d_max, k) gather + ``bmm`` layout, kept for
+            comparison).
     """
 
-    def __init__(self, chunk_size: int = 2**22) -> None:
+    def __init__(self, chunk_size: int = 2**22, backend: SolverBackend = "auto") -> None:
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        self.backend = check_choice("backend", backend, _SOLVER_BACKENDS)
         self.last_flops = 0.0
         self.last_inner_iters = 0
         self._cache = _LayoutCache()
+        self._patterns = _PatternCache()
 
     def __call__(
         self,
@@ -91,6 +108,24 @@ class ExactNormalEquations:
         n_cols: int,
         V0: Tensor | None = None,
         ridge: float = 0.0,
+    ) -> Tensor:
+        k = U.shape[1]
+        if self.backend == "padded":
+            return self._padded(U, rows, cols, vals, n_cols, ridge)
+        backend = resolve_backend(
+            self.backend, rows.numel(), n_cols, U.shape[0], exact_min_density(k)
+        )
+        pattern = self._patterns.get(rows, cols, vals, n_cols, U.shape[0], backend)
+        gram = pattern.gram(U)
+        if ridge > 0:
+            gram.diagonal(dim1=1, dim2=2).add_(ridge)
+        out = _solve_gram(gram, pattern.rhs(U))
+        self.last_flops = float(pattern.n_obs * k * k + n_cols * k**3 / 3)
+        self.last_inner_iters = 0
+        return out
+
+    def _padded(
+        self, U: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int, ridge: float
     ) -> Tensor:
         k = U.shape[1]
         layout = self._cache.get(rows, cols, vals, n_cols, U.shape[0])
@@ -109,6 +144,14 @@ class ExactNormalEquations:
         self.last_flops = float(layout.n_obs * k * k + n_cols * k**3 / 3)
         self.last_inner_iters = 0
         return torch.cat(out)
+
+
+def exact_min_density(k: int) -> float:
+    """Observed fraction from which the exact solver's ``backend="auto"`` uses dense GEMMs:
+    ``min(0.3, 3.2/k)`` (measured on a CPU: the sparse Khatri–Rao product of ``k(k+1)/2``
+    columns is cheap at small k, so it stays ahead up to p ≈ 0.3 at k = 4, 0.2 at k = 16 and
+    0.1 at k = 32)."""
+    return min(0.3, 3.2 / max(1, k))
 
 
 def _solve_gram(gram: Tensor, rhs: Tensor) -> Tensor:

@@ -7,13 +7,19 @@ import random
 import numpy as np
 import torch
 
+from optforge._core.validation import check_seed
 
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+
+def make_generator(
+    seed: int | None, device: torch.device | str = "cpu", *, name: str = "seed"
+) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``.
 
     With ``seed=None`` the seed is derived from ``torch.initial_seed()``, so runs are
     reproducible under ``torch.manual_seed`` without consuming the global random stream.
+    A seed that is not an integer a generator accepts raises, naming ``name``.
     """
+    seed = check_seed(name, seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(torch.initial_seed() if seed is None else int(seed))
     return generator

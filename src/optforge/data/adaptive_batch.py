@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from optforge._core import check_positive_int
+from optforge._core import check_positive_int, check_seed
 
 
 class AdaptiveBatchSampler(Sampler[list[int]]):
@@ -85,7 +85,7 @@ class AdaptiveBatchSampler(Sampler[list[int]]):
         if num_replicas > 1 and seed is None:
             raise ValueError("seed is required with num_replicas > 1 (ranks must agree)")
         self.shuffle = bool(shuffle)
-        self.seed = int(torch.initial_seed() if seed is None else seed) % 2**63
+        self.seed = int(torch.initial_seed() if seed is None else check_seed("seed", seed)) % 2**63
         self.drop_last = bool(drop_last)
         self.infinite = bool(infinite)
         self.num_replicas, self.rank = int(num_replicas), int(rank)

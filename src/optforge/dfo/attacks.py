@@ -45,7 +45,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from optforge._core import check_positive, check_positive_int
+from optforge._core import check_positive, check_positive_int, check_tensor
 
 AttackMethod = Literal["fgsm", "pgd"]
 AttackLoss = Literal["soft_ce", "linear", "cosine"]
@@ -85,12 +85,9 @@ def directional_attack(
     """
     if not isinstance(phi, nn.Module) and not callable(phi):
         raise TypeError("phi must be an nn.Module or a callable")
-    if not isinstance(x, torch.Tensor) or x.dim() != 1:
-        raise ValueError("x must be a 1-D tensor")
-    if not isinstance(direction, torch.Tensor) or direction.dim() != 1:
-        raise ValueError("direction must be a 1-D tensor")
-    if not torch.isfinite(direction).all():
-        raise ValueError("direction contains non-finite values (NaN or inf)")
+    param = next(phi.parameters(), None) if isinstance(phi, nn.Module) else None
+    check_tensor("x", x, ndim=1, device=None if param is None else param.device, owner="phi")
+    check_tensor("direction", direction, ndim=1, device=x.device, owner="x")
     check_positive("radius", radius)
     if method not in ("fgsm", "pgd"):
         raise ValueError(f"method must be 'fgsm' or 'pgd', got {method!r}")

@@ -45,6 +45,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
+from numbers import Real
 from typing import Any, Literal
 
 import numpy as np
@@ -224,6 +225,7 @@ class DirectSearchBase(ABC):
         counted as an evaluation and becomes the incumbent if it improves on it. A point already
         evaluated is ignored.
         """
+        value = _to_float(value)  # before any state changes
         y = self._as_point(x)
         key = _key(y)
         asked = self._outstanding.pop(key, None) is not None
@@ -234,7 +236,7 @@ class DirectSearchBase(ABC):
                 return
             if not self._in_bounds(y):
                 raise ValueError("x lies outside bounds")
-        value = self._check_value(_to_float(value), first=key == _key(self.x0))
+        value = self._check_value(value, first=key == _key(self.x0))
         self._record(y, key, value)
         in_batch = False
         for i, p in enumerate(self._batch):
@@ -267,7 +269,7 @@ class DirectSearchBase(ABC):
         check_positive_int("workers", workers)
         if workers == 1 and executor is None:
             while (x := self.ask()) is not None:
-                self.tell(x, _to_float(fn(x)))
+                self.tell(x, _to_float(fn(x), "fn's return value"))
             return self.result()
         own = executor is None
         pool = concurrent.futures.ThreadPoolExecutor(workers) if own else executor
@@ -278,7 +280,7 @@ class DirectSearchBase(ABC):
                     break
                 futures = [pool.submit(fn, x) for x in xs]
                 for x, fut in zip(xs, futures, strict=True):
-                    self.tell(x, _to_float(fut.result()))
+                    self.tell(x, _to_float(fut.result(), "fn's return value"))
         finally:
             if own:
                 pool.shutdown()
@@ -519,7 +521,7 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
     """A dedicated CPU generator from a generator, a seed or ``None``."""
     if isinstance(generator, torch.Generator):
         return generator
-    return make_generator(generator)
+    return make_generator(generator, name="generator")
 
 
 def check_x0(x0: Any, bounds: Bounds | None) -> tuple[torch.Tensor, tuple | None]:
@@ -577,9 +579,13 @@ def _plain(config: Any) -> Any:
     return asdict(config) if is_dataclass(config) else config
 
 
-def _to_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"fn must return a scalar, got shape {tuple(value.shape)}")
-        return float(value.detach())
+def _to_float(value: Any, name: str = "value") -> float:
+    """``value`` (a number, 0-d/1-element tensor or array) as a float, or a clear error."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        numel = value.size if isinstance(value, np.ndarray) else value.numel()
+        if numel != 1:
+            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
+        return float(value.detach() if isinstance(value, torch.Tensor) else value)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}: {value!r}")
     return float(value)

@@ -50,7 +50,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_nonnegative, check_positive_int, make_generator
+from optforge._core import check_nonnegative, check_positive_int, check_tensor, make_generator
 from optforge.online.domains import Ball, Box, Domain
 from optforge.online.learners import OnlineLearner
 
@@ -124,15 +124,19 @@ class QuadraticStream:
         means: Tensor | None = None,
         sigma: float | Tensor = 0.0,
     ) -> None:
+        check_tensor("centers", centers, allow_half=False)
         if centers.ndim < 2:
             raise ValueError("centers must have shape (T, *batch, d)")
         domain.check_dim(centers.shape[-1])
         self.centers = centers
         self.means = centers if means is None else means
+        check_tensor("means", self.means, device=centers.device, owner="centers")
         if self.means.shape != centers.shape:
             raise ValueError("means must have the shape of centers")
         self.domain = domain
         self.sigma = torch.as_tensor(sigma, dtype=centers.dtype, device=centers.device)
+        if not bool(torch.isfinite(self.sigma).all()) or bool((self.sigma < 0).any()):
+            raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
 
     @property
     def horizon(self) -> int:

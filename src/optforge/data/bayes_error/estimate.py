@@ -194,6 +194,8 @@ def _flatten(features: Tensor, name: str = "features") -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor")
     if features.dim() < 2:
         raise ValueError(f"{name} must have shape (N, ...), got {tuple(features.shape)}")
+    if features.numel() == 0:
+        raise ValueError(f"{name} is empty, got shape {tuple(features.shape)}")
     return features.reshape(features.shape[0], -1)
 
 

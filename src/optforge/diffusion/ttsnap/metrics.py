@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +60,11 @@ def relative_area_gain(
     rb = torch.as_tensor(rewards_baseline, dtype=torch.float64).cpu().numpy()
     if not (b.ndim == rm.ndim == rb.ndim == 1 and len(b) == len(rm) == len(rb) >= 2):
         raise ValueError("budgets and both reward curves must be 1-D of the same length >= 2")
+    for name, arr in (("budgets", b), ("rewards_method", rm), ("rewards_baseline", rb)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if not (np.diff(b) > 0).all():
+        raise ValueError("budgets must be strictly increasing")
     r0 = rb[0]
     area_b = float(simpson(rb - r0, x=b))
     if not area_b > 0:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optforge._core import check_tensor
+
 __all__ = ["borda_scores"]
 
 
@@ -36,6 +38,11 @@ def borda_scores(scores: Tensor) -> Tensor:
         ``[..., M]`` sums over rewards of the competition rank (number of candidates in the
         pool with a strictly smaller score; 0 = worst, ties share the lower rank).
     """
+    check_tensor("scores", scores, dtype=None, nonempty=False)
+    if scores.dim() < 2:
+        raise ValueError(f"scores must be [..., M, R], got shape {tuple(scores.shape)}")
+    if scores.is_floating_point() and bool(torch.isnan(scores).any()):
+        raise ValueError("scores contains NaN: a NaN score has no rank")
     values = scores.transpose(-1, -2).contiguous()  # [..., R, M]
     ordered = values.sort(dim=-1).values
     ranks = torch.searchsorted(ordered, values, side="left")

@@ -49,7 +49,9 @@ from torch import Tensor
 
 from optforge._core import (
     check_choice,
+    check_floating,
     check_nonnegative,
+    check_not_meta,
     check_positive,
     check_positive_int,
     make_generator,
@@ -254,8 +256,10 @@ def _validate_entries(
         )
     if rows.dtype.is_floating_point or cols.dtype.is_floating_point:
         raise TypeError("rows and cols must be integer tensors")
-    if not vals.dtype.is_floating_point:
-        raise TypeError(f"vals must be a floating-point tensor, got {vals.dtype}")
+    # float32/float64: the sparse (CSR) kernels have no float16 path
+    check_floating("vals", vals, allow_half=False)
+    for name, t in (("rows", rows), ("cols", cols), ("vals", vals)):
+        check_not_meta(name, t)
     if len(shape) != 2:
         raise ValueError(f"shape must be (m, n), got {shape!r}")
     m = check_positive_int("shape[0]", shape[0])
@@ -264,7 +268,7 @@ def _validate_entries(
     if rank >= min(m, n):
         raise ValueError(f"rank must be < min(m, n) = {min(m, n)}, got {rank}")
     if vals.numel() == 0:
-        raise ValueError("no observed entries")
+        raise ValueError("vals is empty: no observed entries")
     bad = ~torch.isfinite(vals)
     if bool(bad.any()):
         raise ValueError(f"vals contains {int(bad.sum())} non-finite observed value(s)")

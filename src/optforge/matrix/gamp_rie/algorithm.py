@@ -78,11 +78,11 @@ import torch
 from torch import Tensor
 
 from optforge._core import (
-    check_finite,
     check_in_range,
     check_nonnegative,
     check_positive,
     check_positive_int,
+    check_tensor,
 )
 from optforge.matrix.gamp_rie.rie import RIEDenoiser
 from optforge.matrix.gamp_rie.sensing import sensing_adjoint, sensing_forward
@@ -181,14 +181,14 @@ def gamp_rie(
     Raises:
         ValueError: Bad shapes, non-finite inputs, bad hyper-parameters, or NaN during the run.
     """
-    if not isinstance(X, Tensor) or X.ndim != 2:
-        raise ValueError(f"X must be a 2-D tensor (n, d), got {getattr(X, 'shape', type(X))}")
-    if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(f"y must be a 1-D tensor with X.shape[0]={X.shape[0]} entries")
-    if X.is_complex() or y.is_complex():
+    # float32/float64 only: the RIE denoiser's eigh has no float16 kernel. Integer labels are
+    # accepted (cast to X's dtype).
+    if any(isinstance(t, Tensor) and t.is_complex() for t in (X, y)):
         raise ValueError("X and y must be real")
-    check_finite("X", X)
-    check_finite("y", y)
+    check_tensor("X", X, ndim=2, allow_half=False)
+    check_tensor("y", y, ndim=1, dtype=None, device=X.device, owner="X")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"y must be a 1-D tensor with X.shape[0]={X.shape[0]} entries")
     n, d = X.shape
     teacher_width(d, kappa)  # validates kappa and d
     check_nonnegative("delta", delta)

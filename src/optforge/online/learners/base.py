@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optforge._core import check_finite
+from optforge._core import check_finite, check_not_meta
 from optforge.online.domains import Domain
 
 __all__ = ["OnlineLearner"]
@@ -50,6 +50,7 @@ class OnlineLearner(ABC):
             raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
         if x0.ndim < 1:
             raise ValueError("x0 must have at least one dimension (the last is the point's)")
+        check_not_meta("x0", x0)
         if not x0.is_floating_point():
             x0 = x0.to(torch.get_default_dtype())
         check_finite("x0", x0)

@@ -112,3 +112,56 @@ def test_per_sample_units_underestimate_noise_when_samples_share_a_prompt():
     est = {k: sum(v[100:]) / 300 for k, v in rhos.items()}
     assert est["prompt"] == pytest.approx(target.item(), rel=0.1)
     assert est["sample"] > 1.5 * target.item()  # the prompt-level noise is divided by N, not B
+
+
+def test_snr_bad_inputs_name_the_argument_and_change_nothing():
+    opt, params = _opt()
+    ctl = SNRLearningRate(opt)
+    params[0].grad, params[1].grad = torch.full((50,), 0.1), torch.full((50,), 0.1)
+    before = ctl.state_dict()
+    bad = [
+        (lambda: ctl.update_from_per_sample(3.0, 8, mean_grad_sqnorm=-1), "mean_grad_sqnorm"),
+        (lambda: ctl.update_from_per_sample(3.0, 8, mean_grad_sqnorm=float("nan")),
+         "mean_grad_sqnorm"),
+        (lambda: ctl.update_from_per_sample(3.0, 4.0), "n must be an integer"),
+        (lambda: ctl.update_from_per_sample(3.0, True), "n must be an integer"),
+        (lambda: ctl.update_from_per_sample(3.0, 1), "n must be an integer >= 2"),
+        (lambda: ctl.update_from_per_sample(-1.0, 8), "sum_sq_per_sample"),
+        (lambda: ctl.update_from_per_sample(float("inf"), 8), "sum_sq_per_sample"),
+        (lambda: ctl.update_from_per_sample(torch.ones(3), 8), "sum_sq_per_sample"),
+        (lambda: ctl.update_from_per_sample("3", 8), "sum_sq_per_sample"),
+        (lambda: ctl.update_from_microbatches([1.0, float("nan")]), "microbatch_grad_sqnorms"),
+        (lambda: ctl.update_from_microbatches([1.0, -2.0]), "microbatch_grad_sqnorms"),
+        (lambda: ctl.update_from_microbatches(torch.ones(2, 2)), "microbatch_grad_sqnorms"),
+        (lambda: ctl.update_from_microbatches(["a", "b"]), "microbatch_grad_sqnorms"),
+        (lambda: ctl.update_from_microbatches([1.0, 2.0], mean_grad_sqnorm=-0.5),
+         "mean_grad_sqnorm"),
+        (lambda: ctl.update_from_microbatches_sum(3.0, 2.5), "k must be an integer"),
+        (lambda: ctl.load_state_dict({"beta": 0.5}), "state_dict"),
+        (lambda: ctl.load_state_dict({**before, "base_lrs": [0.1]}), "base_lrs"),
+        (lambda: ctl.load_state_dict({**before, "beta": 1.5}), "beta"),
+        (lambda: ctl.load_state_dict({**before, "grad_ema": [torch.zeros(3)]}), "grad_ema"),
+    ]  # fmt: skip
+    for call, match in bad:
+        with pytest.raises((ValueError, TypeError), match=match):
+            call()
+    assert repr(ctl.state_dict()) == repr(before)  # nothing changed before the raise
+    params[0].grad = torch.full((50,), float("nan"))
+    from optforge._core import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match="gradient"):
+        ctl.update_from_gradient()
+    with pytest.raises(NonFiniteError, match="gradient"):
+        ctl.update_from_per_sample(3.0, 8)
+    assert repr(ctl.state_dict()) == repr(before)
+    for kwargs, match in [
+        ({"lr_max": float("nan")}, "lr_max"),
+        ({"beta": -0.1}, "beta"),
+        ({"rho_max": float("inf")}, "rho_max"),
+        ({"lr_max": "1"}, "lr_max"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            SNRLearningRate(opt, **kwargs)
+    opt.param_groups[0]["lr"] = float("nan")
+    with pytest.raises(ValueError, match="lr"):
+        SNRLearningRate(opt)

@@ -10,7 +10,7 @@ from optforge.unlearning import FilaConfig, Unlearner, fila_factors, fila_init_,
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from _unlearning_models import VOCAB, batch, lora_model, tiny_llama
+from _unlearning_models import VOCAB, batch, lora_model, peft, tiny_llama
 
 
 def test_fila_weighted_approximation_is_eckart_young_optimal():
@@ -125,3 +125,59 @@ def test_fila_train_merge_and_reload_reproduce_logits(tmp_path):
         torch.testing.assert_close(fresh(input_ids=x).logits, trained, rtol=0, atol=1e-5)
         merged = model.merge_and_unload()
         torch.testing.assert_close(merged(input_ids=x).logits, trained, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_fila_saved_the_peft_way_reloads_onto_the_original_base(tmp_path, rslora):
+    """PEFT's PiSSA/OLoRA conversion: a rank-2r LoRA that applies to the unmodified base."""
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=rslora,
+        target_modules=["q_proj", "v_proj", "up_proj"],
+    )  # fmt: skip
+    model = peft.get_peft_model(tiny_llama(), config)
+    init_dir = tmp_path / "fila_init"
+    initialize_fila(model, [batch(10)], [batch(20)], initial_adapter_dir=init_dir)
+    assert (init_dir / "adapter_config.json").exists()
+    unlearner = Unlearner(model, forget_loss="ihl", retain_loss="nll", lr=1e-2)
+    for _ in range(3):
+        unlearner.step(batch(10), batch(20))
+    model.eval()
+    x = torch.randint(0, VOCAB, (2, 8))
+    with torch.no_grad():
+        trained = model(input_ids=x).logits
+    model.save_pretrained(tmp_path / "plain")
+    model.save_pretrained(tmp_path / "lora", path_initial_model_for_weight_conversion=init_dir)
+    with torch.no_grad():  # the model in memory is untouched by the conversion
+        torch.testing.assert_close(model(input_ids=x).logits, trained, rtol=0, atol=0)
+    assert list(model.peft_config) == ["default"]
+
+    def reload(name):
+        out = peft.PeftModel.from_pretrained(tiny_llama(), tmp_path / name).eval()
+        with torch.no_grad():
+            return out, (out(input_ids=x).logits - trained).abs().max().item()
+
+    _, plain_err = reload("plain")
+    assert plain_err > 1e-3  # the plain adapter on the original base is another model
+    converted, err = reload("lora")
+    assert err <= 1e-5
+    cfg = converted.peft_config["default"]
+    assert cfg.r == 8 and cfg.init_lora_weights is True  # rank doubled, a standard LoRA
+    assert cfg.lora_alpha == pytest.approx(8 * (2**0.5 if rslora else 2))
+    layer = converted.base_model.model.model.layers[0].self_attn.q_proj
+    trained_layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.scaling["default"] == pytest.approx(trained_layer.scaling["default"])
+    original = tiny_llama().model.layers[0].self_attn.q_proj.weight
+    torch.testing.assert_close(layer.base_layer.weight, original, rtol=0, atol=0)
+
+
+def test_fila_initial_adapter_dir_errors(tmp_path):
+    model = lora_model(tiny_llama())
+    model.add_adapter("other", peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="initial_adapter_dir supports adapter_name='default'"):
+        initialize_fila(model, [batch(0)], [batch(1)], adapter_name="other",
+                        initial_adapter_dir=tmp_path)  # fmt: skip
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"initial_adapter_dir .* is a file"):
+        initialize_fila(model, [batch(0)], [batch(1)], initial_adapter_dir=tmp_path / "f")
+    with pytest.raises(TypeError, match="initial_adapter_dir"):
+        initialize_fila(model, [batch(0)], [batch(1)], initial_adapter_dir=3)

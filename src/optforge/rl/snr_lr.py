@@ -51,12 +51,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from optforge._core import check_in_range, check_positive
+from optforge._core import (
+    NonFiniteError,
+    check_in_range,
+    check_nonnegative,
+    check_not_meta,
+    check_positive,
+    check_tensor,
+)
 
 __all__ = ["SNRLearningRate"]
 
@@ -100,8 +108,9 @@ class SNRLearningRate:
         self.base_lrs = [
             float(lr_max if lr_max is not None else g["lr"]) for g in optimizer.param_groups
         ]
-        for lr in self.base_lrs:
-            check_positive("lr_max", lr)
+        if lr_max is None:
+            for i, lr in enumerate(self.base_lrs):
+                check_positive(f"lr of param group {i} (the default lr_max)", lr)
         self.m_signal = 0.0
         self.m_total = 0.0
         self.num_updates = 0
@@ -133,7 +142,8 @@ class SNRLearningRate:
         Returns:
             The new ρ.
         """
-        return self.update_from_microbatches_sum(float(sum_sq_per_sample), n, mean_grad_sqnorm)
+        total = _nonnegative_number("sum_sq_per_sample", sum_sq_per_sample)
+        return self._update_from_sum(total, _count("n", n), mean_grad_sqnorm)
 
     def update_from_microbatches(
         self, microbatch_grad_sqnorms: Sequence[float], mean_grad_sqnorm: float | None = None
@@ -149,8 +159,26 @@ class SNRLearningRate:
         Returns:
             The new ρ.
         """
-        values = [float(v) for v in microbatch_grad_sqnorms]
-        return self.update_from_microbatches_sum(sum(values), len(values), mean_grad_sqnorm)
+        name = "microbatch_grad_sqnorms"
+        if isinstance(microbatch_grad_sqnorms, Tensor):
+            t = check_tensor(name, microbatch_grad_sqnorms, dtype=None, ndim=1, nonempty=False)
+            if bool((t < 0).any()):
+                raise ValueError(
+                    f"{name} must be >= 0 everywhere, got a minimum of {float(t.min())}"
+                )
+            values = [float(v) for v in t.detach().double().cpu()]
+        else:
+            try:
+                items = list(microbatch_grad_sqnorms)
+            except TypeError:
+                raise TypeError(
+                    f"{name} must be a sequence of numbers, got "
+                    f"{type(microbatch_grad_sqnorms).__name__}"
+                ) from None
+            values = [_nonnegative_number(f"{name}[{i}]", v) for i, v in enumerate(items)]
+        if len(values) < 2:
+            raise ValueError(f"{name} needs at least 2 micro-batch terms, got {len(values)}")
+        return self._update_from_sum(sum(values), len(values), mean_grad_sqnorm)
 
     def update_from_microbatches_sum(
         self, sum_sq: float, k: int, mean_grad_sqnorm: float | None = None
@@ -159,13 +187,19 @@ class SNRLearningRate:
 
         The signal is ``||ḡ||² − S/K`` (clamped at 0); ``sum_sq`` is ``Σ_k ||g_k||²``.
         """
-        if not isinstance(k, int) or k < 2:
-            raise ValueError(f"need at least 2 per-sample/micro-batch terms, got {k!r}")
-        if not math.isfinite(sum_sq) or sum_sq < 0:
-            raise ValueError(f"sum of squared norms must be finite and >= 0, got {sum_sq!r}")
-        gbar2 = self.grad_sqnorm() if mean_grad_sqnorm is None else float(mean_grad_sqnorm)
-        if not math.isfinite(gbar2):
-            raise FloatingPointError(f"non-finite gradient norm² {gbar2} in the SNR estimate")
+        return self._update_from_sum(
+            _nonnegative_number("sum_sq", sum_sq), _count("k", k), mean_grad_sqnorm
+        )
+
+    def _update_from_sum(self, sum_sq: float, k: int, mean_grad_sqnorm: float | None) -> float:
+        if mean_grad_sqnorm is None:
+            gbar2 = self.grad_sqnorm()
+            if not math.isfinite(gbar2):
+                raise NonFiniteError(
+                    f"non-finite gradient in the SNR estimate (||grad||² = {gbar2})"
+                )
+        else:
+            gbar2 = _nonnegative_number("mean_grad_sqnorm", mean_grad_sqnorm)
         noise = max((sum_sq - k * gbar2) / (k - 1), 0.0) / k
         signal = max(gbar2 - noise, 0.0)
         return self._update(signal, noise, skip=gbar2 == 0.0)
@@ -184,12 +218,14 @@ class SNRLearningRate:
         grads = [
             p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in self._params()
         ]
+        for g in grads:
+            check_not_meta("a parameter's .grad", g)
         b = self.beta if self.beta > 0 else 0.5
-        if self._grad_ema is None:
-            self._grad_ema = [torch.zeros_like(g, dtype=torch.float32) for g in grads]
         sq = sum(float(g.double().pow(2).sum()) for g in grads)
         if not math.isfinite(sq):
-            raise FloatingPointError("non-finite gradient in the SNR estimate")
+            raise NonFiniteError("non-finite gradient in the SNR estimate (update_from_gradient)")
+        if self._grad_ema is None:
+            self._grad_ema = [torch.zeros_like(g, dtype=torch.float32) for g in grads]
         for m, g in zip(self._grad_ema, grads, strict=True):
             m.mul_(b).add_(g.float(), alpha=1 - b)
         self._sq_ema = b * self._sq_ema + (1 - b) * sq
@@ -232,9 +268,10 @@ class SNRLearningRate:
 
     def grad_sqnorm(self) -> float:
         """``||ḡ||²`` over the optimizer's parameters (from ``.grad``), in float64."""
-        return float(
-            sum(p.grad.double().pow(2).sum() for p in self._params() if p.grad is not None)
-        )
+        grads = [p.grad for p in self._params() if p.grad is not None]
+        for g in grads:
+            check_not_meta("a parameter's .grad", g)
+        return float(sum(g.double().pow(2).sum() for g in grads))
 
     def _params(self) -> Iterable[Tensor]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -259,8 +296,33 @@ class SNRLearningRate:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
+        """Restore from :meth:`state_dict` (checked before anything changes)."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        missing = sorted(set(_STATE_KEYS) - set(state_dict))
+        if missing:
+            raise ValueError(f"state_dict is missing the SNRLearningRate keys {missing}")
         sd = dict(state_dict)
+        n_groups = len(self.optimizer.param_groups)
+        if len(sd["base_lrs"]) != n_groups:
+            raise ValueError(
+                f"state_dict['base_lrs'] has {len(sd['base_lrs'])} entries but the optimizer has "
+                f"{n_groups} param groups"
+            )
+        for i, lr in enumerate(sd["base_lrs"]):
+            check_positive(f"state_dict['base_lrs'][{i}]", lr)
+        check_in_range("state_dict['beta']", sd["beta"], 0.0, 1.0, high_inclusive=False)
+        check_in_range("state_dict['rho_min']", sd["rho_min"], 0.0, 1.0, low_inclusive=False)
+        check_in_range("state_dict['rho_max']", sd["rho_max"], sd["rho_min"], 1.0)
+        params = list(self._params())
+        ema = sd["grad_ema"]
+        if ema is not None and (
+            len(ema) != len(params)
+            or any(tuple(m.shape) != tuple(p.shape) for m, p in zip(ema, params, strict=True))
+        ):
+            raise ValueError(
+                "state_dict['grad_ema'] does not match the optimizer's parameters (count or shapes)"
+            )
         self.base_lrs = [float(v) for v in sd["base_lrs"]]
         self.beta, self.rho_min, self.rho_max = sd["beta"], sd["rho_min"], sd["rho_max"]
         self.m_signal, self.m_total = sd["m_signal"], sd["m_total"]
@@ -270,6 +332,43 @@ class SNRLearningRate:
             sd["last_signal"],
             sd["last_noise"],
         )
-        ema = sd["grad_ema"]
-        self._grad_ema = None if ema is None else [m.clone() for m in ema]
+        self._grad_ema = (
+            None
+            if ema is None
+            else [
+                m.detach().to(p.device, torch.float32, copy=True)
+                for m, p in zip(ema, params, strict=True)
+            ]
+        )
         self._sq_ema, self._grad_updates = sd["sq_ema"], sd["grad_updates"]
+
+
+_STATE_KEYS = (
+    "base_lrs", "beta", "rho_min", "rho_max", "m_signal", "m_total", "num_updates",
+    "num_skipped", "last_rho", "last_signal", "last_noise", "grad_ema", "sq_ema", "grad_updates",
+)  # fmt: skip
+
+
+def _count(name: str, value: object) -> int:
+    """An int >= 2 (a count of per-sample or micro-batch terms), else a clear error."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.dtype.is_floating_point:
+        value = int(value)
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer >= 2 (a count of terms), got {value!r}")
+    if value < 2:
+        raise ValueError(f"{name} must be an integer >= 2 (a count of terms), got {value!r}")
+    return int(value)
+
+
+def _nonnegative_number(name: str, value: object) -> float:
+    """A finite float >= 0 from a number or a one-element tensor, else an error naming ``name``."""
+    if isinstance(value, Tensor):
+        check_not_meta(name, value)
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name} must be a number or a one-element tensor, got shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(check_nonnegative(name, value))

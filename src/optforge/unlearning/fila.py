@@ -32,11 +32,21 @@ Choices:
   ``torch.svd_lowrank`` above (``svd="auto"``), because ``svd_lowrank(q=r)`` — the official
   choice — is inaccurate for small matrices.
 * DoRA adapters are rejected (FILA is defined for plain LoRA).
+
+Saving: FILA rewrites the frozen base weight (``W ← W − s·BA``), exactly like PEFT's PiSSA/OLoRA,
+so an adapter saved alone does not reproduce the fine-tuned model on the *original* base. It uses
+PEFT's conversion path for such initialisations: pass ``initial_adapter_dir`` to
+:func:`initialize_fila` (it saves the freshly initialised adapter there) and, after training,
+``model.save_pretrained(out, path_initial_model_for_weight_conversion=initial_adapter_dir)``.
+PEFT then saves ``ΔW = s(BA − B₀A₀) = s[B | −B₀][A; A₀]``, a standard LoRA of rank ``2r`` (and
+``lora_alpha`` doubled, or ×√2 with rsLoRA, so ``s`` is unchanged) that
+``PeftModel.from_pretrained(original_base, out)`` applies to the unmodified ``W``.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -176,6 +186,7 @@ def fila_init_(
     *,
     adapter_name: str = "default",
     config: FilaConfig | None = None,
+    initial_adapter_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Write FILA factors into every LoRA layer of ``model`` and keep the residual in the base.
 
@@ -189,9 +200,17 @@ def fila_init_(
             :func:`relative_importance`), as produced for the same model's parameter names.
         adapter_name: Which adapter to initialise.
         config: Settings (:class:`FilaConfig`); defaults if None.
+        initial_adapter_dir: If given, save the initialised adapter there (a ``peft``
+            ``PeftModel`` and ``adapter_name="default"`` only), for PEFT's conversion at save
+            time: ``model.save_pretrained(out,
+            path_initial_model_for_weight_conversion=initial_adapter_dir)`` writes a rank-``2r``
+            standard LoRA that reproduces the trained model on the original base weights.
     """
     config = config or FilaConfig()
-    for name, module in lora_layers(model, adapter_name).items():
+    layers = lora_layers(model, adapter_name)
+    if initial_adapter_dir is not None:
+        _check_can_save_initial(model, adapter_name, initial_adapter_dir)
+    for name, module in layers.items():
         if module.use_dora.get(adapter_name, False):
             raise ValueError(f"{name}: FILA is defined for plain LoRA, not DoRA (use_dora=True)")
         key = _base_weight_name(name)
@@ -224,6 +243,45 @@ def fila_init_(
         delta = scaling * (b_layer.weight.to(torch.float32) @ a_layer.weight.to(torch.float32))
         new_weight = weight.to(torch.float32) - delta
         base.weight.copy_((new_weight.T if transpose else new_weight).to(base.weight.dtype))
+    if initial_adapter_dir is not None:
+        _save_initial_adapter(model, adapter_name, initial_adapter_dir)
+
+
+def _check_can_save_initial(model: nn.Module, adapter_name: str, path: object) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"initial_adapter_dir must be a path or None, got {type(path).__name__}")
+    if os.path.isfile(path):
+        raise ValueError(f"initial_adapter_dir {os.fspath(path)!r} is a file, not a directory")
+    if not (hasattr(model, "save_pretrained") and hasattr(model, "peft_config")):
+        raise TypeError(
+            "initial_adapter_dir needs a peft PeftModel (from peft.get_peft_model), got "
+            f"{type(model).__name__}"
+        )
+    if adapter_name != "default":
+        # PEFT's conversion loads the initial adapter under the folder's name and saves a
+        # non-default adapter into a sub-folder: it is made for the "default" adapter.
+        raise ValueError(
+            "initial_adapter_dir supports adapter_name='default' only (PEFT's "
+            f"path_initial_model_for_weight_conversion), got {adapter_name!r}"
+        )
+
+
+@torch.no_grad()
+def _save_initial_adapter(
+    model: nn.Module, adapter_name: str, path: str | os.PathLike[str]
+) -> None:
+    """Save the freshly initialised adapter for PEFT's save-time conversion (PiSSA's recipe).
+
+    The config is saved with ``init_lora_weights=True`` so that PEFT's ``load_adapter`` restores
+    the saved factors instead of initialising them again.
+    """
+    config = model.peft_config[adapter_name]
+    previous = config.init_lora_weights
+    config.init_lora_weights = True
+    try:
+        model.save_pretrained(os.fspath(path), selected_adapters=[adapter_name])
+    finally:
+        config.init_lora_weights = previous
 
 
 def initialize_fila(
@@ -233,6 +291,7 @@ def initialize_fila(
     config: FilaConfig | None = None,
     *,
     adapter_name: str = "default",
+    initial_adapter_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Tensor]:
     """Fisher-weighted LoRA initialisation of a ``peft`` LoRA model from forget/retain data.
 
@@ -245,12 +304,18 @@ def initialize_fila(
         retain_loader: Retain batches.
         config: Settings (:class:`FilaConfig`).
         adapter_name: Which adapter to initialise.
+        initial_adapter_dir: Where to save the initialised adapter for PEFT's conversion at save
+            time (see :func:`fila_init_`): after training,
+            ``model.save_pretrained(out, path_initial_model_for_weight_conversion=...)`` with the
+            same directory saves a rank-``2r`` LoRA for the original base.
 
     Returns:
         The relative importance used, by base-weight parameter name.
     """
     config = config or FilaConfig()
     layers = lora_layers(model, adapter_name)
+    if initial_adapter_dir is not None:
+        _check_can_save_initial(model, adapter_name, initial_adapter_dir)
     keys = {_base_weight_name(n) for n in layers}
     forget_batches = list(forget_loader)
     if not forget_batches:
@@ -278,7 +343,13 @@ def initialize_fila(
             if enabled[n]:
                 m.enable_adapters(True)
     importance = relative_importance(f_forget, f_retain, config.eps)
-    fila_init_(model, importance, adapter_name=adapter_name, config=config)
+    fila_init_(
+        model,
+        importance,
+        adapter_name=adapter_name,
+        config=config,
+        initial_adapter_dir=initial_adapter_dir,
+    )
     return importance
 
 

@@ -29,12 +29,18 @@ def test_host_sync_detector_sees_item():
 
 
 def test_aten_ops_of_a_converted_layer():
-    """Fused sampling: 57 top-level ops before (issue #28), nn.Linear issues 12."""
+    """Fused sampling: 57 top-level ops before (issue #28), nn.Linear issues 12.
+
+    Regression guards: WTA 28 (the goal, ≤ 2× = 24, is not met; docs/methods/wta-crs.md derives
+    why), CRS 23 (its NaN/inf-safe search adds one view).
+    """
     x = torch.randn(512, 64)
     linear = sum(aten_op_counts(_step(nn.Linear(64, 128), x)).values())
     wta = aten_op_counts(_step(WTACRSLinear(64, 128, ratio=0.3), x))
+    crs = aten_op_counts(_step(WTACRSLinear(64, 128, ratio=0.3, method="crs"), x))
     assert linear == 12
-    assert sum(wta.values()) <= 28  # regression guard (the goal, ≤ 2× = 24, is benchmarked)
+    assert sum(wta.values()) <= 28
+    assert sum(crs.values()) <= 2 * linear
     assert wta["aten::item"] == wta["aten::topk"] == wta["aten::multinomial"] == 0
 
 

@@ -33,7 +33,8 @@ The package, one idea per module:
 * :mod:`~optforge.nn.wta_crs.function` — the autograd function;
 * :mod:`~optforge.nn.wta_crs.layer` — :class:`WTACRSLinear` and :class:`SampleShare`;
 * :mod:`~optforge.nn.wta_crs.convert` — :func:`convert_model` / :func:`convert_linear` for HF,
-  PEFT LoRA and plain models, :func:`revert_linear`;
+  PEFT LoRA and plain models, :func:`revert_linear`, and :class:`ConversionSpec` /
+  :func:`apply_conversion` to re-apply a recorded conversion to a reloaded model;
 * :mod:`~optforge.nn.wta_crs.measure` — saved bytes, peak memory, aten op counts, host syncs.
 
 Example:
@@ -51,6 +52,10 @@ from optforge.nn.wta_crs.cache import GradNormCache
 from optforge.nn.wta_crs.convert import (
     ALL_TARGETS,
     DEFAULT_TARGETS,
+    ConversionSpec,
+    ConversionStep,
+    apply_conversion,
+    conversion_spec,
     convert_linear,
     convert_model,
     revert_linear,
@@ -75,12 +80,16 @@ from optforge.nn.wta_crs.variance import expected_squared_error
 __all__ = [
     "ALL_TARGETS",
     "DEFAULT_TARGETS",
+    "ConversionSpec",
+    "ConversionStep",
     "GradNormCache",
     "SampleShare",
     "WTACRSLinear",
     "WTACRSLinearFunction",
+    "apply_conversion",
     "approx_matmul",
     "aten_op_counts",
+    "conversion_spec",
     "convert_linear",
     "convert_model",
     "expected_squared_error",

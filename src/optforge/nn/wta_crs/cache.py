@@ -69,6 +69,8 @@ class GradNormCache:
             num_examples = check_positive_int("num_examples", num_examples)
         self.num_examples = num_examples
         self.floor = float(check_in_range("floor", floor, 0.0, float("inf")))
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         self.dtype = dtype
         self._indices: Tensor | None = None
         self._on_device: dict[torch.device, Tensor] = {}

@@ -21,19 +21,28 @@ Example:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from numbers import Integral
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from optforge._core import check_in_range, check_positive_int, make_generator
+from optforge._core import (
+    check_choice,
+    check_device,
+    check_in_range,
+    check_nonnegative_int,
+    check_positive_int,
+    check_seed,
+    make_generator,
+)
 from optforge.nn.wta_crs.cache import GradNormCache
 from optforge.nn.wta_crs.function import WTACRSLinearFunction
 from optforge.nn.wta_crs.sampling import sample_rows, sample_size
 
-__all__ = ["SampleShare", "WTACRSLinear"]
+__all__ = ["LAYER_OPTIONS", "SampleShare", "WTACRSLinear", "check_layer_config"]
 
 Method = Literal["wta", "crs", "exact"]
 _METHODS = ("wta", "crs", "exact")
@@ -71,6 +80,75 @@ class SampleShare:
     def put(self, x: Tensor, key: Hashable, sample: Sample) -> None:
         """Record ``sample`` as drawn from ``x``."""
         self._entry = (weakref.ref(x), x._version, key, tuple(weakref.ref(t) for t in sample))
+
+
+#: The options of a :class:`WTACRSLinear` besides its shape (what ``convert_linear`` forwards).
+LAYER_OPTIONS: tuple[str, ...] = (
+    "ratio",
+    "min_k",
+    "method",
+    "det_ratio",
+    "generator",
+    "grad_norm_cache",
+    "share",
+)
+_DEFAULTS: dict[str, Any] = {
+    "ratio": 0.3,
+    "min_k": 10,
+    "method": "wta",
+    "det_ratio": None,
+    "generator": None,
+    "grad_norm_cache": None,
+    "share": None,
+}
+
+
+def check_layer_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate :class:`WTACRSLinear` options; the full option dict with defaults filled in.
+
+    Raises ``TypeError`` for an unknown option or a value of the wrong type and ``ValueError``
+    for an out-of-range value, each naming the option; nothing is built before it passes.
+    """
+    unknown = sorted(set(config) - set(LAYER_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"unknown WTACRSLinear option(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(LAYER_OPTIONS)}"
+        )
+    out = {**_DEFAULTS, **config}
+    out["ratio"] = float(check_in_range("ratio", out["ratio"], 0.0, 1.0, low_inclusive=False))
+    out["min_k"] = check_positive_int("min_k", out["min_k"])
+    check_choice("method", out["method"], _METHODS)
+    det_ratio = out["det_ratio"]
+    if det_ratio is not None:
+        check_in_range("det_ratio", det_ratio, 0.0, 1.0, high_inclusive=False)
+        if out["method"] == "crs":
+            raise ValueError("det_ratio applies to method='wta' only (CRS has no winners)")
+        out["det_ratio"] = float(det_ratio)
+    generator = out["generator"]
+    if isinstance(generator, Integral) and not isinstance(generator, bool):
+        out["generator"] = check_seed("generator", generator)
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, an int seed or None, got "
+            f"{type(generator).__name__}"
+        )
+    cache = out["grad_norm_cache"]
+    if cache is not None and not isinstance(cache, GradNormCache):
+        raise TypeError(
+            f"grad_norm_cache must be a GradNormCache or None, got {type(cache).__name__}"
+        )
+    share = out["share"]
+    if share is not None and not isinstance(share, SampleShare):
+        raise TypeError(f"share must be a SampleShare or None, got {type(share).__name__}")
+    return out
+
+
+def _autocast(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
 
 
 class WTACRSLinear(nn.Linear):
@@ -114,47 +192,37 @@ class WTACRSLinear(nn.Linear):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        check_nonnegative_int("in_features", in_features)
+        check_nonnegative_int("out_features", out_features)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        config = {
+            "ratio": ratio,
+            "min_k": min_k,
+            "method": method,
+            "det_ratio": det_ratio,
+            "generator": generator,
+            "grad_norm_cache": grad_norm_cache,
+            "share": share,
+        }
+        check_layer_config(config)  # before allocating the parameters
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self._configure(ratio, min_k, method, det_ratio, generator, grad_norm_cache, share)
+        self._configure(**config)
 
-    def _configure(
-        self,
-        ratio: float = 0.3,
-        min_k: int = 10,
-        method: Method = "wta",
-        det_ratio: float | None = None,
-        generator: torch.Generator | int | None = None,
-        grad_norm_cache: GradNormCache | None = None,
-        share: SampleShare | None = None,
-    ) -> None:
-        self.ratio = float(check_in_range("ratio", ratio, 0.0, 1.0, low_inclusive=False))
-        self.min_k = check_positive_int("min_k", min_k)
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-        self.method = method
-        if det_ratio is not None:
-            check_in_range("det_ratio", det_ratio, 0.0, 1.0, high_inclusive=False)
-            if method == "crs":
-                raise ValueError("det_ratio applies to method='wta' only (CRS has no winners)")
-        self.det_ratio = det_ratio
-        if isinstance(generator, int) and not isinstance(generator, bool):
+    def _configure(self, **config: Any) -> None:
+        checked = check_layer_config(config)
+        generator = checked["generator"]
+        if isinstance(generator, int):
             generator = make_generator(generator, self.weight.device)
-        elif generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator, an int or None, got "
-                f"{type(generator).__name__}"
-            )
+        self.ratio = checked["ratio"]
+        self.min_k = checked["min_k"]
+        self.method = checked["method"]
+        self.det_ratio = checked["det_ratio"]
         self.generator = generator
-        if grad_norm_cache is not None and not isinstance(grad_norm_cache, GradNormCache):
-            raise TypeError(
-                f"grad_norm_cache must be a GradNormCache or None, got "
-                f"{type(grad_norm_cache).__name__}"
-            )
-        self.grad_norm_cache = grad_norm_cache
-        self._cache_key = grad_norm_cache.new_key() if grad_norm_cache is not None else None
-        if share is not None and not isinstance(share, SampleShare):
-            raise TypeError(f"share must be a SampleShare or None, got {type(share).__name__}")
-        self.share = share
+        self.grad_norm_cache = checked["grad_norm_cache"]
+        cache = self.grad_norm_cache
+        self._cache_key = cache.new_key() if cache is not None else None
+        self.share = checked["share"]
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **config: Any) -> WTACRSLinear:
@@ -198,6 +266,7 @@ class WTACRSLinear(nn.Linear):
                 f"input must have a batch dimension (shape (..., N, {self.in_features})), got "
                 f"shape {tuple(input.shape)}"
             )
+        self._check_input(input)
         n_rows = input.numel() // max(input.shape[-1], 1)
         k = sample_size(n_rows, self.ratio, self.min_k)
         if (
@@ -214,6 +283,24 @@ class WTACRSLinear(nn.Linear):
         with torch.no_grad():
             idx, weights, rows = self._sample(input, k)
         return WTACRSLinearFunction.apply(input, self.weight, self.bias, idx, weights, rows, record)
+
+    def _check_input(self, input: Tensor) -> None:
+        """Shape, device and dtype against the weight: metadata only, no host synchronisation.
+
+        Values are not checked (a NaN or inf check would read a device value back): a non-finite
+        input gives a non-finite output, as with ``nn.Linear``, and never an invalid sample.
+        """
+        if input.shape[-1] != self.in_features:
+            raise ValueError(
+                f"input must have {self.in_features} features in its last dimension "
+                f"(in_features), got shape {tuple(input.shape)}"
+            )
+        check_device("input", input, self.weight.device, owner="the layer's weight")
+        if input.dtype != self.weight.dtype and not _autocast(input.device.type):
+            raise TypeError(
+                f"input has dtype {input.dtype} but the layer's weight {self.weight.dtype}; "
+                f"cast one of them (or run under torch.autocast)"
+            )
 
     def _sample(self, input: Tensor, k: int) -> Sample:
         share = None if torch.compiler.is_compiling() else self.share

@@ -19,8 +19,9 @@ steps: after sorting, the residual of ``c`` winners is the prefix sum ``cum[N−
   ``p ≤ R/s`` (``score(c+1) ≤ score(c) ⇔ p_(c) ≥ score(c)``), so the same formula gives 1 to the
   winners and ``1/(s q_j)`` to the draws.
 
-Scores are clamped below at the smallest normal float, so zero rows keep a positive probability
-(they contribute nothing, so the estimate stays unbiased) and every weight is finite. Every tensor
+Scores are clamped below at the smallest normal float (``fmax``, which also maps a NaN score to
+it), so zero rows keep a positive probability (they contribute nothing, so the estimate stays
+unbiased), every weight is finite and every index is in range whatever the input holds. Every tensor
 has a fixed shape (``k`` slots, winners first: ``where(slot is a winner, winner, draw)``), so the
 sampler never reads a value back to the host and ``torch.compile`` captures it whole.
 
@@ -42,7 +43,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_in_range, check_positive_int
+from optforge._core import check_in_range, check_is_tensor, check_positive_int
 
 __all__ = [
     "approx_matmul",
@@ -115,7 +116,9 @@ def _draw_fixed(
     cum = torch.cumsum(sorted_p, 0)
     residual = cum[n - n_win - 1 : n - n_win]
     u = torch.rand(k, generator=generator, device=p.device, dtype=p.dtype)
-    pos = torch.searchsorted(cum, u * residual, right=True)
+    # searching the residual prefix without its last entry gives the same draw for every
+    # u·R < R and an index inside the residual rows even when R is inf (an inf input row)
+    pos = torch.searchsorted(cum[: n - n_win - 1], u * residual, right=True)
     is_win = slots >= n - n_win
     sel = torch.where(is_win, slots, pos)
     idx = order.index_select(0, sel)
@@ -128,7 +131,9 @@ def _draw_crs(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Ten
     cum = torch.cumsum(p, 0)
     total = cum[-1:]
     u = torch.rand(k, generator=generator, device=p.device, dtype=p.dtype)
-    idx = torch.searchsorted(cum, u * total, right=True)
+    # cum[:-1]: the same draw for every u·total < total, and an index < N even when the total
+    # is inf (an inf input row; with fmax'ed scores the prefix sums hold no NaN)
+    idx = torch.searchsorted(cum[:-1], u * total, right=True)
     return idx, (total / k) / p.index_select(0, idx)
 
 
@@ -150,8 +155,23 @@ def _draw(
     return _draw_wta(p, k, generator)
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_floor(device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.full((), torch.finfo(dtype).tiny, device=device, dtype=dtype)
+
+
 def _positive(scores: Tensor) -> Tensor:
-    return scores.clamp_min(torch.finfo(scores.dtype).tiny)
+    """``max(scores, tiny)`` with NaN mapped to ``tiny`` (``fmax`` ignores NaN), one operator.
+
+    A NaN score (a NaN in the input row or in a cached gradient norm) must not reach the prefix
+    sums: a NaN residual mass sends ``searchsorted`` past the last row, an out-of-range gather
+    (an ``IndexError`` on CPU, a device-side assert on CUDA). With ``fmax`` the row gets the
+    smallest probability instead, and the non-finite value still shows in the layer's output.
+    """
+    if torch.compiler.is_compiling():
+        floor = torch.full((), torch.finfo(scores.dtype).tiny, device=scores.device)
+        return torch.fmax(scores, floor.to(scores.dtype))
+    return torch.fmax(scores, _cached_floor(scores.device, scores.dtype))
 
 
 # --------------------------------------------------------------------------- public API
@@ -269,6 +289,8 @@ def approx_matmul(
     Returns:
         The unbiased estimate of ``x @ y``, shape ``(n, q)``.
     """
+    check_is_tensor("x", x)
+    check_is_tensor("y", y)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[0]:
         raise ValueError(
             f"x and y must be matrices with x.shape[1] == y.shape[0], got "
@@ -276,6 +298,13 @@ def approx_matmul(
         )
     if method not in ("wta", "crs", "uniform"):
         raise ValueError(f"method must be 'wta', 'crs' or 'uniform', got {method!r}")
+    if probs is not None:
+        check_is_tensor("probs", probs)
+        if probs.shape != (x.shape[1],):
+            raise ValueError(
+                f"probs must have shape ({x.shape[1]},) (one score per column of x), got "
+                f"{tuple(probs.shape)}"
+            )
     probs = _default_probs(x, y, method, probs)
     idx, w = sample_indices(probs, k, adaptive=method == "wta", generator=generator)
     return (x[:, idx] * w.to(x.dtype)) @ y[idx]

@@ -10,6 +10,12 @@ over ``nn.Linear``'s; ``time_ratio`` the forward + backward time (interleaved me
 of the time: ``ops_ratio``, the top-level aten operators of one step over ``nn.Linear``'s
 (``optforge.nn.aten_op_counts``), and ``host_syncs``, the operators that read a device value
 back to the host (``optforge.nn.host_sync_ops``; 0 expected).
+
+Rows ``wta/layer-<variant>`` (``wta-0.3``, ``crs-0.3``): issue #28's per-layer figures at the
+bench's size, one ``width → 4·width`` layer on ``batch`` rows (input not requiring grad, loss
+``sum()``, counted after one warm-up step as ``benchmarks/wta_crs.py`` counts the 1024 → 4096
+layer): ``ops`` and ``ops_ratio`` (top-level aten operators, goal ≤ 2), ``host_syncs``, saved
+bytes ``ratio`` and ``time_ratio`` over a lone ``nn.Linear`` (the GPU goal: ≤ 1.2 on a GPU alone).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict
     ops = {v: sum(aten_op_counts(s).values()) for v, s in steps.items()}
     syncs = {v: len(host_sync_ops(s)) for v, s in steps.items()}
     median = time_interleaved(steps, device, repeats)
-    return {
+    return _lone_layer(device, width, batch, repeats) | {
         f"wta/{v}": {
             "ratio": saved[v] / saved["linear"],
             "time_ratio": median[v] / median["linear"],
@@ -70,6 +76,49 @@ def wta_crs(device: str, width: int, batch: int, repeats: int) -> dict[str, dict
             "ms": 1e3 * median[v],
         }
         for v in _VARIANTS
+        if v != "linear"
+    }
+
+
+def _lone_layer(device: str, width: int, batch: int, repeats: int) -> dict[str, dict]:
+    """``wta/layer-<variant>``: one ``width → 4·width`` layer, forward + ``sum().backward()``."""
+    from optforge.nn import WTACRSLinear, aten_op_counts, host_sync_ops, saved_tensor_bytes
+
+    torch.manual_seed(0)
+    layers: dict[str, nn.Module] = {
+        "linear": nn.Linear(width, 4 * width),
+        "wta-0.3": WTACRSLinear(width, 4 * width, ratio=0.3),
+        "crs-0.3": WTACRSLinear(width, 4 * width, ratio=0.3, method="crs"),
+    }
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(1)).to(device)
+
+    def step(layer: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            layer.zero_grad(set_to_none=True)
+            layer(x).sum().backward()
+
+        return run
+
+    steps = {v: step(layer.to(device)) for v, layer in layers.items()}
+    for run in steps.values():
+        run()  # warm the sampler's constant tables, as the counts of the issue did
+    ops = {v: sum(aten_op_counts(s).values()) for v, s in steps.items()}
+    syncs = {v: len(host_sync_ops(s)) for v, s in steps.items()}
+    saved = {
+        v: float(saved_tensor_bytes(lambda m=m: m(x).sum(), exclude=m.parameters()))
+        for v, m in layers.items()
+    }
+    median = time_interleaved(steps, device, repeats)
+    return {
+        f"wta/layer-{v}": {
+            "ratio": saved[v] / saved["linear"],
+            "time_ratio": median[v] / median["linear"],
+            "ops": float(ops[v]),
+            "ops_ratio": ops[v] / ops["linear"],
+            "host_syncs": float(syncs[v]),
+            "ms": 1e3 * median[v],
+        }
+        for v in layers
         if v != "linear"
     }
 

@@ -228,22 +228,157 @@ def gns(fsdp: bool = False) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints through torch.distributed.checkpoint.
+# Checkpoints through torch.distributed.checkpoint with optforge.distributed.OptimizerState:
+# save after 2 steps, load into a freshly built model (another init) and optimizer that never
+# stepped, 2 more steps; the same checkpoint is also loaded by one process (test_ddp.py).
 # --------------------------------------------------------------------------------------------
 
 
-def _extras(opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's state_dict entries besides ``state``/``param_groups`` (generator states,
-    the batch-size controller): the DCP helpers keep only those two keys."""
-    return {k: v for k, v in opt.state_dict().items() if k not in ("state", "param_groups")}
+def _dcp_cases() -> dict[str, tuple[Callable[[nn.Module], Any], str]]:
+    """name -> (optimizer factory, call form)."""
+    from optforge.optim import (
+        SSO,
+        AdAdaGrad,
+        AdAdaGradNorm,
+        AdaGradNorm,
+        GradientNoise,
+        GradNormSmoothNewton,
+        Langevin,
+        NoisyOptimizer,
+        OptimisticSGD,
+        Sven,
+    )
+    from optforge.optim.hessian_approx import LazyHessian
+
+    def sgd_with_noise_hook(m: nn.Module) -> Any:
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        noise = GradientNoise(list(m.parameters()), eta=0.01, seed=13)
+        noise.attach(opt)
+        opt.gradient_noise = noise  # type: ignore[attr-defined]  # saved by DCP as a Stateful
+        return opt
+
+    return {
+        "optimistic_sgd": (lambda m: OptimisticSGD(m.parameters(), lr=0.1), "grad"),
+        "adagrad_norm": (lambda m: AdaGradNorm(m.parameters(), lr=0.3), "grad"),
+        "langevin": (lambda m: Langevin(m.parameters(), lr=0.05, beta=100.0, seed=5), "grad"),
+        "noisy_sgd": (
+            lambda m: NoisyOptimizer(
+                torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), eta=0.01, seed=11
+            ),
+            "grad",
+        ),
+        "gradient_noise": (sgd_with_noise_hook, "grad"),
+        "adadagrad": (
+            lambda m: AdAdaGrad(
+                m.parameters(), lr=0.2, eta=0.5, initial_batch_size=4, max_batch_size=N
+            ),
+            "adaptive",
+        ),
+        "adadagrad_norm": (
+            lambda m: AdAdaGradNorm(
+                m.parameters(), lr=0.2, eta=0.5, initial_batch_size=4, max_batch_size=N
+            ),
+            "adaptive",
+        ),
+        "sven": (lambda m: Sven(m.parameters(), lr=0.5, k=6, seed=0), "sven"),
+        "sso": (lambda m: SSO(m.parameters(), lr=1.0, target_lr=1.0, inner_steps=3), "sso"),
+        "gns": (
+            lambda m: GradNormSmoothNewton(m.parameters(), hessian=LazyHessian("exact", every=3)),
+            "gns",
+        ),
+    }
 
 
-def _restore_extras(opt: torch.optim.Optimizer, extras: dict[str, Any]) -> None:
-    if extras:
-        opt.load_state_dict({**opt.state_dict(), **extras})
+DCP_FSDP2 = ("optimistic_sgd", "adagrad_norm", "langevin", "noisy_sgd", "gradient_noise")
 
 
-def checkpoint(directory: str) -> dict[str, Any]:
+def _train(form: str, model: nn.Module, module: nn.Module, opt: Any, idxs: list[Tensor]) -> None:
+    """Steps of ``opt`` in its call form on this rank's shard (gathered where the method needs
+    the union batch)."""
+    x, y = data()
+    for idx in idxs:
+        xb, yb = shard(x[idx]), shard(y[idx])
+        if form == "grad":
+            opt.zero_grad()
+            mse(model(xb), yb).backward()
+            opt.step()
+        elif form == "adaptive":
+            opt.zero_grad()
+            opt.backward(module, mse, xb, yb)
+            opt.step()
+        elif form == "sven":
+            opt.step(model=module, loss_fn=per_example_mse, inputs=gather(xb), targets=gather(yb))
+        elif form == "sso":
+            xg, yg = gather(xb), gather(yb)
+            opt.step(
+                forward=lambda xg=xg: module(xg).squeeze(-1),
+                target_loss=lambda z, yg=yg: mse(z, yg),
+            )
+        else:  # gns: full batch
+            xg, yg = gather(shard(x)), gather(shard(y))
+            opt.step(lambda xg=xg, yg=yg: mse(module(xg), yg))
+
+
+def _dcp_state(model: nn.Module, opt: Any) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from optforge.distributed import OptimizerState
+
+    state = {"model": get_model_state_dict(model), "optim": OptimizerState(model, opt)}
+    if hasattr(opt, "gradient_noise"):
+        state["noise"] = opt.gradient_noise  # GradientNoise is itself a DCP Stateful
+    return state
+
+
+def _dcp_load(model: nn.Module, opt: Any, path: str) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    state = _dcp_state(model, opt)
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model, state["model"])
+
+
+def checkpoint(directory: str, fsdp: bool = False) -> dict[str, Any]:
+    """Save after 2 steps on every rank, continue 2 steps (``expected``); reload into a fresh
+    model (another init) and a fresh optimizer, 2 steps (``resumed``). With ``fsdp`` only the
+    elementwise optimizers, under FSDP2 (an error is recorded, not raised)."""
+    import torch.distributed.checkpoint as dcp
+
+    out: dict[str, Any] = {}
+    cases = _dcp_cases()
+    names = DCP_FSDP2 if fsdp else tuple(cases)
+    for name in names:
+        factory, form = cases[name]
+        idxs = batches(steps=4)
+        path = os.path.join(directory, ("fsdp2_" if fsdp else "") + name)
+        try:
+            module = make_model()
+            model = wrap(module, fsdp)
+            opt = factory(model if fsdp else module)
+            _train(form, model, module, opt, idxs[:2])
+            dcp.save(_dcp_state(model, opt), checkpoint_id=path)
+            _train(form, model, module, opt, idxs[2:])
+            expected = full_flat(module)
+
+            module2 = make_model(seed=1)  # another init: everything must come from the file
+            model2 = wrap(module2, fsdp)
+            opt2 = factory(model2 if fsdp else module2)  # never stepped
+            _dcp_load(model2, opt2, path)
+            _train(form, model2, module2, opt2, idxs[2:])
+            out[name] = {"expected": expected, "resumed": full_flat(module2), "error": ""}
+        except Exception as err:
+            out[name] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
+            if os.environ.get("DDP_JOBS_DEBUG"):
+                traceback.print_exc()
+    if not fsdp:
+        out["langevin_torch_helpers_only"] = _torch_helpers_only(directory)
+    return out
+
+
+def _torch_helpers_only(directory: str) -> dict[str, Tensor]:
+    """The hazard OptimizerState removes: torch's helpers alone keep only ``state`` and
+    ``param_groups``, so a resumed Langevin restarts its noise stream."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
@@ -252,99 +387,43 @@ def checkpoint(directory: str) -> dict[str, Any]:
         set_optimizer_state_dict,
     )
 
-    from optforge.optim import AdAdaGrad, Langevin, NoisyOptimizer, OptimisticSGD
-
-    factories: dict[str, Callable[[nn.Module], Any]] = {
-        "optimistic_sgd": lambda m: OptimisticSGD(m.parameters(), lr=0.1),
-        "langevin": lambda m: Langevin(m.parameters(), lr=0.05, beta=100.0, seed=5),
-        "adadagrad": lambda m: AdAdaGrad(
-            m.parameters(), lr=0.2, eta=0.5, initial_batch_size=4, max_batch_size=N
-        ),
-        "noisy_sgd": lambda m: NoisyOptimizer(
-            torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), eta=0.01, seed=11
-        ),
-    }
-    x, y = data()
-    out: dict[str, Any] = {}
-
-    def train(model: nn.Module, module: nn.Module, opt: Any, idxs: list[Tensor]) -> None:
-        for idx in idxs:
-            opt.zero_grad()
-            if isinstance(opt, AdAdaGrad):
-                opt.backward(module, mse, shard(x[idx]), shard(y[idx]))
-            else:
-                mse(model(shard(x[idx])), shard(y[idx])).backward()
-            opt.step()
-
-    def dcp_target(opt: Any) -> Any:
-        # NoisyOptimizer nests {"base", "noise"}: the helpers need the base optimizer.
-        return opt.base if isinstance(opt, NoisyOptimizer) else opt
-
-    def extras(opt: Any) -> dict[str, Any]:
-        if isinstance(opt, NoisyOptimizer):
-            return {"noise": opt.noise.state_dict()}
-        return _extras(opt)
-
-    for name, factory in factories.items():
-        idxs = batches(steps=4)
-        module = make_model()
-        model = wrap(module)
-        opt = factory(module)
-        train(model, module, opt, idxs[:2])
-        path = os.path.join(directory, name)
-        state = {
-            "model": get_model_state_dict(model),
-            "optim": get_optimizer_state_dict(model, dcp_target(opt)),
-            "extras": extras(opt),
-        }
-        dcp.save(state, checkpoint_id=path)
-        train(model, module, opt, idxs[2:])
-        expected = flat(module)
-
-        module2 = make_model(seed=1)  # a different init: everything must come from the file
-        model2 = wrap(module2)
-        opt2 = factory(module2)
-        # One step builds the optimizer state so the load template has every tensor.
-        train(model2, module2, opt2, idxs[:1])
-        state2 = {
-            "model": get_model_state_dict(model2),
-            "optim": get_optimizer_state_dict(model2, dcp_target(opt2)),
-            "extras": extras(opt2),
-        }
-        dcp.load(state2, checkpoint_id=path)
-        set_model_state_dict(model2, state2["model"])
-        set_optimizer_state_dict(model2, dcp_target(opt2), state2["optim"])
-        if isinstance(opt2, NoisyOptimizer):
-            opt2.noise.load_state_dict(state2["extras"]["noise"])
-        else:
-            _restore_extras(opt2, state2["extras"])
-        train(model2, module2, opt2, idxs[2:])
-        out[name] = {"expected": expected, "resumed": flat(module2)}
-
-    # What the helpers do with the wrapper itself, and with a closure-only optimizer.
-    from optforge.optim import Sven
-
+    factory, form = _dcp_cases()["langevin"]
+    idxs = batches(steps=4)
+    path = os.path.join(directory, "langevin_torch_helpers_only")
     module = make_model()
     model = wrap(module)
-    noisy = factories["noisy_sgd"](module)
-    out["noisy_direct_error"] = _error(lambda: get_optimizer_state_dict(model, noisy))
-    fresh_sven = Sven(module.parameters(), lr=0.5)
-    out["sven_fresh_error"] = _error(
-        lambda: set_optimizer_state_dict(
-            model,
-            fresh_sven,
-            {"state": {}, "param_groups": fresh_sven.state_dict()["param_groups"]},
-        )
-    )
+    opt = factory(module)
+    _train(form, model, module, opt, idxs[:2])
+    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
+    dcp.save(state, checkpoint_id=path)
+    _train(form, model, module, opt, idxs[2:])
+    module2 = make_model(seed=1)
+    model2 = wrap(module2)
+    opt2 = factory(module2)
+    state = {"model": get_model_state_dict(model2), "optim": get_optimizer_state_dict(model2, opt2)}
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model2, state["model"])
+    set_optimizer_state_dict(model2, opt2, state["optim"])
+    _train(form, model2, module2, opt2, idxs[2:])
+    return {"expected": full_flat(module), "resumed": full_flat(module2)}
+
+
+def resume_one_process(directory: str, fsdp: bool = False) -> dict[str, Tensor]:
+    """Load the 2-rank checkpoints in this process (world size 1: DCP re-shards), then the last
+    2 steps on the union batch."""
+    out: dict[str, Tensor] = {}
+    cases = _dcp_cases()
+    for name in DCP_FSDP2 if fsdp else tuple(cases):
+        path = os.path.join(directory, ("fsdp2_" if fsdp else "") + name)
+        if not os.path.isdir(path):
+            continue
+        factory, form = cases[name]
+        module = make_model(seed=2)
+        opt = factory(module)
+        _dcp_load(module, opt, path)
+        _train(form, module, module, opt, batches(steps=4)[2:])
+        out[name] = flat(module)
     return out
-
-
-def _error(fn: Callable[[], Any]) -> str:
-    try:
-        fn()
-    except Exception as err:
-        return f"{type(err).__name__}: {err}"
-    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +434,10 @@ def _error(fn: Callable[[], Any]) -> str:
 def fsdp2() -> dict[str, Any]:
     x, y = data()
     out: dict[str, Any] = {}
+    # The other elementwise optimizers under FSDP2: tests/distributed/test_fsdp2_elementwise.py.
     for name, factory in _optimizers().items():
+        if name not in ("sgd", "optimistic_sgd"):
+            continue
         module = wrap(make_model(), fsdp=True)
         try:
             opt = factory(module)
@@ -394,6 +476,7 @@ def run_all(directory: str) -> dict[str, Any]:
     for name, job in JOBS.items():
         results[name] = job()
     results["checkpoint"] = checkpoint(directory)
+    results["checkpoint_fsdp2"] = checkpoint(directory, fsdp=True)
     results["fsdp2"] = fsdp2()
     return results
 

@@ -191,13 +191,15 @@ def test_wrapper_shares_param_groups_and_state_and_works_with_schedulers():
     assert len(base.param_groups) == 2
 
 
-def test_wrapper_state_dict_nests_and_reloads_into_a_fresh_wrapper():
+def test_wrapper_state_dict_is_the_bases_plus_noise_and_reloads_into_a_fresh_wrapper():
     m1, x, y = _model_and_data()
     m2, _, _ = _model_and_data()
     o1 = NoisyOptimizer(torch.optim.Adam(m1.parameters(), lr=1e-2), eta=0.1, seed=5)
     _train(m1, o1, x, y, steps=3)
     state = copy.deepcopy(o1.state_dict())  # torch's state_dict aliases live state tensors
-    assert set(state) == {"base", "noise"} and state["noise"]["step_count"] == 3
+    # top level = the base's own state dict (what the DCP helpers read) + the noise extras
+    assert set(state) == {"state", "param_groups", "gradient_noise"}
+    assert state["gradient_noise"]["step_count"] == 3
     m2.load_state_dict(m1.state_dict())
     o2 = NoisyOptimizer(torch.optim.Adam(m2.parameters(), lr=1e-2), eta=0.1, seed=0)
     o2.load_state_dict(state)
@@ -206,7 +208,68 @@ def test_wrapper_state_dict_nests_and_reloads_into_a_fresh_wrapper():
     for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="state_dict"):
-        o2.load_state_dict(state["base"])
+        o2.load_state_dict({"noise": state["gradient_noise"]})
+
+
+def test_wrapper_loads_the_old_nested_format_and_a_base_only_state_dict():
+    m1, x, y = _model_and_data()
+    o1 = NoisyOptimizer(torch.optim.Adam(m1.parameters(), lr=1e-2), eta=0.1, seed=5)
+    _train(m1, o1, x, y, steps=2)
+    new = copy.deepcopy(o1.state_dict())
+    base_part = {k: v for k, v in new.items() if k != "gradient_noise"}
+    nested = {"base": base_part, "noise": new["gradient_noise"]}  # the earlier format
+    snapshot = copy.deepcopy(m1.state_dict())
+    _train(m1, o1, x, y, steps=2)
+    # old nested format: identical continuation
+    m2, _, _ = _model_and_data()
+    m2.load_state_dict(snapshot)
+    o2 = NoisyOptimizer(torch.optim.Adam(m2.parameters(), lr=1e-2), eta=0.1, seed=0)
+    o2.load_state_dict(copy.deepcopy(nested))
+    assert o2.noise.step_count == 2 and o2.noise.seed == 5
+    _train(m2, o2, x, y, steps=2)
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # base-only (what the DCP helpers hand back): the base is restored, the noise kept
+    m3, _, _ = _model_and_data()
+    o3 = NoisyOptimizer(torch.optim.Adam(m3.parameters(), lr=1e-2), eta=0.1, seed=7)
+    o3.load_state_dict(copy.deepcopy(base_part))
+    assert o3.noise.step_count == 0 and o3.noise.seed == 7
+    assert int(o3.state[next(iter(m3.parameters()))]["step"]) == 2
+
+
+def test_dcp_get_optimizer_state_dict_accepts_the_wrapper():
+    """torch.distributed.checkpoint's helpers read top-level 'state' / 'param_groups' (they
+    raised KeyError: 'state' on the nested format)."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    m1, x, y = _model_and_data()
+    o1 = NoisyOptimizer(torch.optim.Adam(m1.parameters(), lr=1e-2), eta=0.1, seed=5)
+    _train(m1, o1, x, y, steps=2)
+    osd = get_optimizer_state_dict(m1, o1)
+    assert {"state", "param_groups"} <= set(osd) and len(osd["state"]) == 4
+    m2, _, _ = _model_and_data()
+    m2.load_state_dict(m1.state_dict())
+    o2 = NoisyOptimizer(torch.optim.Adam(m2.parameters(), lr=1e-2), eta=0.1, seed=5)
+    set_optimizer_state_dict(m2, o2, copy.deepcopy(osd))
+    o2.noise.load_state_dict(o1.noise.state_dict())  # the helpers keep state/param_groups only
+    _train(m1, o1, x, y, steps=2)
+    _train(m2, o2, x, y, steps=2)
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_noise_std_per_group_for_logging():
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    opt = NoisyOptimizer(
+        torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1), eta=0.04, seed=0
+    )
+    assert opt.noise_std() == [pytest.approx(0.2)] * 2
+    a.grad, b.grad = torch.zeros(3), torch.zeros(2)
+    opt.step()
+    assert opt.noise_std() == [pytest.approx(math.sqrt(0.04 / 2**0.55))] * 2
 
 
 def _expected_noise(params, std, seed):

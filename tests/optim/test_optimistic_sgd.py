@@ -112,3 +112,21 @@ def test_conformance_with_check_finite():
         checks=["downhill", "add_param_group", "raising_step"],
         nonfinite_raises=True,
     )
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_tensor_lr_matches_float_lr_under_a_scheduler(maximize):
+    a = torch.nn.Parameter(torch.linspace(-1, 1, 6))
+    b = torch.nn.Parameter(a.detach().clone())
+    oa = OptimisticSGD([a], lr=0.1, maximize=maximize)
+    ob = OptimisticSGD([b], lr=torch.tensor(0.1), maximize=maximize)
+    sa = torch.optim.lr_scheduler.StepLR(oa, step_size=1, gamma=0.5)
+    sb = torch.optim.lr_scheduler.StepLR(ob, step_size=1, gamma=0.5)
+    for k in range(4):
+        a.grad = torch.cos(a.detach() + k)
+        b.grad = torch.cos(b.detach() + k)
+        oa.step(), ob.step(), sa.step(), sb.step()
+    assert isinstance(ob.param_groups[0]["lr"], torch.Tensor)
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lr"):
+        OptimisticSGD([b], lr=torch.tensor(-0.1))

@@ -50,12 +50,14 @@ class OptimisticSGD(torch.optim.Optimizer):
     Args:
         params: parameters or param-group dicts.
         lr: learning rate ``>= 0`` (``0`` freezes the parameters but still records the gradient
-            for the next step's correction, e.g. during a scheduler's warm-up).
+            for the next step's correction, e.g. during a scheduler's warm-up); a 0-dim tensor
+            lets a scheduler change it without recompiling a ``torch.compile``-d step.
         optimism: ``β ≥ 0``; ``0`` is plain SGD, ``1`` (default) is OGDA's ``2g_t − g_{t−1}``.
         maximize: ascend instead of descend (per group).
         check_finite: raise ``FloatingPointError`` before changing anything when a gradient is
-            NaN or inf (one host sync per step). Off by default: like ``torch.optim.SGD``, a
-            non-finite gradient then flows into the parameters and the stored gradient.
+            NaN or inf (one host sync per step; skipped inside ``torch.compile``). Off by default:
+            like ``torch.optim.SGD``, a non-finite gradient then flows into the parameters and
+            the stored gradient.
     """
 
     def __init__(
@@ -67,7 +69,7 @@ class OptimisticSGD(torch.optim.Optimizer):
         maximize: bool = False,
         check_finite: bool = False,
     ) -> None:
-        check_nonnegative("lr", lr)
+        _check_lr(lr)
         check_nonnegative("optimism", optimism)
         self.check_finite = bool(check_finite)
         super().__init__(params, {"lr": lr, "optimism": optimism, "maximize": bool(maximize)})
@@ -76,9 +78,10 @@ class OptimisticSGD(torch.optim.Optimizer):
         """Validate ``lr`` and ``optimism`` of the group first, then add it."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        for key in ("lr", "optimism"):
-            if key in param_group:
-                check_nonnegative(key, param_group[key])
+        if "lr" in param_group:
+            _check_lr(param_group["lr"])
+        if "optimism" in param_group:
+            check_nonnegative("optimism", param_group["optimism"])
         super().add_param_group(param_group)
 
     @torch.no_grad()
@@ -88,7 +91,7 @@ class OptimisticSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.check_finite:
+        if self.check_finite and not torch.compiler.is_compiling():
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
             if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
                 raise FloatingPointError(
@@ -108,6 +111,17 @@ class OptimisticSGD(torch.optim.Optimizer):
                     state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 prev = state["prev_grad"]
                 direction = grad.mul(1.0 + beta).sub_(prev, alpha=beta)
-                p.add_(direction, alpha=-lr)
+                if isinstance(lr, Tensor):
+                    p.sub_(direction.mul_(lr))
+                else:
+                    p.add_(direction, alpha=-lr)
                 prev.copy_(grad)
         return loss
+
+
+def _check_lr(lr: float | Tensor) -> None:
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(f"lr must be a number or a 1-element float tensor, got {lr!r}")
+        lr = float(lr)
+    check_nonnegative("lr", lr)

@@ -72,3 +72,23 @@ def test_add_param_group_validates_before_appending(name, value) -> None:
     with pytest.raises(ValueError, match=name):
         opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], name: value})
     assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("granularity", ["global", "layer", "row"])
+def test_tensor_lr_matches_float_lr_under_a_scheduler(granularity):
+    torch.manual_seed(0)
+    pa = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))]
+    pb = [torch.nn.Parameter(p.detach().clone()) for p in pa]
+    oa = AdaGradNorm(pa, lr=0.5, granularity=granularity)
+    ob = AdaGradNorm(pb, lr=torch.tensor(0.5), granularity=granularity)
+    sa = torch.optim.lr_scheduler.StepLR(oa, step_size=1, gamma=0.5)
+    sb = torch.optim.lr_scheduler.StepLR(ob, step_size=1, gamma=0.5)
+    for k in range(3):
+        for a, b in zip(pa, pb, strict=True):
+            a.grad = torch.sin(a.detach() + k)
+            b.grad = torch.sin(b.detach() + k)
+        oa.step(), ob.step(), sa.step(), sb.step()
+    for a, b in zip(pa, pb, strict=True):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="lr"):
+        AdaGradNorm(pb, lr=torch.tensor([0.1, 0.2]))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from optforge._core import check_choice, check_nonnegative
+from optforge.optim.gradient_noise import is_sharded, local, sum_over_shards
 
 __all__ = ["AdaGradNorm", "Granularity"]
 
@@ -37,7 +38,8 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     Args:
         params: parameters or param-group dicts.
-        lr: ``α`` (default 1.0, as the official code).
+        lr: ``α`` (default 1.0, as the official code); a 0-dim tensor lets a scheduler change
+            it without recompiling a ``torch.compile``-d step.
         initial_accumulator_value: ``v_{-1}² >= 0`` (default 1e-2, as the official code).
         eps: added to ``v_k`` (default 1e-10).
         weight_decay: L2 penalty added to the gradient (as ``torch.optim.Adagrad``).
@@ -48,6 +50,10 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     State: ``"sum"`` (``v²``; float32 for half-precision params) and ``"step"``; for
     ``"global"`` both sit in the state of the group's first parameter.
+
+    Under FSDP2 (DTensor parameters) the squared gradient norms are summed over the local shards
+    and all-reduced, so ``"sum"`` is the same plain scalar on every rank (the one-process value);
+    ``granularity="row"`` raises ``NotImplementedError`` there.
 
     Non-finite gradients are not checked (no host sync), as in ``torch.optim.Adagrad``: a NaN
     or inf gradient enters ``"sum"`` and the parameters. To fail fast, check before the step,
@@ -123,15 +129,29 @@ class AdaGradNorm(torch.optim.Optimizer):
         anchor = group["params"][0]
         state = self._init_state(anchor, group, ())
         acc = state["sum"]
-        sq = torch.stack([g.to(acc.dtype).pow(2).sum().to(acc.device) for g in grads]).sum()
+        sq = _squared_norms(params, grads, acc).sum()
         acc.add_(sq)
         state["step"] += 1
         denom = acc.sqrt().add_(group["eps"])
         for p, g in zip(params, grads, strict=True):
-            p.add_((g.to(acc.dtype) / denom.to(p.device)).to(p.dtype), alpha=-group["lr"])
+            _apply(local(p), (local(g).to(acc.dtype) / denom.to(p.device)).to(p.dtype), group["lr"])
 
     def _step_local(self, group: Mapping[str, Any], params: list[Tensor], grads: list[Tensor]):
         row = group["granularity"] == "row"
+        if row and any(is_sharded(p) for p in params):
+            raise NotImplementedError(
+                "AdaGradNorm(granularity='row') with DTensor (FSDP2) parameters: the row "
+                "accumulators would be local shards; use granularity='global' or 'layer'"
+            )
+        if not row and any(is_sharded(p) for p in params):  # one scalar per tensor, all-reduced
+            for p, g, sq in zip(params, grads, _squared_norms(params, grads, None), strict=True):
+                state = self._init_state(p, group, ())
+                acc = state["sum"]
+                acc.add_(sq.to(acc.dtype))
+                state["step"] += 1
+                denom = acc.sqrt().add_(group["eps"])
+                _apply(local(p), (local(g).to(acc.dtype) / denom).to(p.dtype), group["lr"])
+            return
         for p, g in zip(params, grads, strict=True):
             if row and p.dim() >= 2:
                 shape: tuple[int, ...] = (p.shape[0],) + (1,) * (p.dim() - 1)
@@ -150,17 +170,48 @@ class AdaGradNorm(torch.optim.Optimizer):
                 acc.add_(g_acc.pow(2).sum())
             state["step"] += 1
             denom = acc.sqrt().add_(group["eps"])
-            p.add_((g_acc / denom).to(p.dtype), alpha=-group["lr"])
+            _apply(p, (g_acc / denom).to(p.dtype), group["lr"])
 
 
 def _validate(group: Mapping[str, Any]) -> None:
-    check_nonnegative("lr", group["lr"])
+    lr = group["lr"]
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(f"lr must be a number or a 1-element float tensor, got {lr!r}")
+        lr = float(lr)
+    check_nonnegative("lr", lr)
     check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
     check_nonnegative("eps", group["eps"])
     check_nonnegative("weight_decay", group["weight_decay"])
     check_choice("granularity", group["granularity"], ("global", "layer", "row"))
     if group["initial_accumulator_value"] == 0 and group["eps"] == 0:
         raise ValueError("initial_accumulator_value and eps cannot both be 0 (division by 0)")
+
+
+def _squared_norms(params: list[Tensor], grads: list[Tensor], acc: Tensor | None) -> Tensor:
+    """``(‖g_i‖²)_i``; DTensor (FSDP2) shards are summed locally and all-reduced over the mesh
+    (one collective when all parameters share mesh and placements)."""
+    dtype = acc.dtype if acc is not None else _acc_dtype(grads[0].dtype)
+    device = acc.device if acc is not None else local(grads[0]).device
+    sq = torch.stack([local(g).to(dtype).pow(2).sum().to(device) for g in grads])
+    sharded = [i for i, p in enumerate(params) if is_sharded(p)]
+    if not sharded:
+        return sq
+    first = params[sharded[0]]
+    if len(sharded) == len(params) and all(
+        p.device_mesh == first.device_mesh and p.placements == first.placements for p in params
+    ):
+        return sum_over_shards(sq, first)
+    parts = [sum_over_shards(sq[i].clone().reshape(1), p) for i, p in enumerate(params)]
+    return torch.cat(parts)
+
+
+def _apply(p: Tensor, update: Tensor, lr: float | Tensor) -> None:
+    """``p -= lr * update`` (a tensor ``lr`` is read on the device, no host sync)."""
+    if isinstance(lr, Tensor):
+        p.sub_(update.mul_(lr.to(p.device)))
+    else:
+        p.add_(update, alpha=-lr)
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:

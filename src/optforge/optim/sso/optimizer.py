@@ -22,6 +22,12 @@ loop stops early when :math:`\lVert d\rVert \le` ``inner_tol``. ``inner="sgd"`` 
 exactly ``torch.optim.SGD(lr)`` on the batch loss (the surrogate's gradient at
 :math:`\theta_t` is the loss gradient).
 
+Cost (issue #29): the Armijo loop reads the host once per trial point (the acceptance test) and
+reuses the accepted trial's forward for the next backward, so ``m`` accepted inner steps cost
+``1 + m`` forwards and ``m`` backwards. The fixed-step loop reads the host once, after the loop:
+there ``inner_tol`` freezes the parameters (zero steps) instead of leaving the loop, and
+non-finite gradients or targets raise after the loop (the step then restores everything).
+
 The target step :math:`\eta_t` is chosen by :mod:`.target_step` (a schedule, a line search in
 target space or AdaGrad-norm).
 
@@ -51,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -124,7 +131,8 @@ class SSO(torch.optim.Optimizer):
         armijo_c: inner Armijo constant.
         armijo_beta: inner backtracking factor.
         expand: growth factor of the inner step before every inner step (>= 1).
-        inner_tol: stop the inner loop when ‖∇ surrogate‖ <= inner_tol.
+        inner_tol: stop the inner loop when ‖∇ surrogate‖ <= inner_tol (``inner="sgd"``: take
+            zero steps from then on).
         max_backtracks: line-search tries per inner step.
         loss_reduction: ``"mean"`` (the target loss averages over the first dimension) or
             ``"sum"``.
@@ -177,6 +185,7 @@ class SSO(torch.optim.Optimizer):
         """Validate the group first (its values; the target-space keys must match), then add."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        param_group = _refuse_dtensor_group(param_group)
         merged = {**self.defaults, **param_group}
         _validate(merged)
         if self.param_groups:
@@ -264,6 +273,7 @@ class SSO(torch.optim.Optimizer):
                 including an exception from ``forward`` — leaves the parameters and the
                 optimizer's state (counters, η, traces) exactly as they were.
         """
+        _refuse_dtensor([p for g in self.param_groups for p in g["params"]])
         forward, target_loss = self._resolve(closure, forward, target_loss, target_grad)
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         if not params:
@@ -408,53 +418,76 @@ class SSO(torch.optim.Optimizer):
         out: Tensor,
         surrogate: TargetSurrogateLoss,
     ) -> None:
+        if group["inner"] == "armijo":
+            self._armijo_loop(group, state, params, lrs, forward, out, surrogate)
+        else:
+            self._fixed_loop(group, state, params, lrs, forward, out, surrogate)
+
+    def _armijo_loop(
+        self,
+        group: dict[str, Any],
+        state: dict[str, Any],
+        params: list[Tensor],
+        lrs: list[float],
+        forward: Callable[[], Tensor],
+        out: Tensor,
+        surrogate: TargetSurrogateLoss,
+    ) -> None:
+        """Armijo inner steps: one host read per trial point (the acceptance test), none else.
+
+        The first trial of an inner step is evaluated before the host sees the step's gradient
+        norm: one read then brings the trial value, the per-tensor squared norms (the
+        ``inner_tol`` test and the Armijo decrease) and, at the first inner step, the starting
+        surrogate value. The accepted trial's forward graph serves the next inner step's
+        backward, so an inner step without backtracking costs one forward and one backward.
+        """
         shape = out.shape
-        armijo = group["inner"] == "armijo"
         kappa = 1.0
         max_lr = max(lrs)
         value = surrogate(out)
-        trace = [float(value.detach())]
+        trace: list[float] = []
         for k in range(group["inner_steps"]):
             grads = torch.autograd.grad(value, params, allow_unused=True)
             pairs = zip(params, grads, strict=True)
             dirs = [torch.zeros_like(p) if g is None else g for p, g in pairs]
-            grad_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in dirs))
+            squares = _norms(dirs, value.device, torch.float64) ** 2
+            kappa_before = kappa
+            kappa *= group["expand"]
+            start = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
+                    torch.add(p0, d, alpha=-kappa * lr, out=p)
+            # Trial points keep their graph so the accepted one serves the next inner step.
+            trial = surrogate(self._forward(forward, shape, trial=True))
+            head = [trial.detach().double().reshape(1), squares]
+            if not trace:
+                head.append(value.detach().double().reshape(1))
+            host = torch.cat(head).tolist()  # the one host read of this trial
+            trial_value = host[0]
+            sq = host[1 : 1 + len(dirs)]
+            if not trace:
+                trace.append(host[-1])
+            grad_norm = math.sqrt(sum(sq))
             if not math.isfinite(grad_norm):
                 raise FloatingPointError(
                     f"non-finite gradient (NaN or inf) of the surrogate w.r.t. the parameters at "
                     f"inner step {k + 1}: the backward pass of forward() is not finite"
                 )
             if grad_norm <= group["inner_tol"]:
+                _restore(params, start)
+                kappa = kappa_before
                 break
-            last = k == group["inner_steps"] - 1
-            if not armijo:
-                with torch.no_grad():
-                    for p, d, lr in zip(params, dirs, lrs, strict=True):
-                        p.add_(d, alpha=-lr)
-                state["inner_steps"] += 1
-                if last:
-                    break
-                new_value = surrogate(self._forward(forward, shape))
-                if float(new_value.detach()) > trace[-1]:
-                    state["surrogate_increases"] += 1
-                value = new_value
-                trace.append(float(value.detach()))
-                continue
-            kappa *= group["expand"]
-            decrease = sum(
-                lr * float((d.double() ** 2).sum()) for d, lr in zip(dirs, lrs, strict=True)
-            )
-            start = [p.detach().clone() for p in params]
-            base = float(value.detach())
+            decrease = sum(lr * s for s, lr in zip(sq, lrs, strict=True))
+            base = trace[-1]
             accepted = False
             tries = nonfinite = 0
-            for _ in range(group["max_backtracks"]):
-                with torch.no_grad():
-                    for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
-                        torch.add(p0, d, alpha=-kappa * lr, out=p)
-                # Trial points keep their graph so the accepted one serves the next inner step.
-                trial = surrogate(self._forward(forward, shape, trial=True))
-                trial_value = float(trial.detach())
+            for attempt in range(group["max_backtracks"]):
+                if attempt:
+                    with torch.no_grad():
+                        for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
+                            torch.add(p0, d, alpha=-kappa * lr, out=p)
+                    trial = surrogate(self._forward(forward, shape, trial=True))
+                    trial_value = float(trial.detach())  # the acceptance test's host read
                 tries += 1
                 nonfinite += not math.isfinite(trial_value)
                 if trial_value <= base - group["armijo_c"] * kappa * decrease:
@@ -470,25 +503,165 @@ class SSO(torch.optim.Optimizer):
                     f"{tries} Armijo trial points; the step was not taken"
                 )
             if not accepted:
-                with torch.no_grad():
-                    for p, p0 in zip(params, start, strict=True):
-                        p.copy_(p0)
+                _restore(params, start)
                 break
             state["inner_steps"] += 1
             value = trial
-            trace.append(float(value.detach()))
+            trace.append(trial_value)
         state["kappa"] = kappa
         state["surrogate_trace"] = trace
-        for p in params:
-            if not torch.isfinite(p).all():
+        if not bool(_all_finite(params)):
+            raise _overflow_error()
+
+    def _fixed_loop(
+        self,
+        group: dict[str, Any],
+        state: dict[str, Any],
+        params: list[Tensor],
+        lrs: list[float],
+        forward: Callable[[], Tensor],
+        out: Tensor,
+        surrogate: TargetSurrogateLoss,
+    ) -> None:
+        """``inner="sgd"``: fixed steps with no host read inside the loop.
+
+        The loop keeps its raw figures on the device (gradient norms, whether the targets are
+        finite, surrogate values) and the host reads them once after the loop. So the
+        ``inner_tol`` test freezes the parameters (a step scaled by 0) instead of leaving the
+        loop, and non-finite gradients or targets raise after the loop (the step then restores
+        everything). The loop always runs its ``inner_steps`` backwards and ``inner_steps - 1``
+        forwards (``forward_evals`` counts the passes run, also those after ``inner_tol`` froze
+        it).
+        """
+        shape = out.shape
+        m = group["inner_steps"]
+        tol = float(group["inner_tol"])
+        value = surrogate(out)
+        device = value.device
+        values = [value.detach()]
+        norms: list[Tensor] = []
+        targets_finite: list[Tensor] = []
+        active = torch.ones((), dtype=torch.bool, device=device)
+        by_lr: dict[float, list[int]] = {}
+        for i, lr in enumerate(lrs):
+            by_lr.setdefault(lr, []).append(i)
+        for k in range(m):
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+            pairs = zip(params, grads, strict=True)
+            dirs = [torch.zeros_like(p) if g is None else g for p, g in pairs]
+            # In the parameters' dtype (no double copy): a norm that overflows reads as
+            # non-finite, as a NaN/inf gradient does; either way the step raises.
+            norm = torch.linalg.vector_norm(_norms(dirs, device), dtype=torch.float64)
+            norms.append(norm)
+            active = active & (norm > tol)
+            dirs = torch._foreach_mul(dirs, active)  # a zero step once inner_tol froze the loop
+            with torch.no_grad():
+                for lr, idx in by_lr.items():
+                    torch._foreach_add_([params[i] for i in idx], [dirs[i] for i in idx], alpha=-lr)
+            if k == m - 1:
+                break
+            new_out = self._forward(forward, shape, trial=True)
+            value = surrogate(new_out)
+            targets_finite.append(torch.isfinite(new_out.detach()).all())
+            values.append(value.detach())
+        f64 = torch.float64
+        pieces = [torch.stack(norms), torch.stack(values).to(f64)]
+        if targets_finite:
+            pieces.append(torch.stack(targets_finite).to(f64))
+        pieces.append(_all_finite(params).to(f64).reshape(1))
+        host = torch.cat(pieces).tolist()  # the one host read of the inner loop
+        grad_norms, trace, finite_targets = host[:m], host[m : 2 * m], host[2 * m : 3 * m - 1]
+        taken = increases = 0
+        for k in range(m):
+            if not math.isfinite(grad_norms[k]):
                 raise FloatingPointError(
-                    "SSO produced non-finite parameters (the inner step overflowed); lower lr "
-                    "(inner step) or target_lr"
+                    f"non-finite gradient (NaN or inf) of the surrogate w.r.t. the parameters at "
+                    f"inner step {k + 1}: the backward pass of forward() is not finite"
                 )
+            if grad_norms[k] <= tol:
+                break  # frozen from here on
+            taken += 1
+            if k < m - 1:
+                if not finite_targets[k]:
+                    raise FloatingPointError(
+                        "forward() returned non-finite targets after an inner step (the inner "
+                        "step lr may be too large)"
+                    )
+                increases += trace[k + 1] > trace[k]
+        state["inner_steps"] += taken
+        state["surrogate_increases"] += increases
+        state["kappa"] = 1.0
+        state["surrogate_trace"] = trace[: min(taken + 1, m)]
+        if not host[-1]:
+            raise _overflow_error()
 
 
 # -------------------------------------------------------------------------------------------------
 # Private helpers
+
+
+def _restore(params: list[Tensor], saved: list[Tensor]) -> None:
+    with torch.no_grad():
+        for p, p0 in zip(params, saved, strict=True):
+            p.copy_(p0)
+
+
+def _norms(tensors: list[Tensor], device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """The 2-norms of ``tensors`` as one vector on ``device`` (one fused kernel per device and
+    dtype, no host read); ``dtype`` is the accumulation dtype (default: each tensor's own)."""
+    if dtype is None:
+        norms = torch._foreach_norm(tensors, 2)
+    else:
+        norms = torch._foreach_norm(tensors, 2, dtype=dtype)
+    return torch.stack([n if n.device == device else n.to(device) for n in norms])
+
+
+def _all_finite(params: list[Tensor]) -> Tensor:
+    """One 0-d bool tensor, no host read: every parameter is finite (checked through the
+    parameters' norms, so a norm that overflows the dtype, |θ| ≳ 1e19 in float32, reads as
+    non-finite too)."""
+    device = params[0].device
+    return torch.isfinite(_norms([p.detach() for p in params], device).double().sum())
+
+
+def _overflow_error() -> FloatingPointError:
+    return FloatingPointError(
+        "SSO produced non-finite parameters, or parameters whose norm overflows their dtype (the "
+        "inner step overflowed); lower lr (inner step) or target_lr"
+    )
+
+
+def _refuse_dtensor_group(param_group: dict[str, Any]) -> dict[str, Any]:
+    """``param_group`` with its params as a list, after refusing DTensor parameters."""
+    params = param_group.get("params")
+    if params is None or isinstance(params, set):
+        return param_group  # torch.optim reports these
+    if isinstance(params, Tensor):
+        _refuse_dtensor([params])
+        return param_group
+    params = list(params)
+    _refuse_dtensor(params)
+    return {**param_group, "params": params}
+
+
+def _refuse_dtensor(params: list[Tensor]) -> None:
+    """Raise ``NotImplementedError`` for DTensor (FSDP2, tensor-parallel) parameters.
+
+    SSO's inner loop takes ``torch.autograd.grad`` of the model's targets w.r.t. the parameters;
+    on FSDP2 shards that bypasses the gradient reduce-scatter and gives a result different from
+    one process without any error (issue #32), so it is refused before anything runs.
+    """
+    dtensor = sys.modules.get("torch.distributed.tensor")  # never imported: no DTensor exists
+    if dtensor is None:
+        return
+    if any(isinstance(p, dtensor.DTensor) for p in params):
+        raise NotImplementedError(
+            "SSO does not support DTensor parameters (FSDP2 fully_shard or tensor parallelism): "
+            "its inner loop differentiates the model's targets with torch.autograd.grad, which "
+            "bypasses FSDP2's gradient reduce-scatter, so the step would be wrong. Workaround: "
+            "replicate the model (DDP or no wrapper), all-gather the batch and step every rank on "
+            "the union batch with the unwrapped module (docs/distributed.md)."
+        )
 
 
 def _copy_global(state: dict[str, Any]) -> dict[str, Any]:

@@ -283,6 +283,10 @@ def _drop(method: str, learner: str, mix: bool) -> Callable[[Results], float]:
 CLAIMS = [
     Claim(
         name="beo-raises-bayes-error-beyond-random",
+        quantity="estimated Bayes error (fraction), BEO-input minus random noise, ε = 0.2",
+        description=(
+            "mean over seeds of BER̂(beo-input) − mean of BER̂(random), digits, L∞ budget 0.2"
+        ),
         statement="BEO perturbations substantially increase the (estimated) Bayes error, far more "
         "than random noise at the same budget (mean BER̂ of beo-input minus random, ε = 0.2).",
         metric=lambda r: r.mean_gap("beo-input", "random", "ber"),
@@ -291,6 +295,8 @@ CLAIMS = [
     ),
     Claim(
         name="beo-ber-five-times-clean",
+        quantity="estimated Bayes error, BEO-input / clean (ratio)",
+        description="worst-seed BER̂ of beo-input divided by the mean clean BER̂",
         statement="... the estimate after BEO is at least 5× the clean estimate (worst seed).",
         metric=lambda r: r.min("beo-input", "ber") / r.mean("clean", "ber"),
         op=">=",
@@ -298,6 +304,11 @@ CLAIMS = [
     ),
     Claim(
         name="budget-respected",
+        quantity="budget violation: max |δ|∞ − 0.2, or share of pixels outside [0, 1]",
+        description=(
+            "larger of (worst max |δ|∞ over random and beo-input minus ε = 0.2) and (1 − worst in-"
+            "box fraction)"
+        ),
         statement="Every perturbation stays within the L∞ budget and the valid pixel range.",
         metric=lambda r: max(
             max(r.max(m, "max_abs_delta") for m in ("random", "beo-input")) - 0.2,
@@ -308,6 +319,10 @@ CLAIMS = [
     ),
     Claim(
         name="ber-increase-survives-mixing",
+        quantity="estimated Bayes error (fraction) of a 50% clean mix, BEO-input minus random",
+        description=(
+            "mean over seeds of BER̂ on the 50/50 clean/protected mix, beo-input minus random"
+        ),
         statement="Because the Bayes error is concave in the data distribution, the increase "
         "survives mixing with clean data (50% mix: BER̂ of beo-input minus random).",
         metric=lambda r: r.mean_gap("beo-input", "random", "ber_mix"),
@@ -316,6 +331,11 @@ CLAIMS = [
     ),
     Claim(
         name="error-min-works-at-full-protection",
+        quantity="clean-test accuracy drop (fraction), MLP, error-min, 100% protected",
+        description=(
+            "mean accuracy of an MLP trained on clean data minus mean accuracy of one trained on "
+            "error-minimising data"
+        ),
         statement="Error-minimising noise makes fully protected data unlearnable "
         "(MLP clean-test accuracy drop vs clean training, 100% protected).",
         metric=_drop("error-min", "mlp", mix=False),
@@ -325,6 +345,11 @@ CLAIMS = [
     ),
     Claim(
         name="error-min-collapses-under-mixing",
+        quantity="clean-test accuracy drop (fraction), MLP, error-min, 50% mix vs clean half",
+        description=(
+            "mean accuracy of an MLP on the clean half alone minus mean accuracy on the 50% error-"
+            "min mix"
+        ),
         statement="Prior methods collapse when mixed with clean data: at a 50% mix the MLP is at "
         "least as accurate as one trained on the clean half alone (within 0.02).",
         metric=_drop("error-min", "mlp", mix=True),
@@ -334,6 +359,11 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-lowers-accuracy-full-protection",
+        quantity="clean-test accuracy drop (fraction), MLP, feature-space BEO, 100% protected",
+        description=(
+            "mean accuracy of an MLP trained on clean data minus mean accuracy on feature-space "
+            "BEO data"
+        ),
         statement="BEO lowers the clean-test accuracy of models trained on the protected data "
         "(feature-space BEO, MLP, 100% protected: drop ≥ 0.02).",
         metric=_drop("beo-feature", "mlp", mix=False),
@@ -343,6 +373,13 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-mix-below-clean-half-mlp",
+        quantity=(
+            "clean-test accuracy drop (fraction), MLP, feature-space BEO, 50% mix vs clean half"
+        ),
+        description=(
+            "mean accuracy of an MLP on the clean half alone minus mean accuracy on the 50% "
+            "feature-BEO mix"
+        ),
         statement="With 50% clean + 50% protected data, accuracy falls below training on the clean "
         "half alone (paper: 69.68% vs 91.16% on CIFAR-10); feature-space BEO, MLP, drop > 0.01.",
         metric=_drop("beo-feature", "mlp", mix=True),
@@ -352,6 +389,14 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-mix-below-clean-half-logreg",
+        quantity=(
+            "clean-test accuracy drop (fraction), logistic regression, feature-space BEO, 50% mix "
+            "vs clean half"
+        ),
+        description=(
+            "mean accuracy of logistic regression on the clean half alone minus mean accuracy on "
+            "the 50% feature-BEO mix"
+        ),
         statement="... the same for logistic regression (feature-space BEO, drop > 0.01).",
         metric=_drop("beo-feature", "logreg", mix=True),
         op=">",
@@ -360,6 +405,14 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-eps0.3-lowers-accuracy-full-protection",
+        quantity=(
+            "clean-test accuracy drop (fraction), logistic regression, feature-space BEO ε = 0.3, "
+            "100% protected"
+        ),
+        description=(
+            "mean accuracy of logistic regression trained on clean data minus mean accuracy on "
+            "feature-BEO (ε = 0.3) data"
+        ),
         statement="BEO lowers the clean-test accuracy of models trained on the protected data "
         "(feature-space BEO at ε = 0.3, logistic regression, 100% protected: drop ≥ 0.05).",
         metric=_drop("beo-feature(eps=0.3)", "logreg", mix=False),
@@ -369,6 +422,14 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-eps0.3-mix-below-clean-half-logreg",
+        quantity=(
+            "clean-test accuracy drop (fraction), logistic regression, feature-space BEO ε = 0.3, "
+            "50% mix vs clean half"
+        ),
+        description=(
+            "mean accuracy of logistic regression on the clean half alone minus mean accuracy on "
+            "the 50% feature-BEO (ε = 0.3) mix"
+        ),
         statement="With 50% clean + 50% protected data, accuracy falls below training on the clean "
         "half alone (feature-space BEO at ε = 0.3, logistic regression, drop > 0.01).",
         metric=_drop("beo-feature(eps=0.3)", "logreg", mix=True),
@@ -378,6 +439,14 @@ CLAIMS = [
     ),
     Claim(
         name="beo-feature-eps0.3-mix-below-clean-half-mlp",
+        quantity=(
+            "clean-test accuracy drop (fraction), MLP, feature-space BEO ε = 0.3, 50% mix vs clean"
+            " half"
+        ),
+        description=(
+            "mean accuracy of an MLP on the clean half alone minus mean accuracy on the 50% "
+            "feature-BEO (ε = 0.3) mix"
+        ),
         statement="... the same for the MLP (feature-space BEO at ε = 0.3, drop > 0.01).",
         metric=_drop("beo-feature(eps=0.3)", "mlp", mix=True),
         op=">",
@@ -386,6 +455,11 @@ CLAIMS = [
     ),
     Claim(
         name="beo-input-mix-below-clean-half-mlp",
+        quantity="clean-test accuracy drop (fraction), MLP, input-space BEO, 50% mix vs clean half",
+        description=(
+            "mean accuracy of an MLP on the clean half alone minus mean accuracy on the 50% input-"
+            "BEO mix"
+        ),
         statement="... the same for input-space BEO (MLP, drop > 0.01).",
         metric=_drop("beo-input", "mlp", mix=True),
         op=">",

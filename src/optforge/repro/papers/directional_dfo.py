@@ -63,7 +63,20 @@ from optforge.dfo import (
 )
 from optforge.dfo.baselines import BaselineRun, run_cma, run_nevergrad, run_nomad
 from optforge.repro.cache import memoize
-from optforge.repro.data import digits
+from optforge.repro.dfo_problems import (
+    P2_X0,
+    DigitsVAE,
+    adam_ascent,
+    barycenter_problem,
+    counterfactual_parts,
+    kinetics_problem,
+    p1_metrics,
+    p2_metrics,
+    p3_metrics,
+    p3_problem,
+    train_cnn,
+    train_vae,
+)
 from optforge.repro.registry import Claim, Reproduction, Results, register
 
 __all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
@@ -116,323 +129,33 @@ def run(
     return out
 
 
-# ---------------------------------------------------------------------------- P1: digits
-class _CNN(nn.Module):
-    def __init__(self, channels: int, side: int) -> None:
-        super().__init__()
-        c = channels
-        self.body = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(c, 2 * c, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * c * (side // 4) ** 2, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-def _images(side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = digits(pixels="unit")
-    x = x.reshape(-1, 1, 8, 8)
-    if side != 8:
-        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear")
-    return x, y
-
-
+# ---------------------------------------------------------------------------- problems
+# The problems live in :mod:`optforge.repro.dfo_problems`; the trained models and built
+# problems are cached per process here, in the paper's module, where the job scheduler looks
+# for per-process caches.
 @memoize
 def _trained_cnn(side: int, channels: int, epochs: int, device: str) -> tuple[nn.Module, float]:
-    x, y = _images(side)
-    x, y = x.to(device), y.to(device)
-    gen = torch.Generator().manual_seed(0)
-    model = _CNN(channels, side)
-    with torch.no_grad():
-        for p in model.parameters():  # Kaiming-normal weights from a dedicated generator
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / p[0].numel()) ** 0.5)
-            else:
-                p.zero_()
-    model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        acc = float((model(x).argmax(1) == y).float().mean())
-    return model, acc
-
-
-class _BarycenterPhi(nn.Module):
-    """Φ(x) = softmax(CNN(Σ softmax(x)_i img_i) / T)."""
-
-    def __init__(self, cnn: nn.Module, images: torch.Tensor, temperature: float) -> None:
-        super().__init__()
-        self.cnn, self.temperature = cnn, temperature
-        self.register_buffer("images", images)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(x, dim=-1)
-        img = torch.einsum("i,ichw->chw", w, self.images).unsqueeze(0)
-        return torch.softmax(self.cnn(img) / self.temperature, dim=-1).reshape(-1)
+    return train_cnn(side, channels, epochs, device)
 
 
 @memoize
 def _p1(config: Mapping[str, Any], device: str) -> tuple[SurrogateProblem, float, float, float]:
     """The P1 problem, f̃(x₀), f* = 0 (the known supremum) and the CNN's train accuracy."""
-    side, n = config["upsample"], config["n_images"]
-    cnn, acc = _trained_cnn(side, config["channels"], config["epochs"], device)
-    x, y = _images(side)
-    gen = torch.Generator().manual_seed(0)
-    target_index = int(torch.randint(len(y), (1,), generator=gen))
-    others = [c for c in range(10) if c != int(y[target_index])]
-    per_class = [torch.nonzero(y == c).flatten() for c in others]
-    picks = [target_index]
-    for i in range(n - 1):  # stratified over the 9 other classes: the target image is unique
-        pool = per_class[i % 9]
-        picks.append(int(pool[torch.randint(len(pool), (1,), generator=gen)]))
-    images = x[picks].to(device)
-    phi = _BarycenterPhi(cnn, images, config["temperature"]).to(device).eval()
-    with torch.no_grad():
-        target = torch.softmax(cnn(images[:1]) / config["temperature"], dim=-1).reshape(-1)
-
-    def f(out: torch.Tensor) -> torch.Tensor:
-        return -((out - target) ** 2).sum()
-
-    def c_x(xx: torch.Tensor) -> torch.Tensor:
-        return (xx - 10.0) * (xx + 10.0) / 100.0
-
-    problem = SurrogateProblem(phi, f, c_x=c_x)
-    x0 = torch.zeros(n, dtype=torch.float64)
-    f0 = problem.value(x0)
-    return problem, f0, 0.0, acc
-
-
-def _adam(problem: SurrogateProblem, x0: torch.Tensor, steps: int, device: str) -> dict:
-    """White-box gradient ascent on f̃ (torch.optim.Adam, lr 0.1); one value per step."""
-    x = x0.to(device, torch.float32).clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=0.1)
-    values = []
-    for _ in range(steps):
-        opt.zero_grad()
-        y, z = problem.outputs(x)
-        value = problem.f(y) - (z**2).sum()
-        values.append(float(value.detach()))
-        (-value).backward()
-        opt.step()
-    return {"values": values, "x": x.detach().cpu().double()}
-
-
-def _p1_metrics(
-    values: list[float], f0: float, f_star: float, config: Mapping[str, Any], x_best=None
-) -> dict[str, Any]:
-    budget = config["budget"]
-    values = list(values[:budget])
-    best = np.maximum.accumulate(np.asarray(values, dtype=float))
-    target = f0 + 0.9 * (f_star - f0)
-    hit = np.nonzero(best >= target)[0]
-    improved = np.nonzero(best > f0)[0]
-    precise = np.nonzero(best >= -config["precise_gap"])[0]
-    checkpoints = np.unique(np.linspace(1, budget, config["n_checkpoints"]).astype(int))
-    curve = [float(-best[min(c, len(best)) - 1]) for c in checkpoints]
-    return {
-        "p1_final_f": float(best[-1]),
-        "p1_evals_to_target": float(hit[0] + 1) if len(hit) else float(budget + 1),
-        "p1_evals_to_precise": float(precise[0] + 1) if len(precise) else float(budget + 1),
-        "p1_first_improvement": float(improved[0] + 1) if len(improved) else float(budget + 1),
-        "p1_f0": f0,
-        "p1_f_star": f_star,
-        "evals": [float(c) for c in checkpoints],
-        "p1_neg_f": curve,
-    }
-
-
-# ---------------------------------------------------------------------------- P2: kinetics
-class _KineticsPhi(nn.Module):
-    """Analytic [A, B, C, T] at τ_i = t·i/N for x = (t/120, Q/20)."""
-
-    def __init__(self, n_times: int) -> None:
-        super().__init__()
-        self.register_buffer("frac", torch.arange(1, n_times + 1, dtype=torch.float64) / n_times)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, q = 120.0 * x[0], (20.0 * x[1]).clamp_min(1e-4)
-        k1, k2 = 0.05 * q, 0.002 * q**2
-        tau = t * self.frac
-        a = torch.exp(-k1 * tau)
-        b = k1 / (k2 - k1) * (torch.exp(-k1 * tau) - torch.exp(-k2 * tau))
-        c = 1.0 - a - b
-        temp = 20.0 + 0.04 * q * tau
-        return torch.cat([a, b, c, temp])
-
-
-def _p2(n_times: int) -> SurrogateProblem:
-    phi = _KineticsPhi(n_times).eval()
-    m = n_times
-
-    def f(y: torch.Tensor) -> torch.Tensor:
-        a, b, c = y[:m], y[m : 2 * m], y[2 * m : 3 * m]
-        return (b / (a + c + 0.1)).mean()
-
-    def c_x(x: torch.Tensor) -> torch.Tensor:
-        return (120.0 * x[0] * 20.0 * x[1] / 500.0 - 1.0).reshape(1)
-
-    def c_y(y: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(y[3 * m :] - 65.0) / 65.0, -y[: 3 * m]])
-
-    return SurrogateProblem(
-        phi,
-        f,
-        c_x=c_x,
-        c_y=c_y,
-        inactive_outputs=range(3 * m, 4 * m),
-        penalty_scale=1000.0,
-        bounds=(0.0, 1.0),
-    )
-
-
-_P2_X0 = torch.tensor([40.0 / 120.0, 6.0 / 20.0], dtype=torch.float64)
-
-
-def _p2_metrics(problem: SurrogateProblem, x_best: torch.Tensor, f_best: float) -> dict:
-    return {
-        "p2_final_f": float(f_best),
-        "p2_objective": problem.objective(x_best),
-        "p2_violation": problem.violation(x_best),
-    }
-
-
-# ---------------------------------------------------------------------------- P3: counterfactual
-class _VAE(nn.Module):
-    def __init__(self, latent: int) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2 * latent))
-        self.dec = nn.Sequential(nn.Linear(latent, 64), nn.ReLU(), nn.Linear(64, 64))
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.enc(x).chunk(2, dim=-1)
-        return mu, logvar
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.dec(z))
+    cnn, acc = _trained_cnn(config["upsample"], config["channels"], config["epochs"], device)
+    return barycenter_problem(config, cnn, acc, device)
 
 
 @memoize
-def _trained_vae(latent: int, epochs: int, device: str) -> _VAE:
-    x, _ = digits(pixels="unit")
-    x = x.reshape(len(x), 64).to(device)
-    gen = torch.Generator().manual_seed(0)
-    vae = _VAE(latent)
-    with torch.no_grad():
-        for p in vae.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / p.shape[1]) ** 0.5)
-            else:
-                p.zero_()
-    vae = vae.to(device)
-    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        mu, logvar = vae.encode(x)
-        eps = torch.randn(mu.shape, generator=gen).to(device)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        logits = vae.dec(z)
-        rec = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum()
-        opt.zero_grad()
-        ((rec + kl) / len(x)).backward()
-        opt.step()
-    return vae.eval().requires_grad_(False)
-
-
-class _CounterfactualPhi(nn.Module):
-    """Φ(z) = [z, softmax(CNN(decoder(z)))]."""
-
-    def __init__(self, vae: _VAE, cnn: nn.Module, side: int) -> None:
-        super().__init__()
-        self.vae, self.cnn, self.side = vae, cnn, side
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        img = self.vae.decode(z).reshape(1, 1, 8, 8)
-        if self.side != 8:
-            img = nn.functional.interpolate(img, size=(self.side, self.side), mode="bilinear")
-        probs = torch.softmax(self.cnn(img), dim=-1).reshape(-1)
-        return torch.cat([z.reshape(-1), probs])
-
-
-class _RecordingProblem(SurrogateProblem):
-    """A :class:`SurrogateProblem` that records, per evaluation, whether the point is feasible."""
-
-    feasible: list[bool]
-
-    def value(self, x: torch.Tensor) -> float:
-        self.feasible.append(self.violation(x) == 0.0)
-        return super().value(x)
+def _trained_vae(latent: int, epochs: int, device: str) -> DigitsVAE:
+    return train_vae(latent, epochs, device)
 
 
 @memoize
 def _p3(config: Mapping[str, Any], device: str) -> tuple[dict[str, Any], torch.Tensor]:
-    """The P3 problem's pieces (rebuilt per arm by :func:`_p3_problem`) and ``z₀``."""
-    d = config["p3_latent"]
+    """The P3 problem's pieces (a fresh problem per arm by :func:`p3_problem`) and ``z₀``."""
     cnn, _ = _trained_cnn(config["upsample"], config["channels"], config["epochs"], device)
-    vae = _trained_vae(d, config["p3_vae_epochs"], device)
-    phi = _CounterfactualPhi(vae, cnn, config["upsample"]).to(device).eval()
-    x, y = digits(pixels="unit")
-    gen = torch.Generator().manual_seed(0)
-    # a digit whose decoded encoding the CNN classifies as its own label
-    for i in torch.randperm(len(y), generator=gen).tolist():
-        z0 = vae.encode(x[i].reshape(1, 64).to(device))[0].reshape(-1).double()
-        probs = phi(z0.to(next(cnn.parameters()).dtype))[d:]
-        if int(probs.argmax()) == int(y[i]):
-            break
-    order = torch.argsort(probs, descending=True)
-    target = int(order[1])  # the runner-up class: the closest counterfactual
-    return {"phi": phi, "d": d, "target": target, "norm": float(z0.norm())}, z0.cpu()
-
-
-def _p3_problem(config: Mapping[str, Any], device: str) -> tuple[_RecordingProblem, torch.Tensor]:
-    parts, z0 = _p3(config, device)
-    d, target, ring = parts["d"], parts["target"], parts["norm"]
-    z_ref = z0.clone()
-
-    def f(y: torch.Tensor) -> torch.Tensor:
-        return -((y[:d] - z_ref.to(y)) ** 2).sum()
-
-    def c_y(y: torch.Tensor) -> torch.Tensor:
-        probs = y[d:]
-        others = torch.cat([probs[:target], probs[target + 1 :]])
-        return (others.max() - probs[target] + 0.05).reshape(1)
-
-    def c_x(z: torch.Tensor) -> torch.Tensor:
-        norm = z.norm()
-        return torch.stack([norm - (ring + 1.0), (ring - 1.0) - norm])
-
-    problem = _RecordingProblem(
-        parts["phi"],
-        f,
-        c_x=c_x,
-        c_y=c_y,
-        inactive_outputs=range(d, d + 10),
-        penalty_scale=10.0,
-    )
-    problem.feasible = []
-    return problem, z0.clone()
-
-
-def _p3_metrics(values: list[float], feasible: list[bool], budget: int) -> dict[str, Any]:
-    values, feasible = values[:budget], feasible[:budget]
-    hit = [i for i, ok in enumerate(feasible) if ok]
-    f0 = values[0]
-    improved = [i for i, v in enumerate(values) if v > f0]
-    return {
-        "p3_final_f": float(max(values)),
-        "p3_evals_to_feasible": float(hit[0] + 1) if hit else float(budget + 1),
-        "p3_first_improvement": float(improved[0] + 1) if improved else float(budget + 1),
-    }
+    vae = _trained_vae(config["p3_latent"], config["p3_vae_epochs"], device)
+    return counterfactual_parts(config, cnn, vae, device)
 
 
 # ---------------------------------------------------------------------------- arms
@@ -500,36 +223,36 @@ def _run_arm(
     budget = config["budget"]
     out: dict[str, Any] = {}
     if arm == "adam(white-box)":
-        adam = _adam(problem, x0, budget, device)
-        return _p1_metrics(adam["values"], f0, f_star, config)
+        adam = adam_ascent(problem, x0, budget, device)
+        return p1_metrics(adam["values"], f0, f_star, config)
     # P1
     if arm in _OURS:
         res = _ours(arm, problem, x0, budget, seed, (_P1_HYBRID, _P1_CDSM))
-        out.update(_p1_metrics(res.values, f0, f_star, config))
+        out.update(p1_metrics(res.values, f0, f_star, config))
         out["n_evals"] = float(res.n_evals)
     else:
         box = (-10.0, 10.0) if arm == "nomad" else None  # NOMAD is given the box
         values, _ = _library(arm, problem, x0, budget, seed, 1.0, box)
-        out.update(_p1_metrics(values, f0, f_star, config))
+        out.update(p1_metrics(values, f0, f_star, config))
     out["cnn_train_acc"] = acc
     # P2: the hybrid, cDSM and the library baselines
     if config["p2"] and arm not in ("attacks-only", "random-line-search"):
-        p2 = _p2(config["p2_times"])
+        p2 = kinetics_problem(config["p2_times"])
         if arm in _OURS:
-            r2 = _ours(arm, p2, _P2_X0, config["p2_budget"], seed, (_P2_HYBRID, _P2_CDSM))
-            out.update(_p2_metrics(p2, r2.x_best, r2.f_best))
+            r2 = _ours(arm, p2, P2_X0, config["p2_budget"], seed, (_P2_HYBRID, _P2_CDSM))
+            out.update(p2_metrics(p2, r2.x_best, r2.f_best))
         else:
-            v2, x2 = _library(arm, p2, _P2_X0, config["p2_budget"], seed, 0.1, (0.0, 1.0))
-            out.update(_p2_metrics(p2, x2, max(v2)))
+            v2, x2 = _library(arm, p2, P2_X0, config["p2_budget"], seed, 0.1, (0.0, 1.0))
+            out.update(p2_metrics(p2, x2, max(v2)))
     # P3: every DFO arm
     if config["p3"]:
-        p3, z0 = _p3_problem(config, device)
+        p3, z0 = p3_problem(*_p3(config, device))
         if arm in _OURS:
             r3 = _ours(arm, p3, z0, config["p3_budget"], seed, (_P3_HYBRID, _P3_CDSM))
             values3 = r3.values
         else:
             values3, _ = _library(arm, p3, z0, config["p3_budget"], seed, 1.0, None)
-        out.update(_p3_metrics(values3, p3.feasible, config["p3_budget"]))
+        out.update(p3_metrics(values3, p3.feasible, config["p3_budget"]))
     return out
 
 
@@ -546,6 +269,10 @@ _FULL = ("quick", "full")
 CLAIMS = [
     Claim(
         name="hybrid-reaches-target-faster",
+        quantity="evaluations to 90% of the achievable gain, hybrid / cDSM (ratio of medians), P1",
+        description=(
+            "median over seeds of the hybrid's blackbox evaluations to target divided by cDSM's"
+        ),
         statement="The attack component gives strong early progress: median evaluations to "
         "reach 90% of the achievable gain, hybrid ≤ 0.5 × cDSM (P1, n = 100).",
         metric=_ratio("p1_evals_to_target"),
@@ -555,6 +282,12 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-feasible-faster",
+        quantity=(
+            "evaluations to the first feasible counterfactual, hybrid / cDSM (ratio of medians), P3"
+        ),
+        description=(
+            "median over seeds of the hybrid's evaluations to feasibility divided by cDSM's"
+        ),
         statement="... where the network's gradient is informative: median evaluations to the "
         "first feasible counterfactual, hybrid ≤ 0.5 × cDSM (P3).",
         metric=_ratio("p3_evals_to_feasible"),
@@ -564,6 +297,10 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-beats-cdsm-at-budget",
+        quantity="final objective f̃ at equal budget, hybrid − cDSM (difference of medians), P1",
+        description=(
+            "median final f̃ of the hybrid minus median final f̃ of cDSM (higher is better)"
+        ),
         statement="The hybrid consistently outperforms standard DFO baselines: median final f̃, "
         "hybrid − cDSM ≥ −1e-6 at equal budget (P1).",
         metric=_gap("p1_final_f", "cdsm"),
@@ -573,6 +310,10 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-vs-nomad",
+        quantity="final objective f̃ at equal budget, hybrid − NOMAD (difference of medians), P1",
+        description=(
+            "median final f̃ of the hybrid minus median final f̃ of NOMAD (higher is better)"
+        ),
         statement="... including NOMAD (MADS), the direct-search reference: median final f̃, "
         "hybrid − NOMAD ≥ 0 at equal budget (P1).",
         metric=_gap("p1_final_f", "nomad"),
@@ -582,6 +323,10 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-vs-cma-es",
+        quantity="final objective f̃ at equal budget, hybrid − CMA-ES (difference of medians), P1",
+        description=(
+            "median final f̃ of the hybrid minus median final f̃ of CMA-ES (higher is better)"
+        ),
         statement="... and matches or beats CMA-ES (pycma) at equal budget: median final f̃, "
         "hybrid − CMA-ES ≥ −0.02 (P1).",
         metric=_gap("p1_final_f", "cma-es"),
@@ -591,6 +336,11 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-vs-nevergrad",
+        quantity="final objective f̃ at equal budget, hybrid − NGOpt (difference of medians), P1",
+        description=(
+            "median final f̃ of the hybrid minus median final f̃ of nevergrad's NGOpt (higher is "
+            "better)"
+        ),
         statement="... and beats nevergrad's NGOpt at equal budget: median final f̃, "
         "hybrid − NGOpt ≥ 0 (P1).",
         metric=_gap("p1_final_f", "nevergrad"),
@@ -600,6 +350,8 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-early-progress",
+        quantity="evaluations to the first improvement on f̃(x₀) (count), hybrid, P1",
+        description="worst seed: largest evaluation count before the hybrid first improves",
         statement="Every hybrid run improves on f̃(x₀) within its first 20 evaluations (P1).",
         metric=lambda r: r.max("hybrid", "p1_first_improvement"),
         op="<=",
@@ -607,6 +359,10 @@ CLAIMS = [
     ),
     Claim(
         name="kinetics-hybrid-not-worse",
+        quantity="final objective f̃ at equal budget, hybrid − cDSM (difference of medians), P2",
+        description=(
+            "median final f̃ of the hybrid minus median final f̃ of cDSM on the kinetics problem"
+        ),
         statement="On the 2-D kinetics problem (where DFO suits) the hybrid is not worse: "
         "median final f̃, hybrid − cDSM ≥ −1e-3 (P2).",
         metric=_gap("p2_final_f", "cdsm"),
@@ -616,6 +372,8 @@ CLAIMS = [
     ),
     Claim(
         name="kinetics-hybrid-feasible",
+        quantity="constraint violation of the final point (constraint units), hybrid, P2",
+        description="worst seed: largest constraint violation of the hybrid's final point",
         statement="The hybrid's final point satisfies the constraints up to 1e-3 (P2, worst seed).",
         metric=lambda r: r.max("hybrid", "p2_violation"),
         op="<=",
@@ -624,6 +382,10 @@ CLAIMS = [
     ),
     Claim(
         name="hybrid-refines-faster",
+        quantity="evaluations to f̃ ≥ −1e-6, hybrid / cDSM (ratio of medians), P1",
+        description=(
+            "median over seeds of the hybrid's evaluations to near-optimal f̃ divided by cDSM's"
+        ),
         statement="... and cDSM gives robust refinement: median evaluations to reach "
         "f̃ ≥ -1e-6 (near the known supremum 0), hybrid ≤ 0.5 × cDSM (P1; added metric).",
         metric=_ratio("p1_evals_to_precise"),
@@ -633,6 +395,8 @@ CLAIMS = [
     ),
     Claim(
         name="smoke-hybrid-reaches-target",
+        quantity="evaluations to 90% of the achievable gain (count), hybrid, P1",
+        description="worst seed: largest evaluation count of the hybrid to reach the target",
         statement="Mechanism: within 300 evaluations the hybrid reaches 90% of the gain f* - "
         "f̃(x₀) on P1.",
         metric=lambda r: r.max("hybrid", "p1_evals_to_target"),

@@ -289,6 +289,8 @@ METHODS = {
 CLAIMS = [
     Claim(
         name="elr-beats-ce-symmetric",
+        quantity="clean-test accuracy gain (fraction), ELR − CE, 40% symmetric noise",
+        description="mean over seeds of last-epoch test accuracy, ELR minus cross-entropy",
         statement="ELR prevents memorisation: with 40% symmetric noise its (last-epoch) test "
         "accuracy exceeds cross-entropy's by ≥ 0.15 on average.",
         metric=lambda r: r.mean_gap("elr/sym", "ce/sym", "test_acc"),
@@ -298,6 +300,8 @@ CLAIMS = [
     ),
     Claim(
         name="elr-beats-ce-asymmetric",
+        quantity="clean-test accuracy gain (fraction), ELR − CE, 40% asymmetric noise",
+        description="mean over seeds of last-epoch test accuracy, ELR minus cross-entropy",
         statement="... and by ≥ 0.12 with 40% asymmetric (c → c+1) noise.",
         metric=lambda r: r.mean_gap("elr/asym", "ce/asym", "test_acc"),
         op=">=",
@@ -306,6 +310,8 @@ CLAIMS = [
     ),
     Claim(
         name="elr-beats-ce-every-seed-symmetric",
+        quantity="worst-seed clean-test accuracy gain (fraction), ELR − CE, symmetric noise",
+        description="minimum over seeds of the paired last-epoch test-accuracy difference ELR − CE",
         statement="ELR beats CE on every seed (symmetric noise): min over seeds of the paired gap.",
         metric=lambda r: r.worst_gap("elr/sym", "ce/sym", "test_acc"),
         op=">",
@@ -314,6 +320,8 @@ CLAIMS = [
     ),
     Claim(
         name="elr-beats-ce-every-seed-asymmetric",
+        quantity="worst-seed clean-test accuracy gain (fraction), ELR − CE, asymmetric noise",
+        description="minimum over seeds of the paired last-epoch test-accuracy difference ELR − CE",
         statement="ELR beats CE on every seed (asymmetric noise): min over seeds of the "
         "paired gap.",
         metric=lambda r: r.worst_gap("elr/asym", "ce/asym", "test_acc"),
@@ -323,6 +331,13 @@ CLAIMS = [
     ),
     Claim(
         name="ce-memorises",
+        quantity=(
+            "share of flipped training labels predicted as their wrong label (fraction), CE, "
+            "symmetric"
+        ),
+        description=(
+            "mean over seeds of the memorised share of mislabelled training examples, cross-entropy"
+        ),
         statement="Cross-entropy memorises the noisy labels: mean share of flipped training "
         "labels predicted as their wrong label ≥ 0.8 (symmetric).",
         metric=lambda r: r.mean("ce/sym", "memorized"),
@@ -332,6 +347,11 @@ CLAIMS = [
     ),
     Claim(
         name="elr-does-not-memorise",
+        quantity=(
+            "share of flipped training labels predicted as their wrong label (fraction), ELR, "
+            "symmetric"
+        ),
+        description="mean over seeds of the memorised share of mislabelled training examples, ELR",
         statement="ELR does not: mean memorised share of flipped labels ≤ 0.3 (symmetric).",
         metric=lambda r: r.mean("elr/sym", "memorized"),
         op="<=",
@@ -340,6 +360,10 @@ CLAIMS = [
     ),
     Claim(
         name="elr-targets-detect-noise",
+        quantity="precision of 'argmax ELR target ≠ label' as a mislabel detector (fraction)",
+        description=(
+            "mean over seeds of the detector's precision on the symmetric-noise training set"
+        ),
         statement="argmax of the ELR targets ≠ given label flags mislabelled examples with "
         "precision ≥ 0.8 (symmetric; spec §7.14).",
         metric=lambda r: r.mean("elr/sym", "detect_precision"),
@@ -349,6 +373,8 @@ CLAIMS = [
     ),
     Claim(
         name="gce-beats-ce-symmetric",
+        quantity="clean-test accuracy gain (fraction), GCE − CE, 40% symmetric noise",
+        description="mean over seeds of last-epoch test accuracy, GCE minus cross-entropy",
         statement="GCE also resists symmetric noise (spec §6 optional): mean gain over CE ≥ 0.1.",
         metric=lambda r: r.mean_gap("gce/sym", "ce/sym", "test_acc"),
         op=">=",
@@ -357,6 +383,8 @@ CLAIMS = [
     ),
     Claim(
         name="elr-plus-adds-over-elr",
+        quantity="clean-test accuracy gain (fraction), ELR+ − ELR, symmetric noise",
+        description="mean over seeds of last-epoch test accuracy, ELR+ minus ELR",
         statement="ELR+ (two networks, mixup, EMA) adds ≥ 1 point over ELR (weak claim, spec §6).",
         metric=lambda r: r.mean_gap("elr+/sym", "elr/sym", "test_acc"),
         op=">=",
@@ -365,6 +393,11 @@ CLAIMS = [
     ),
     Claim(
         name="smoke-elr-ahead-of-ce",
+        quantity="worst-seed clean-test accuracy gain (fraction), ELR − CE after 30 epochs",
+        description=(
+            "minimum over seeds of the paired test-accuracy difference ELR − CE, symmetric 40% "
+            "noise"
+        ),
         statement="Mechanism: after 30 epochs ELR is ahead of CE on the clean test set by "
         "≥ 0.1 (symmetric 40% noise).",
         metric=lambda r: r.worst_gap("elr/sym", "ce/sym", "test_acc"),
@@ -374,6 +407,8 @@ CLAIMS = [
     ),
     Claim(
         name="smoke-ce-fits-noise-more",
+        quantity="memorised share of flipped labels (fraction), CE (worst seed) − ELR (worst seed)",
+        description="lowest CE memorised share minus highest ELR memorised share over seeds",
         statement="Mechanism: after 30 epochs CE has memorised a larger share of the flipped "
         "labels than ELR (difference ≥ 0.4).",
         metric=lambda r: r.min("ce/sym", "memorized") - r.max("elr/sym", "memorized"),

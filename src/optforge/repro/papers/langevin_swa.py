@@ -270,6 +270,11 @@ register(
         claims=[
             Claim(
                 name="avg-iterate-recovers",
+                quantity="fraction of seeds with overlap(average iterate, θ*) ≥ 0.8, tensor PCA",
+                description=(
+                    "share of seeds on which the averaged Langevin iterate reaches overlap ≥ 0.8 "
+                    "with θ*"
+                ),
                 statement="Langevin dynamics with the average iterate recovers θ* (overlap > 0.7 "
                 "on nearly every seed; spec §6 criterion 1: ≥ 15/16 seeds with overlap ≥ 0.8).",
                 metric=lambda r: r.fraction("tpca/langevin", "overlap_avg", lambda v: v >= 0.8),
@@ -278,6 +283,13 @@ register(
             ),
             Claim(
                 name="avg-beats-last-iterate",
+                quantity=(
+                    "fraction of seeds with overlap(average) > overlap(last iterate), tensor PCA"
+                ),
+                description=(
+                    "share of seeds on which the averaged iterate's overlap exceeds the last "
+                    "iterate's, same run"
+                ),
                 statement="The average iterate beats the last iterate of the same run "
                 "(fraction of seeds where overlap_avg > overlap_last; spec: ≥ 14/16).",
                 metric=lambda r: float(
@@ -291,6 +303,11 @@ register(
             ),
             Claim(
                 name="avg-median-gain",
+                quantity="overlap with θ* (cosine, 0–1), median over seeds, average − last iterate",
+                description=(
+                    "median over seeds of the averaged iterate's overlap minus median of the last "
+                    "iterate's, tensor PCA"
+                ),
                 statement="median(avg) − median(last) ≥ 0.1 (spec §6 criterion 2).",
                 metric=lambda r: (
                     r.median("tpca/langevin", "overlap_avg")
@@ -301,6 +318,11 @@ register(
             ),
             Claim(
                 name="avg-more-successes-than-last",
+                quantity="successes (seeds with overlap > 0.7), average − last iterate",
+                description=(
+                    "count of successful seeds of the averaged iterate minus count for the last "
+                    "iterate, tensor PCA"
+                ),
                 statement="The averaged iterate beats the last iterate's success count "
                 "(overlap > 0.7).",
                 metric=lambda r: (
@@ -313,6 +335,11 @@ register(
             ),
             Claim(
                 name="avg-more-successes-than-gd",
+                quantity="successes (seeds with overlap > 0.7), averaged Langevin − GD",
+                description=(
+                    "count of successful seeds of averaged Langevin minus count for GD's last "
+                    "iterate, tensor PCA"
+                ),
                 statement="The successes of GD are strictly fewer than those of the averaged "
                 "Langevin at the same n (spec §6 criterion 3).",
                 metric=lambda r: (
@@ -325,6 +352,11 @@ register(
             ),
             Claim(
                 name="single-index-avg-recovers",
+                quantity="fraction of seeds with overlap(average iterate, θ*) > 0.7, single-index",
+                description=(
+                    "share of seeds on which the averaged Langevin iterate reaches overlap > 0.7 "
+                    "in the single-index model"
+                ),
                 statement="The average iterate also recovers θ* in the single-index model "
                 "(fraction of seeds with overlap > 0.7).",
                 metric=lambda r: r.fraction("si/langevin", "overlap_avg", lambda v: v > SUCCESS),
@@ -333,6 +365,13 @@ register(
             ),
             Claim(
                 name="single-index-avg-beats-last",
+                quantity=(
+                    "fraction of seeds with overlap(average) > overlap(last iterate), single-index"
+                ),
+                description=(
+                    "share of seeds on which the averaged iterate's overlap exceeds the last "
+                    "iterate's, single-index model"
+                ),
                 statement="In the single-index model too, the average iterate beats the last "
                 "iterate of the same run (fraction of seeds).",
                 metric=lambda r: float(
@@ -346,6 +385,13 @@ register(
             ),
             Claim(
                 name="sample-complexity-gap",
+                quantity=(
+                    "sample-size exponent a (n = d^a) for ≥ 75% success, GD − averaged Langevin"
+                ),
+                description=(
+                    "at the largest d, smallest swept exponent with ≥ 75% successful seeds for GD "
+                    "minus that for the averaged iterate"
+                ),
                 statement="Averaged Langevin needs n ≳ d^{k*/2} samples where the last iterate "
                 f"and GD need more: at d = {_D_MAX}, the smallest exponent a (n = d^a) with "
                 "≥ 75% success for GD minus that for the averaged iterate.",

@@ -120,16 +120,25 @@ ARMS: dict[str, tuple[str, bool, str]] = {
 def run(
     config: Mapping[str, Any], seed: int, device: str, arms: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """The arms on one seed: the data, the base model and the oracle are built once and shared."""
+    """The arms on one seed: the data, the base model and the oracle are built once and shared,
+    and so are their evaluations (the base model's metrics, the oracle's truth ratios)."""
     data = _data(config, seed)
     base = _trained_state(config, data, seed, "base", device)
     oracle = _trained_state(config, data, seed, "oracle", device) if config["oracle"] else None
+    base_metrics = _evaluate(_load(config, data, base, seed, device), data, device)
+    oracle_eval = None
+    if oracle is not None:
+        oracle_model = _load(config, data, oracle, seed, device)
+        oracle_eval = (
+            _truth_ratios(oracle_model, data, device),
+            _evaluate(oracle_model, data, device)["forget_acc"],
+        )
     out: dict[str, dict[str, Any]] = {}
     for arm in arms:
         seed_everything(seed)
         forget_loss, retain, param = ARMS[arm]
         out[arm] = _unlearn(
-            config, data, base, oracle, seed, device,
+            config, data, base, base_metrics, oracle_eval, seed, device,
             forget_loss=forget_loss, retain=retain, param=param,
         )  # fmt: skip
     return out
@@ -338,13 +347,35 @@ def _truth_ratios(model, data: Mapping[str, torch.Tensor], device: str) -> torch
     return truth_ratio(para_lp, pert_lp).cpu()
 
 
+class _OneForwardPerBatch:
+    """Calls ``model`` once per batch: the accuracy and the probability of one batch are read
+    from the same logits (the model's own forward, so the metrics are unchanged)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self._last: tuple[dict[str, torch.Tensor], Any] | None = None
+
+    def __call__(self, **kwargs: torch.Tensor) -> Any:
+        last = self._last
+        if (
+            last is not None
+            and last[0].keys() == kwargs.keys()
+            and all(last[0][k] is v for k, v in kwargs.items())
+        ):
+            return last[1]
+        out = self.model(**kwargs)
+        self._last = (kwargs, out)
+        return out
+
+
 def _evaluate(model, data: Mapping[str, torch.Tensor], device: str) -> dict[str, float]:
     model.eval()
+    forward = _OneForwardPerBatch(model)
     out = {}
     for name, key in (("forget", "forget"), ("retain", "retain"), ("world", "world")):
         batch = _answer_only({k: v.to(device) for k, v in data[key].items()})
-        out[f"{name}_acc"] = float(answer_accuracy(model, batch).mean())
-        out[f"{name}_prob"] = float(answer_probability(model, batch).mean())
+        out[f"{name}_acc"] = float(answer_accuracy(forward, batch).mean())
+        out[f"{name}_prob"] = float(answer_probability(forward, batch).mean())
     return out
 
 
@@ -380,7 +411,8 @@ def _unlearn(
     config: Mapping[str, Any],
     data: Mapping[str, Any],
     base: Mapping[str, torch.Tensor],
-    oracle_state: Mapping[str, torch.Tensor] | None,
+    base_metrics: Mapping[str, float],
+    oracle_eval: tuple[torch.Tensor, float] | None,
     seed: int,
     device: str,
     *,
@@ -388,9 +420,12 @@ def _unlearn(
     retain: bool,
     param: str,
 ) -> dict[str, Any]:
-    """Unlearn the forget set from the base model with one arm; curves and final metrics."""
+    """Unlearn the forget set from the base model with one arm; curves and final metrics.
+
+    ``base_metrics`` are the base model's (:func:`_evaluate`), ``oracle_eval`` the oracle's
+    truth ratios and forget accuracy (``None``: no oracle), computed once per seed by :func:`run`.
+    """
     model = _load(config, data, base, seed, device)
-    base_metrics = _evaluate(model, data, device)
     gen = torch.Generator().manual_seed(20_000 + seed)
     bs = config["batch_size"]
     forget_batches = _batches(data["forget"], bs, gen, device)
@@ -441,10 +476,9 @@ def _unlearn(
         "seed": float(seed),
         **curves,
     }
-    if oracle_state is not None:
-        oracle = _load(config, data, oracle_state, seed, device)
-        tr_oracle = _truth_ratios(oracle, data, device)
-        out["oracle_forget_acc"] = _evaluate(oracle, data, device)["forget_acc"]
+    if oracle_eval is not None:
+        tr_oracle, oracle_forget_acc = oracle_eval
+        out["oracle_forget_acc"] = oracle_forget_acc
         out["forget_quality"] = forget_quality(_truth_ratios(model, data, device), tr_oracle)
     return out
 

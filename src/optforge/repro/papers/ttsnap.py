@@ -381,6 +381,8 @@ def _online_check(
 CLAIMS = [
     Claim(
         name="ttsnap-beats-best-of-n",
+        quantity="relative area gain over best-of-N of the reward-vs-budget curve (%)",
+        description="worst seed: smallest area gain of TTSnap over best-of-N at equal compute",
         statement=(
             "TTSnap improves the reward-vs-budget curve over best-of-N at equal compute: "
             "worst seed's relative area gain in % (direction of the paper's claim)"
@@ -392,6 +394,8 @@ CLAIMS = [
     ),
     Claim(
         name="ttsnap-area-gain-size",
+        quantity="relative area gain over best-of-N of the reward-vs-budget curve (%)",
+        description="mean over seeds of TTSnap's area gain over best-of-N",
         statement=(
             "> 16% improvement over existing methods on the budget-aware metric (spec "
             "§6 criterion for the toy: mean area gain over best-of-N >= 8%)"
@@ -403,6 +407,11 @@ CLAIMS = [
     ),
     Claim(
         name="noise-aware-beats-naive-pruning",
+        quantity="area gain (percentage points), TTSnap − naive pruning",
+        description=(
+            "worst seed: smallest paired difference of area gains, noise-aware reward minus the "
+            "original reward"
+        ),
         statement=(
             "Noise-aware fine-tuning is what makes pruning pay off: area gain of TTSnap "
             "minus pruning with the original reward, worst seed, percentage points"
@@ -414,6 +423,8 @@ CLAIMS = [
     ),
     Claim(
         name="noise-aware-margin-size",
+        quantity="area gain (percentage points), TTSnap − naive pruning",
+        description="mean over seeds of the paired difference of area gains",
         statement=(
             "... by a clear margin (spec §6 criterion: TTSnap minus naive pruning >= 8 "
             "percentage points; mean over seeds)"
@@ -425,6 +436,12 @@ CLAIMS = [
     ),
     Claim(
         name="noise-aware-reward-aligns-better",
+        quantity=(
+            "Kendall τ gain (noise-aware − clean reward vs final reward), min over steps 2/6/11"
+        ),
+        description=(
+            "mean over seeds of the smallest gain in rank correlation with the final reward"
+        ),
         statement=(
             "The noise-aware reward ranks intermediate estimates closer to the final "
             "reward: min over steps 2/6/11 of the Kendall tau gain (mean over seeds)"
@@ -436,6 +453,8 @@ CLAIMS = [
     ),
     Claim(
         name="noise-aware-aligns-at-first-checkpoint",
+        quantity="Kendall τ gain at step 2 (noise-aware − clean reward vs final reward)",
+        description="worst seed: smallest gain in rank correlation at the first checkpoint",
         statement=(
             "Clean-domain rewards rank early, blurry estimates almost randomly; the "
             "noise-aware copy does better: Kendall tau gain at step 2 (worst seed)"
@@ -446,6 +465,8 @@ CLAIMS = [
     ),
     Claim(
         name="more-seeds-at-equal-budget",
+        quantity="seeds evaluated at B = 1000, TTSnap / best-of-N (ratio)",
+        description="worst seed: smallest ratio of initial noises evaluated at equal budget",
         statement="At B = 1000, TTSnap evaluates at least 3x as many seeds as best-of-N",
         metric=lambda r: r.min("ttsnap", "seed_ratio_vs_bon"),
         op=">=",
@@ -453,6 +474,8 @@ CLAIMS = [
     ),
     Claim(
         name="online-search-within-budget",
+        quantity="online search cost / budget B (ratio)",
+        description="worst seed: largest spent cost divided by the budget",
         statement="The online search never spends more than its budget (max cost / B)",
         metric=lambda r: r.max("ttsnap", "online_max_cost_over_budget"),
         op="<=",
@@ -460,6 +483,10 @@ CLAIMS = [
     ),
     Claim(
         name="online-matches-simulation",
+        quantity="|z| of online vs simulated mean final reward at B = 1000 (standard errors)",
+        description=(
+            "worst seed: largest |z|-score between the online sampler and the offline simulation"
+        ),
         statement=(
             "The online sampler's mean final reward at B = 1000 matches the offline "
             "simulation within Monte-Carlo error (worst seed |z|)"

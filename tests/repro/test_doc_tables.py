@@ -1,6 +1,7 @@
 """Docs claims tables come from committed records: generated between markers, never typed."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,9 @@ from optforge.repro import RunStore
 from optforge.repro.doc_tables import (
     BEGIN,
     END,
+    NO_RECORD,
+    SUMMARY_BEGIN,
+    SUMMARY_END,
     DocTablesError,
     collect,
     main,
@@ -138,7 +142,69 @@ def test_summary_block(docs, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- claims-summary:begin -->\n<!-- claims-summary:end -->\ny\n")
     write_tables(records, pages, summary_files=[readme])
-    assert "| [toy](toy.md) | quick | 1/2 | 0 | 1 |" in readme.read_text()
+    text = readme.read_text()
+    assert "| [`toy`](methods/toy.md) | A toy (0000.00000) | quick | 1/2 | 0 | 1 |" in text
+    assert "`abc123` (2026-01-01, git 0123456789ab)" in text
+    # The machine and package versions beside the table, naming the records they apply to.
+    assert "Machine: Linux-x86_64, cpu (x86_64), 1 thread(s)." in text
+    assert "torch 2.13.0+cpu" in text and "scikit-learn 1.7.0" in text and "Records: toy." in text
+    assert text.startswith("x\n") and text.endswith("\ny\n")
+
+
+def test_a_page_without_a_record_says_so_until_its_record_is_committed(docs, tmp_path):
+    records, pages = docs
+    (pages / "other.md").write_text(
+        "# Other method\n\n" + BEGIN + "\nhand-typed 9/9\n" + END + "\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(SUMMARY_BEGIN + "\n| old | 9/9 |\n" + SUMMARY_END + "\n")
+    status = write_tables(records, pages, summary_files=[readme])
+    assert status[(pages / "other.md").as_posix()] == "updated"
+    page = (pages / "other.md").read_text()
+    assert NO_RECORD in page and "hand-typed" not in page
+    assert f"`{(records / 'other.json').as_posix()}` does not exist" in page
+    assert "optforge reproduce other --scale quick" in page
+    summary = readme.read_text()
+    assert (
+        f"| [`other`](methods/other.md) | Other method | – | {NO_RECORD} | – | – | – |" in summary
+    )
+    assert "| [`toy`](methods/toy.md) |" in summary and "9/9" not in summary
+    assert "1 of 2 method pages have a committed record (1 record(s) in all)." in summary
+    # Up to date now; a record committed later makes --check fail until write is run.
+    args = ["write", "--records", str(records), "--pages", str(pages), "--summary", str(readme)]
+    assert main([*args, "--check"]) == 0
+    (records / "other.json").write_text(json.dumps(_record(name="other", run_id="oth999")))
+    assert main([*args, "--check"]) == 1
+    assert NO_RECORD in (pages / "other.md").read_text()  # --check wrote nothing
+    assert main(args) == 0
+    page, summary = (pages / "other.md").read_text(), readme.read_text()
+    assert NO_RECORD not in page and "`oth999`" in page and "1/2 claims held" in page
+    assert NO_RECORD not in summary and "| [`other`](methods/other.md) | A toy (0000.00000) |" in (
+        summary
+    )
+    assert "Records: other, toy." in summary and "2 of 2 method pages have" in summary
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_method_page_has_claim_markers_and_the_docs_are_up_to_date(monkeypatch, capsys):
+    """CI: the committed pages and README match the committed records (``write --check``)."""
+    pages = sorted((ROOT / "docs" / "methods").glob("*.md"))
+    assert len(pages) >= 18
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count(BEGIN) == 1 and text.count(END) == 1, page.name
+    summaries = ["README.md", "docs/index.md"]
+    for name in summaries:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        assert text.count(SUMMARY_BEGIN) == 1 and text.count(SUMMARY_END) == 1, name
+    monkeypatch.chdir(ROOT)
+    code = main(["write", "--check", "--summary", summaries[0], "--summary", summaries[1]])
+    out = capsys.readouterr().out
+    fix = "python -m optforge.repro.doc_tables write --summary README.md --summary docs/index.md"
+    assert code == 0, f"run: {fix}\n{out}"
+    assert "no markers" not in out
 
 
 def test_collect_copies_the_latest_record_of_the_scale(tmp_path):

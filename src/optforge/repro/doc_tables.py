@@ -8,13 +8,16 @@ claims table goes::
     (generated: the claims table, then the run, machine and package versions)
     <!-- claims:end -->
 
-and this module rewrites what lies between the markers from the record. A file may also carry
-``<!-- claims-summary:begin -->`` … ``<!-- claims-summary:end -->`` (``--summary FILE``): one
-row per record with its held / failed / inconclusive counts. Usage::
+and this module rewrites what lies between the markers from the record; a page whose record is
+not committed yet gets a block saying so ("no committed record yet") and how to make one. A
+file may also carry ``<!-- claims-summary:begin -->`` … ``<!-- claims-summary:end -->``
+(``--summary FILE``, e.g. README.md): one row per method page with the paper and its held /
+failed / inconclusive counts (or "no committed record yet"), then the machines and package
+versions of the records. Usage::
 
     python -m optforge.repro.doc_tables collect --store optforge-runs   # store → docs/records
-    python -m optforge.repro.doc_tables write                           # records → pages
-    python -m optforge.repro.doc_tables write --check                   # exit 1 if out of date
+    python -m optforge.repro.doc_tables write --summary README.md --summary docs/index.md
+    python -m optforge.repro.doc_tables write --check --summary README.md --summary docs/index.md
 
 Exit status: 0 done (or up to date with ``--check``), 1 a page is out of date (``--check``),
 2 an error (unreadable record, markers missing or out of order in a page that has a record).
@@ -35,9 +38,11 @@ from optforge.repro.report.render import check_record, load_latest
 from optforge.repro.report.tables import claims_rows, verdict_counts
 
 __all__ = [
+    "NO_RECORD",
     "claims_block",
     "collect",
     "load_records",
+    "missing_block",
     "replace_between",
     "summary_block",
     "write_tables",
@@ -45,6 +50,8 @@ __all__ = [
 
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 SUMMARY_BEGIN, SUMMARY_END = "<!-- claims-summary:begin -->", "<!-- claims-summary:end -->"
+NO_RECORD = "no committed record yet"
+_NOTE = "<!-- generated from the record named below; edit the record, not this table -->"
 _VERDICT_MD = {"held": "**held**", "failed": "**FAILED**", "inconclusive": "*inconclusive*"}
 
 
@@ -71,7 +78,15 @@ def _seeds_text(seeds: Sequence[Any]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-def _provenance(record: Mapping[str, Any], source: str, link: str) -> str:
+def _machine_text(record: Mapping[str, Any]) -> str:
+    info = record.get("run_info", {})
+    return (
+        f"{md_text(info.get('platform', '?'))}, {md_text(info.get('device', '?'))} "
+        f"({md_text(info.get('device_name', '?'))}), {md_text(info.get('threads', '?'))} thread(s)"
+    )
+
+
+def _versions_text(record: Mapping[str, Any]) -> str:
     info = record.get("run_info", {})
     packages = info.get("packages") if isinstance(info.get("packages"), Mapping) else {}
     versions = {
@@ -81,9 +96,16 @@ def _provenance(record: Mapping[str, Any], source: str, link: str) -> str:
         **{k: v for k, v in packages.items() if v and k not in ("torch", "numpy")},
         "optforge": info.get("optforge_version"),
     }
-    version_text = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-    git = str(info.get("git_revision") or "?")
-    git = git[:12] + ("+dirty" if git.endswith("+dirty") else "") if len(git) > 12 else git
+    return md_text(", ".join(f"{k} {v}" for k, v in versions.items() if v))
+
+
+def _git_text(record: Mapping[str, Any]) -> str:
+    git = str(record.get("run_info", {}).get("git_revision") or "?")
+    return git[:12] + ("+dirty" if git.endswith("+dirty") else "") if len(git) > 12 else git
+
+
+def _provenance(record: Mapping[str, Any], source: str, link: str) -> str:
+    info = record.get("run_info", {})
     wall = info.get("wall_time_s")
     wall_text = f", {wall:.0f} s wall" if isinstance(wall, (int, float)) else ""
     level = next(
@@ -97,9 +119,8 @@ def _provenance(record: Mapping[str, Any], source: str, link: str) -> str:
         f"{md_text(record['scale'])} scale, {len(seeds)} seeds "
         f"({md_text(_seeds_text(seeds))}){md_text(wall_text)}; intervals: "
         f"{100 * float(level):.4g}% bootstrap over seeds.",
-        f"Machine: {md_text(info.get('platform', '?'))}, {md_text(info.get('device', '?'))} "
-        f"({md_text(info.get('device_name', '?'))}), {md_text(info.get('threads', '?'))} "
-        f"thread(s). Versions: {md_text(version_text)}; git {md_text(git)}.",
+        f"Machine: {_machine_text(record)}. Versions: {_versions_text(record)}; "
+        f"git {md_text(_git_text(record))}.",
         f"Repeat: `optforge reproduce {md_text(record['name'])} --scale "
         f"{md_text(record['scale'])}`.",
     ]
@@ -131,26 +152,83 @@ def claims_block(record: Mapping[str, Any], source: str, page: Path | None = Non
         f"{counts['held']}/{total} claims held, {counts['failed']} failed, "
         f"{counts['inconclusive']} inconclusive."
     )
-    note = "<!-- generated from the record named below; edit the record, not this table -->"
-    return "\n".join([note, "", head, "", *rows, "", _provenance(record, source, link)])
+    return "\n".join([_NOTE, "", head, "", *rows, "", _provenance(record, source, link)])
 
 
-def summary_block(records: Mapping[str, Mapping[str, Any]], link_prefix: str = "") -> str:
-    """One row per record: held / failed / inconclusive counts, linking to its page."""
+def missing_block(name: str, source: str) -> str:
+    """The block between the claim markers of a page whose record is not committed yet."""
+    stem = md_text(safe_stem(name))
+    return "\n".join(
+        [
+            "<!-- generated: no record committed for this page; edit the record, not this text -->",
+            "",
+            f"**{NO_RECORD}**: `{md_text(source)}` does not exist, so no claims table is "
+            "generated here. Make it with `optforge reproduce "
+            f"{stem} --scale quick`, then `python -m optforge.repro.doc_tables collect` and "
+            "`python -m optforge.repro.doc_tables write --summary README.md "
+            "--summary docs/index.md`.",
+        ]
+    )
+
+
+def _page_title(page: Path) -> str:
+    """The page's first ``# `` heading (its file stem when it has none)."""
+    if page.exists():
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                return line[2:].replace("`", "").strip()
+    return page.stem
+
+
+def summary_block(
+    records: Mapping[str, Mapping[str, Any]],
+    link_prefix: str = "",
+    *,
+    pages: Mapping[str, Path] | None = None,
+) -> str:
+    """One row per method (every page in ``pages`` and every record): the paper, its held /
+    failed / inconclusive counts or "no committed record yet", linking to its page
+    (``link_prefix`` + file name); then the machines and package versions of the records."""
+    pages = dict(pages or {})
     rows = [
-        "| reproduction | scale | held | failed | inconclusive | run |",
-        "|---|---|---|---|---|---|",
+        "| reproduction | paper | scale | held | failed | inconclusive | run |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(records):
-        record = records[name]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in sorted({*records, *pages}):
+        link = f"[`{md_text(name)}`]({link_prefix}{safe_stem(name)}.md)"
+        record = records.get(name)
+        if record is None:
+            title = md_text(_page_title(pages[name]))
+            rows.append(f"| {link} | {title} | – | {NO_RECORD} | – | – | – |")
+            continue
         counts = verdict_counts(record["claims"])
         total = sum(counts.values())
+        arxiv = str(record.get("arxiv") or "")
+        paper = md_text(record.get("title", name))
+        if arxiv:
+            paper += f" ({md_text(arxiv)})"
+        created = md_text(str(record.get("created", "?"))[:10])
         rows.append(
-            f"| [{md_text(name)}]({link_prefix}{safe_stem(name)}.md) | {md_text(record['scale'])}"
-            f" | {counts['held']}/{total} | {counts['failed']} | {counts['inconclusive']} | "
-            f"`{md_text(record.get('run_id', '?'))}` |"
+            f"| {link} | {paper} | {md_text(record['scale'])} | {counts['held']}/{total} | "
+            f"{counts['failed']} | {counts['inconclusive']} | "
+            f"`{md_text(record.get('run_id', '?'))}` ({created}, git "
+            f"{md_text(_git_text(record))}) |"
         )
-    return "\n".join(rows)
+        groups.setdefault((_machine_text(record), _versions_text(record)), []).append(name)
+    with_record = sum(1 for name in pages if name in records)
+    lines = [
+        "<!-- generated from docs/records/*.json by python -m optforge.repro.doc_tables; "
+        "edit the records, not this table -->",
+        "",
+        *rows,
+        "",
+        f"{with_record} of {len(pages)} method pages have a committed record "
+        f"({len(records)} record(s) in all).",
+    ]
+    for (machine, versions), names in groups.items():
+        lines += ["", f"Machine: {machine}. Versions: {versions}. Records: {', '.join(names)}."]
+    return "\n".join(lines)
 
 
 def replace_between(text: str, begin: str, end: str, block: str) -> str | None:
@@ -174,8 +252,10 @@ def write_tables(
 ) -> dict[str, str]:
     """Rewrite every page's generated blocks; returns ``file → status`` (``updated``,
     ``up to date``, ``no markers``, ``no page``; with ``check`` ``out of date`` instead of
-    ``updated``, and nothing is written)."""
+    ``updated``, and nothing is written). Every ``*.md`` of ``pages_dir`` gets its record's
+    claims table, or the "no committed record yet" block when its record is missing."""
     records = load_records(records_dir)
+    pages = {page.stem: page for page in sorted(Path(pages_dir).glob("*.md"))}
     status: dict[str, str] = {}
     targets: list[tuple[Path, str, str, str]] = []
     for name, record in records.items():
@@ -184,8 +264,14 @@ def write_tables(
             status[page.as_posix()] = "no page"
             continue
         targets.append((page, BEGIN, END, claims_block(record, record["_path"], page)))
+    for name, page in pages.items():
+        if name not in records:
+            source = (Path(records_dir) / f"{name}.json").as_posix()
+            targets.append((page, BEGIN, END, missing_block(name, source)))
     for path in summary_files:
-        targets.append((Path(path), SUMMARY_BEGIN, SUMMARY_END, summary_block(records)))
+        prefix = Path(os.path.relpath(Path(pages_dir), Path(path).parent)).as_posix() + "/"
+        block = summary_block(records, prefix, pages=pages)
+        targets.append((Path(path), SUMMARY_BEGIN, SUMMARY_END, block))
     for path, begin, end, block in targets:
         text = path.read_text(encoding="utf-8")
         try:
@@ -231,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wri = sub.add_parser("write", help="rewrite the claims tables of the method pages")
     wri.add_argument("--records", type=Path, default=Path("docs/records"))
     wri.add_argument("--pages", type=Path, default=Path("docs/methods"))
-    wri.add_argument("--summary", type=Path, action="append", default=[])
+    wri.add_argument(
+        "--summary", type=Path, action="append", default=[], help="also this file (README.md)"
+    )
     wri.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
     args = parser.parse_args(argv)
     try:

@@ -200,9 +200,10 @@ def test_layer_helpers():
     assert [ghost_kind(m) for m in _Net().children()] == [
         "embedding", "layernorm", "linear", "rmsnorm", "linear", "linear", "rmsnorm", "linear",
     ]  # fmt: skip
-    assert ghost_kind(nn.Conv1d(2, 2, 1)) is None
+    assert ghost_kind(nn.Conv1d(2, 2, 1)) == "conv"  # the Linear layer of its patches
+    assert ghost_kind(nn.Conv1d(2, 2, 1, groups=2)) is None
     with pytest.raises(UnsupportedModuleError, match="Conv1d"):
-        layer_grad_sqnorms(nn.Conv1d(2, 2, 1), x, x)
+        layer_grad_sqnorms(nn.Conv1d(2, 2, 1, groups=2), x, x)
 
 
 def test_unsupported_models_are_rejected():

@@ -29,9 +29,15 @@ OPTIMIZERS = (
     "adagrad_norm",
     "noisy_adam",
     "langevin",
+    "adagrad",
     "adadagrad",
+    "adadagrad_ip",
+    "adadagrad_per_example",
     "sven",
+    "sven_jacobian",
+    "sgd",
     "sso",
+    "sso_armijo",
 )
 
 

@@ -5,6 +5,7 @@ Used by several method packages (``optforge.rl`` today, ``optforge.optim`` next)
 """
 
 from optforge.func.ghost_norms import (
+    GhostGradients,
     GhostKind,
     GhostNormRecorder,
     UnsupportedModuleError,
@@ -14,6 +15,7 @@ from optforge.func.ghost_norms import (
 )
 
 __all__ = [
+    "GhostGradients",
     "GhostKind",
     "GhostNormRecorder",
     "UnsupportedModuleError",

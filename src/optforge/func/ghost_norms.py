@@ -20,6 +20,9 @@ and the per-example parameter gradient of each layer is a function of :math:`(X_
         = \Big\lVert \sum_t D_{i,t}\odot\hat x_{i,t}\Big\rVert^2 ,
     \qquad \lVert \nabla_\beta \ell_i\rVert^2 = \Big\lVert \sum_t D_{i,t}\Big\rVert^2 .
 
+``nn.Conv1d`` / ``nn.Conv2d`` (``groups=1``, zero padding) are the Linear layer of their
+unfolded input patches (``F.unfold``: T = output positions, ``d_in = C_in·∏kernel``).
+
 The Linear weight uses the two T×T Gram matrices when
 :math:`T^2(d_{in}+d_{out}) < T\,d_{in}d_{out}` and materialises :math:`D_i^\top X_i` otherwise.
 A module called several times in the forward pass (weights shared across calls) is handled by
@@ -27,6 +30,21 @@ concatenating its calls along T. The squared norm over all parameters is the sum
 (accumulated in float64, returned as float32). ``nn.Embedding``'s ``padding_idx`` rows get no
 gradient; RMSNorm is any module whose class name contains ``RMSNorm`` and that has a ``weight``
 tensor (``torch.nn.RMSNorm``, Llama's); its epsilon is read from ``variance_epsilon`` or ``eps``.
+
+Beyond norms, :class:`GhostGradients` keeps the per-example gradients of one backward in this
+factored form :math:`(X_i, D_i)` per layer and gives, without forming any :math:`g_i`:
+
+* :meth:`~GhostGradients.sqnorms`: :math:`\lVert g_i\rVert^2` (as above);
+* :meth:`~GhostGradients.inner`: :math:`\langle g_i, v\rangle` for a parameter-shaped
+  :math:`v` (Linear: :math:`\sum_t D_{i,t}^\top V X_{i,t}`, Embedding:
+  :math:`\sum_t\langle D_{i,t}, V_{\mathrm{id}_{i,t}}\rangle`, norms: a dot product);
+* :meth:`~GhostGradients.gram`: the :math:`N\times N` matrix :math:`\langle g_i, g_j\rangle`,
+  per Linear layer :math:`\sum_{t,s}(X_iX_j^\top)_{ts}(D_iD_j^\top)_{ts}` (for ``T = 1``
+  simply :math:`(AA^\top)\circ(\Delta\Delta^\top)`), or from the per-example layer gradients
+  :math:`D_i^\top X_i` when that costs fewer operations
+  (:math:`N T\,d_{in}d_{out} + N^2 d_{in}d_{out} < N^2T^2(d_{in}+d_{out})`);
+* :meth:`~GhostGradients.weighted_grads`: :math:`\sum_i c_i g_i` per parameter (the gradient
+  of :math:`\sum_i c_i\ell_i`), from the factors, with no second backward.
 
 References: I. Goodfellow, "Efficient Per-Example Gradient Computations", arXiv:1510.01799
 (2015); X. Li, F. Tramèr, P. Liang, T. Hashimoto, "Large Language Models Can Be Strong
@@ -54,6 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "GhostGradients",
     "GhostKind",
     "GhostNormRecorder",
     "UnsupportedModuleError",
@@ -62,7 +81,7 @@ __all__ = [
     "per_example_grad_sqnorms",
 ]
 
-GhostKind = Literal["linear", "embedding", "layernorm", "rmsnorm"]
+GhostKind = Literal["linear", "embedding", "layernorm", "rmsnorm", "conv"]
 
 
 class UnsupportedModuleError(ValueError):
@@ -77,7 +96,8 @@ def per_example_grad_sqnorms(
 
     Args:
         model: A module whose trainable parameters all live in ``nn.Linear``, ``nn.Embedding``,
-            ``nn.LayerNorm`` or RMSNorm modules, with batch-first activations.
+            ``nn.LayerNorm``, RMSNorm or ``nn.Conv1d``/``nn.Conv2d`` modules, with batch-first
+            activations.
         per_example_losses: Called once (under ``torch.enable_grad()``) to run the forward pass;
             returns the ``[N]`` per-example losses ``ℓ_i``.
         retain_graph: Keep the graph for a later backward.
@@ -136,7 +156,8 @@ class GhostNormRecorder:
             missing = [p for p in params if id(p) not in covered]
             if missing:
                 raise UnsupportedModuleError(
-                    f"ghost norms cover nn.Linear, nn.Embedding, nn.LayerNorm and RMSNorm "
+                    f"ghost norms cover nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm and "
+                    f"nn.Conv1d/2d (groups=1, zero padding) "
                     f"modules only; {len(missing)} trainable parameter(s) (shapes "
                     f"{[tuple(p.shape) for p in missing[:4]]}) are outside them (freeze them)"
                 )
@@ -187,9 +208,10 @@ class GhostNormRecorder:
         for (kind, module, x, y), d in zip(calls, deltas, strict=True):
             if d is None:
                 d = torch.zeros_like(y)
-            entry = grouped.setdefault(id(module), (kind, module, [], []))
-            entry[2].append(_per_sample(x, n, kind))
-            entry[3].append(_per_sample(d, n, "output"))
+            math_kind, x, d = _factors(kind, module, x, d, n)
+            entry = grouped.setdefault(id(module), (math_kind, module, [], []))
+            entry[2].append(x)
+            entry[3].append(d)
         for kind, module, xs, ds in grouped.values():
             x, d = torch.cat(xs, dim=1), torch.cat(ds, dim=1)
             acc += _module_sqnorm(kind, module, x, d).double()
@@ -199,15 +221,24 @@ class GhostNormRecorder:
 
 
 def ghost_kind(module: nn.Module) -> GhostKind | None:
-    """``"linear"``, ``"embedding"``, ``"layernorm"``, ``"rmsnorm"``, or ``None`` if unsupported."""
+    """``"linear"``, ``"embedding"``, ``"layernorm"``, ``"rmsnorm"``, ``"conv"`` (``nn.Conv1d``,
+    ``nn.Conv2d``: ``groups=1``, zero padding given as numbers), or ``None`` if unsupported."""
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, nn.Embedding):
-        return "embedding"
+        # scale_grad_by_freq rescales the batch gradient: no per-example decomposition
+        return None if module.scale_grad_by_freq else "embedding"
     if isinstance(module, nn.LayerNorm):
-        return "layernorm"
+        return "layernorm" if len(module.normalized_shape) == 1 else None
     if "RMSNorm" in type(module).__name__ and isinstance(getattr(module, "weight", None), Tensor):
         return "rmsnorm"
+    if (
+        isinstance(module, nn.Conv1d | nn.Conv2d)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    ):
+        return "conv"
     return None
 
 
@@ -215,7 +246,8 @@ def layer_grad_sqnorms(module: nn.Module, inputs: Tensor, output_grads: Tensor) 
     """Per-example squared norm of one module's trainable-parameter gradient.
 
     Args:
-        module: An ``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm`` or RMSNorm module.
+        module: An ``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm``, RMSNorm or
+            ``nn.Conv1d``/``nn.Conv2d`` module.
         inputs: Its input, batch-first: ``[N, ..., d_in]`` (token ids ``[N, ...]`` for an
             embedding).
         output_grads: Gradient of ``Σ_i ℓ_i`` w.r.t. its output, ``[N, ..., d_out]``.
@@ -226,13 +258,14 @@ def layer_grad_sqnorms(module: nn.Module, inputs: Tensor, output_grads: Tensor) 
     kind = ghost_kind(module)
     if kind is None:
         raise UnsupportedModuleError(
-            f"ghost norms support nn.Linear, nn.Embedding, nn.LayerNorm and RMSNorm modules, "
+            f"ghost norms support nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm and "
+            f"nn.Conv1d/2d (groups=1, zero padding) modules, "
             f"got {type(module).__name__}"
         )
     n = inputs.shape[0] if inputs.dim() > 0 else 0
     if not any(p.requires_grad for p in module.parameters(recurse=False)):
         return torch.zeros(n, dtype=torch.float32, device=output_grads.device)
-    x, d = _per_sample(inputs.detach(), n, kind), _per_sample(output_grads.detach(), n, "output")
+    kind, x, d = _factors(kind, module, inputs.detach(), output_grads.detach(), n)
     return _module_sqnorm(kind, module, x, d)
 
 
@@ -253,6 +286,32 @@ def _per_sample(x: Tensor, n: int, kind: str) -> Tensor:
     return x.reshape(n, -1) if kind == "embedding" else x.reshape(n, -1, x.shape[-1])
 
 
+def _factors(
+    kind: str, module: nn.Module, x: Tensor, d: Tensor, n: int
+) -> tuple[str, Tensor, Tensor]:
+    """A module's inputs and output grads as per-example factors ``[N, T, d_in]``,
+    ``[N, T, d_out]`` (ids ``[N, T]`` for an embedding); a convolution becomes the Linear layer
+    of its unfolded patches (``T`` = output positions, ``d_in`` = ``C_in·∏kernel``)."""
+    if kind != "conv":
+        return kind, _per_sample(x, n, kind), _per_sample(d, n, "output")
+    dims = 3 if isinstance(module, nn.Conv1d) else 4
+    for t in (x, d):
+        if t.dim() != dims or t.shape[0] != n:
+            raise UnsupportedModuleError(
+                f"ghost norms need batch-first activations; a module saw shape "
+                f"{tuple(t.shape)} for a batch of {n}"
+            )
+    if isinstance(module, nn.Conv1d):  # [N, C, L] as [N, C, 1, L], kernel (1, k)
+        x = x.unsqueeze(2)
+        kernel, dilation = (1, *module.kernel_size), (1, *module.dilation)
+        padding, stride = (0, *module.padding), (1, *module.stride)
+    else:
+        kernel, dilation = module.kernel_size, module.dilation
+        padding, stride = module.padding, module.stride
+    patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
+    return "linear", patches.transpose(1, 2), d.reshape(n, d.shape[1], -1).transpose(1, 2)
+
+
 def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor:
     """Per-sample squared norm of a module's parameter gradient from inputs x, output grads d."""
     if kind == "embedding":
@@ -267,7 +326,9 @@ def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor
     if kind == "linear":
         if module.weight.requires_grad:
             t, d_in, d_out = x.shape[1], x.shape[2], d.shape[2]
-            if t * t * (d_in + d_out) < t * d_in * d_out:  # ghost: two T×T Gram matrices
+            if t == 1:  # ‖d_i a_iᵀ‖² = ‖a_i‖²‖d_i‖²
+                out += x.square().sum(dim=(1, 2)) * d.square().sum(dim=(1, 2))
+            elif t * t * (d_in + d_out) < t * d_in * d_out:  # ghost: two T×T Gram matrices
                 out += ((x @ x.transpose(1, 2)) * (d @ d.transpose(1, 2))).sum(dim=(1, 2))
             else:  # materialise the per-sample weight gradient (cheaper for short sequences)
                 out += torch.einsum("nto,nti->noi", d, x).pow(2).sum(dim=(1, 2))
@@ -290,3 +351,263 @@ def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor
 
 def _as_float(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+_BLOCK_ELEMENTS = 1 << 22  # cap of one (rows·T) × (N·T) block of the sequence Gram
+
+
+class GhostGradients:
+    r"""Per-example gradients of one recorded forward pass, in factored form, per layer.
+
+    :meth:`capture` runs one backward of :math:`\sum_i \ell_i` (optionally also giving the
+    gradients of some parameters in the same pass) and keeps, for every recorded module, its
+    inputs :math:`X_i` and output gradients :math:`D_i = \partial\ell_i/\partial Y_i`
+    (batch-first, no mixing across examples). Every quantity below is then exact (module
+    docstring) and none forms a per-example gradient of the whole model.
+
+    Args:
+        layers: ``(kind, module, x, d)`` per module: ``x`` ``[N, T, d_in]`` (ids ``[N, T]``
+            for an embedding), ``d`` ``[N, T, d_out]``.
+        n: the number of examples N.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module, Tensor, Tensor]], n: int) -> None:
+        self.layers = layers
+        self.n = n
+
+    @classmethod
+    def capture(
+        cls,
+        recorder: GhostNormRecorder,
+        losses: Tensor,
+        params: Iterable[Tensor] = (),
+        *,
+        retain_graph: bool = False,
+    ) -> tuple[GhostGradients, tuple[Tensor | None, ...]]:
+        """One backward of ``losses.sum()``: the factors and the gradients of ``params``.
+
+        Args:
+            recorder: the :class:`GhostNormRecorder` whose context held the forward pass (its
+                recorded activations are released).
+            losses: ``[N]`` per-example losses of that forward pass.
+            params: tensors whose gradient of ``Σ_i ℓ_i`` is wanted as well (same backward).
+            retain_graph: keep the graph for a later backward.
+
+        Returns:
+            ``(ghost, grads)``: ``grads`` aligned with ``params`` (``None`` if unused).
+
+        Raises:
+            UnsupportedModuleError: activations that are not batch-first.
+            ValueError: ``losses`` not 1-D, or no recorded module ran.
+        """
+        if not isinstance(losses, Tensor) or losses.dim() != 1:
+            shape = getattr(losses, "shape", type(losses).__name__)
+            raise ValueError(f"losses must be a 1-D tensor of per-example losses, got {shape}")
+        n = losses.shape[0]
+        calls = [(kind, m, x, y) for kind, m, store in recorder.entries for x, y in store]
+        for *_, store in recorder.entries:
+            store.clear()
+        if not calls:
+            raise ValueError(
+                "no supported module with trainable parameters ran in the forward pass"
+            )
+        params = list(params)
+        for _, _, x, y in calls:  # batch-first check before the backward
+            for t in (x, y):
+                if t.dim() < 2 or t.shape[0] != n:
+                    raise UnsupportedModuleError(
+                        f"ghost norms need batch-first activations; a module saw shape "
+                        f"{tuple(t.shape)} for a batch of {n}"
+                    )
+        with torch.enable_grad():
+            total = losses.sum()
+        outs = [y for *_, y in calls]
+        grads = torch.autograd.grad(
+            total, outs + params, allow_unused=True, retain_graph=retain_graph
+        )
+        grouped: dict[int, tuple[str, nn.Module, list[Tensor], list[Tensor]]] = {}
+        for (kind, module, x, y), d in zip(calls, grads[: len(outs)], strict=True):
+            d = torch.zeros_like(y) if d is None else d.detach()
+            math_kind, x, d = _factors(kind, module, x, d, n)
+            entry = grouped.setdefault(id(module), (math_kind, module, [], []))
+            entry[2].append(x)
+            entry[3].append(d)
+        layers = [
+            (kind, module, *(t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in (xs, ds)))
+            for kind, module, xs, ds in grouped.values()
+        ]
+        return cls(layers, n), tuple(grads[len(outs) :])
+
+    # -- per-example quantities ------------------------------------------------------------
+
+    def sqnorms(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``[N]`` squared norms ``‖g_i‖²`` over the recorded modules' trainable parameters."""
+        acc: Tensor | None = None
+        for kind, module, x, d in self.layers:
+            w, b = (module.weight, module.bias) if kind == "linear" else (None, None)
+            if w is not None and x.shape[1] == 1 and w.requires_grad:  # ‖a_i‖²‖δ_i‖² (+‖δ_i‖²)
+                x, d = _as_float(x), _as_float(d)
+                d_sq = d.square().sum(dim=(1, 2))
+                x_sq = x.square().sum(dim=(1, 2))
+                if b is not None and b.requires_grad:
+                    term = torch.addcmul(d_sq, d_sq, x_sq)
+                else:
+                    term = d_sq * x_sq
+            else:
+                term = _module_sqnorm(kind, module, x, d)
+            term = term.to(torch.float64)
+            acc = term if acc is None else acc.add_(term)
+        assert acc is not None
+        return acc.to(dtype)
+
+    def inner(self, vectors: dict[Tensor, Tensor], dtype: torch.dtype = torch.float64) -> Tensor:
+        """``[N]`` inner products ``⟨g_i, v⟩``; ``vectors`` maps a parameter to its part of
+        ``v`` (same shape; parameters not in it count as zero)."""
+        by_id = {id(p): v for p, v in vectors.items()}
+        acc = torch.zeros(self.n, dtype=dtype, device=self._device)
+        for kind, module, x, d in self.layers:
+            parts = {
+                name: by_id[id(p)].detach() for name, p in _trainable(module) if id(p) in by_id
+            }
+            if parts:
+                acc += _module_inner(kind, module, x, d, parts, dtype)
+        return acc
+
+    def gram(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """The ``[N, N]`` Gram matrix ``⟨g_i, g_j⟩`` (computed and summed in ``dtype``)."""
+        acc = torch.zeros(self.n, self.n, dtype=dtype, device=self._device)
+        for kind, module, x, d in self.layers:
+            acc += _module_gram(kind, module, x, d, dtype)
+        return acc
+
+    def weighted_grads(self, weights: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``Σ_i c_i g_i`` per trainable parameter of the recorded modules, as
+        ``(param, grad)`` pairs (``grad`` in the parameter's dtype): the gradient of
+        ``Σ_i c_i ℓ_i`` without a second backward."""
+        if tuple(weights.shape) != (self.n,):
+            raise ValueError(f"weights must have shape [{self.n}], got {tuple(weights.shape)}")
+        out: list[tuple[Tensor, Tensor]] = []
+        for kind, module, x, d in self.layers:
+            grads = _module_weighted(kind, module, x, d, weights.detach())
+            for name, p in _trainable(module):
+                out.append((p, grads[name].reshape(p.shape).to(p.dtype)))
+        return out
+
+    @property
+    def _device(self) -> torch.device:
+        return self.layers[0][3].device
+
+
+def _trainable(module: nn.Module) -> list[tuple[str, Tensor]]:
+    return [
+        (name, p)
+        for name, p in module.named_parameters(recurse=False)
+        if name in ("weight", "bias") and p.requires_grad
+    ]
+
+
+def _norm_factors(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """Per-example gradients ``[N, d]`` of a (Layer|RMS)Norm's weight and bias."""
+    if kind == "layernorm":
+        xhat = F.layer_norm(x, x.shape[-1:], eps=module.eps)
+    else:
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        eps = torch.finfo(torch.float32).eps if eps is None else eps
+        xhat = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    out = {}
+    for name, _ in _trainable(module):
+        out[name] = (d * xhat).sum(dim=1) if name == "weight" else d.sum(dim=1)
+    return out
+
+
+def _embedding_grads(module: nn.Module, ids: Tensor, d: Tensor) -> Tensor:
+    pad = getattr(module, "padding_idx", None)
+    return d if pad is None else d * (ids != pad).unsqueeze(-1).to(d.dtype)
+
+
+def _module_inner(
+    kind: str, module: nn.Module, x: Tensor, d: Tensor, parts: dict[str, Tensor], dtype: torch.dtype
+) -> Tensor:
+    d = d.to(dtype)
+    if kind == "embedding":
+        d = _embedding_grads(module, x, d)
+        return (parts["weight"].to(dtype)[x] * d).sum(dim=(1, 2))
+    x = x.to(dtype)
+    out = torch.zeros(x.shape[0], dtype=dtype, device=x.device)
+    if kind == "linear":
+        if "weight" in parts:  # (a convolution's weight as the matrix of its patches)
+            w = parts["weight"].to(dtype).reshape(d.shape[-1], -1)
+            out += ((d @ w) * x).sum(dim=(1, 2))
+        if "bias" in parts:
+            out += d.sum(dim=1) @ parts["bias"].to(dtype)
+        return out
+    for name, g in _norm_factors(kind, module, x, d).items():
+        if name in parts:
+            out += g @ parts[name].to(dtype)
+    return out
+
+
+def _module_gram(kind: str, module: nn.Module, x: Tensor, d: Tensor, dtype: torch.dtype) -> Tensor:
+    n = x.shape[0]
+    d = d.to(dtype)
+    if kind == "embedding":
+        d = _embedding_grads(module, x, d)
+        return _seq_gram(x, d, same_ids=True)
+    x = x.to(dtype)
+    if kind != "linear":
+        out = torch.zeros(n, n, dtype=dtype, device=x.device)
+        for g in _norm_factors(kind, module, x, d).values():
+            out += g @ g.T
+        return out
+    out = torch.zeros(n, n, dtype=dtype, device=x.device)
+    if module.weight.requires_grad:
+        t, d_in, d_out = x.shape[1], x.shape[2], d.shape[2]
+        if t == 1:
+            out += (x[:, 0] @ x[:, 0].T) * (d[:, 0] @ d[:, 0].T)
+        elif n * t * t * (d_in + d_out) <= t * d_in * d_out + n * d_in * d_out:
+            out += _seq_gram(x, d, same_ids=False)
+        else:  # per-example layer gradients D_iᵀX_i, [N, d_out·d_in] (one layer at a time)
+            g = torch.einsum("nto,nti->noi", d, x).reshape(n, -1)
+            out += g @ g.T
+    if module.bias is not None and module.bias.requires_grad:
+        s = d.sum(dim=1)
+        out += s @ s.T
+    return out
+
+
+def _seq_gram(x: Tensor, d: Tensor, *, same_ids: bool) -> Tensor:
+    """``Σ_{t,s} K(x_{i,t}, x_{j,s}) ⟨d_{i,t}, d_{j,s}⟩`` with ``K`` the dot product (or the id
+    equality), in row blocks of examples so no more than ~4M entries live at once."""
+    n, t = x.shape[0], x.shape[1]
+    xf = x.reshape(n * t, -1) if not same_ids else x.reshape(n * t)
+    df = d.reshape(n * t, -1)
+    out = torch.empty(n, n, dtype=d.dtype, device=d.device)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, n * t * t))
+    for i in range(0, n, rows):
+        j = min(n, i + rows)
+        xb, db = xf[i * t : j * t], df[i * t : j * t]
+        k = (xb[:, None] == xf[None, :]).to(d.dtype) if same_ids else xb @ xf.T
+        block = (k * (db @ df.T)).reshape(j - i, t, n, t).sum(dim=(1, 3))
+        out[i:j] = block
+    return out
+
+
+def _module_weighted(
+    kind: str, module: nn.Module, x: Tensor, d: Tensor, c: Tensor
+) -> dict[str, Tensor]:
+    if kind == "embedding":
+        cd = _embedding_grads(module, x, d) * c.to(d.dtype).view(-1, 1, 1)
+        w = module.weight
+        grad = torch.zeros(w.shape, dtype=cd.dtype, device=w.device)
+        grad.index_add_(0, x.reshape(-1), cd.reshape(-1, cd.shape[-1]))
+        return {"weight": grad}
+    x, d = _as_float(x), _as_float(d)
+    if kind == "linear":
+        cd = d * c.to(d.dtype).view(-1, 1, 1)
+        out = {}
+        if module.weight.requires_grad:
+            out["weight"] = cd.reshape(-1, cd.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(d.dtype)
+        if module.bias is not None and module.bias.requires_grad:
+            out["bias"] = cd.sum(dim=(0, 1))
+        return out
+    return {name: c.to(g.dtype) @ g for name, g in _norm_factors(kind, module, x, d).items()}

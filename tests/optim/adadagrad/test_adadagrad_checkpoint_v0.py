@@ -5,7 +5,9 @@
 mixin: three runs (norm test for both classes, augmented inner-product test with
 ``test_interval=2`` and weight decay), the model and optimizer state after 3 steps, the
 parameters after one more step and after 8 steps, and the batch-size trace. The current classes
-must continue those runs bit for bit.
+must continue those runs bit for bit with the per-example statistics they were written with
+(``method="per_example"``), and to float tolerance with the default ghost-norm statistics
+(``method="auto"``: same batch sizes, parameters within rounding).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ FIXTURE = torch.load(FIXTURES / "adadagrad_v0_checkpoint.pt", weights_only=True)
 CASES = sorted(FIXTURE["cases"])
 
 
-def _optimizer(case: dict[str, Any], model: torch.nn.Module) -> Any:
+def _optimizer(case: dict[str, Any], model: torch.nn.Module, method: str = "per_example") -> Any:
     cls = getattr(optforge.optim, case["class"])
-    return cls(model.parameters(), **case["kwargs"])
+    return cls(model.parameters(), **case["kwargs"], method=method)
 
 
 def _assert_same(a: Any, b: Any, where: str = "") -> None:
@@ -101,3 +103,25 @@ def test_old_checkpoint_loads_and_continues_bit_identically(name: str) -> None:
         MAKE.train_step(model, opt, x, y, k)
     assert torch.equal(MAKE.flat_params(model), case["params_after_total_steps"])
     assert opt.batch_size == case["batch_sizes"][-1]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_old_checkpoint_continues_with_ghost_statistics(name: str) -> None:
+    # a fresh copy: loading a state dict shares its tensors, and the tests above step them
+    fresh = torch.load(FIXTURES / "adadagrad_v0_checkpoint.pt", weights_only=True)
+    case = fresh["cases"][name]
+    meta = FIXTURE["meta"]
+    x, y = MAKE.tiny_data()
+    model = MAKE.tiny_model()
+    model.load_state_dict(case["model"])
+    kwargs = {**case["kwargs"], "max_batch_size": None}
+    opt = _optimizer({**case, "kwargs": kwargs}, model, method="auto")
+    opt.load_state_dict(case["optimizer"])
+    sizes = [opt.batch_size]
+    for k in range(meta["checkpoint_step"], meta["total_steps"]):
+        MAKE.train_step(model, opt, x, y, k)
+        sizes.append(opt.batch_size)
+    assert sizes == case["batch_sizes"][meta["checkpoint_step"] :]
+    expected = case["params_after_total_steps"]
+    torch.testing.assert_close(MAKE.flat_params(model), expected, rtol=1e-9, atol=1e-11)
+    assert opt.last_stats_method == "ghost"

@@ -170,6 +170,7 @@ def test_convenience_signatures_are_unchanged() -> None:
             ("eps", 1e-10),
             *controller,
             ("foreach", None),
+            ("method", "auto"),  # added with the ghost-norm statistics (keyword-only)
         ],
         AdAdaGradNorm: [
             ("params", inspect.Parameter.empty),
@@ -179,6 +180,7 @@ def test_convenience_signatures_are_unchanged() -> None:
             ("weight_decay", 0.0),
             ("granularity", "global"),
             *controller,
+            ("method", "auto"),
         ],
     }
     for cls, params in expected.items():

@@ -150,3 +150,63 @@ def test_armijo_loop_reads_the_host_once_per_trial_point(monkeypatch, m):
     assert (counter.forwards, counter.backwards) == (1 + m, m)
     base = _count({"lr": 0.05, "inner": "armijo"}, monkeypatch, 1)[0].reads - 1
     assert counter.reads == base + trials
+
+
+def _validations(monkeypatch, inner, m):
+    """Argument checks run by the surrogate during one SSO step of ``m`` inner steps."""
+    import optforge.optim.sso.surrogate as surrogate_module
+
+    calls = {"device": 0, "meta": 0}
+    for name, key in (("check_device", "device"), ("check_not_meta", "meta")):
+        original = getattr(surrogate_module, name)
+
+        def counted(*a, _original=original, _key=key, **k):
+            calls[_key] += 1
+            return _original(*a, **k)
+
+        monkeypatch.setattr(surrogate_module, name, counted)
+    x, y = _data()
+    model = _model()
+    opt = SSO(model.parameters(), lr=0.05, inner=inner, inner_steps=m, inner_tol=0.0)
+    opt.step(forward=lambda: model(x), target_loss=lambda z: F.cross_entropy(z, y))
+    monkeypatch.undo()
+    assert opt.counters["inner_steps"] == m
+    return calls
+
+
+@pytest.mark.parametrize("inner", ["armijo", "sgd"])
+def test_surrogate_is_validated_once_per_step_not_per_inner_step(monkeypatch, inner):
+    # issue #34: the checks of the surrogate's argument ran on every trial point (~358k calls per
+    # seed of the sso reproduction); the inner loop's forwards are checked by the optimizer
+    once = _validations(monkeypatch, inner, 1)
+    assert once == {"device": 1, "meta": 1}
+    assert _validations(monkeypatch, inner, 8) == once
+
+
+@pytest.mark.parametrize("inner", ["armijo", "sgd"])
+def test_a_trial_forward_on_another_device_is_still_refused(inner):
+    x, y = _data()
+    model = _model()
+    opt = SSO(model.parameters(), lr=0.05, inner=inner, inner_steps=3)
+    calls = []
+
+    def forward():
+        calls.append(1)
+        out = model(x)
+        return out if len(calls) == 1 else out.to("meta")
+
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="meta"):
+        opt.step(forward=forward, target_loss=lambda z: F.cross_entropy(z, y))
+    for p, p0 in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, p0)
+
+
+def test_unchecked_surrogate_equals_the_module_bit_for_bit():
+    from optforge.optim.sso import TargetSurrogateLoss
+
+    gen = torch.Generator().manual_seed(0)
+    z_t, g, z = (torch.randn(7, 3, generator=gen, dtype=D64) for _ in range(3))
+    for reduction in ("mean", "sum"):
+        s = TargetSurrogateLoss(z_t, g, eta=0.3, reduction=reduction, loss_t=0.7)
+        assert torch.equal(s._unchecked()(z), s(z))

@@ -284,6 +284,7 @@ def test_conformance_suite():
             "microbatch_size": 0,
             "rmsprop": "adam",
             "momentum": 1.0,
+            "path": "fast",
         },
         nonfinite_raises=True,
     )

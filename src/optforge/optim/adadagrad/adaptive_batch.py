@@ -40,13 +40,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from optforge._core import check_choice
 from optforge.optim.adadagrad.controller import AdaptiveBatchSize
 from optforge.optim.adadagrad.grad_stats import GradStats
 from optforge.optim.adadagrad.per_example import (
+    METHODS,
     LossFn,
+    _batch_grad_stats,
     _check_batch,
     _distributed,
-    batch_grad_stats,
 )
 
 __all__ = ["AdaptiveBatch"]
@@ -60,6 +62,9 @@ class AdaptiveBatch(torch.optim.Optimizer):
             copied, and its update is used unchanged.
         controller: the batch-size controller (default: ``AdaptiveBatchSize()``, the norm test
             with its default hyper-parameters).
+        method: how test steps get their statistics: ``"auto"`` (default: ghost norms from one
+            batched backward when the model allows it, else ``torch.func`` per-example
+            gradients), ``"ghost"`` or ``"per_example"`` (see :meth:`backward`).
 
     Use :meth:`backward` for the gradient, then :meth:`step`; :attr:`batch_size` is the size of
     the next batch. ``state_dict()`` is ``{**base.state_dict(), "adaptive_batch": ...}``;
@@ -68,8 +73,12 @@ class AdaptiveBatch(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, base: torch.optim.Optimizer, controller: AdaptiveBatchSize | None = None
+        self,
+        base: torch.optim.Optimizer,
+        controller: AdaptiveBatchSize | None = None,
+        method: str = "auto",
     ) -> None:
+        check_choice("method", method, METHODS)
         if not isinstance(base, torch.optim.Optimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
         if controller is None:
@@ -84,6 +93,8 @@ class AdaptiveBatch(torch.optim.Optimizer):
         super().__init__([torch.zeros(1)], base.defaults)
         self.base = base
         self.controller = controller
+        self.method = method
+        self.last_stats_method: str | None = None  # "ghost" / "per_example" of the last test
         self._pending: GradStats | None = None
 
     # -- the base optimizer's containers, live ----------------------------------------------
@@ -130,17 +141,25 @@ class AdaptiveBatch(torch.optim.Optimizer):
         targets: Tensor,
         *,
         chunk_size: int | None = None,
+        method: str | None = None,
     ) -> Tensor:
-        """Back-propagate the batch's mean loss; when a test is due, via per-example gradients.
+        """Back-propagate the batch's mean loss; when a test is due, with its statistics.
 
-        When the test is due, the per-example gradients are computed with ``torch.func`` in
-        chunks of ``chunk_size`` examples, their statistics kept for :meth:`step`, and their
-        mean (the minibatch gradient; global under DDP) **added** to ``.grad`` of the model's
-        trainable parameters — no second backward. Otherwise it is a plain
-        ``loss_fn(model(inputs), targets).backward()``. Calling it on several micro-batches
-        before ``step`` merges their statistics (gradient accumulation; scale ``.grad`` as you
-        would for ordinary accumulation); the inner-product tests need the whole global batch
-        in one call (use ``chunk_size`` to bound memory). Returns the mean loss (detached).
+        When the test is due, the statistics of the per-example gradients are kept for
+        :meth:`step` and their mean (the minibatch gradient; global under DDP) is **added** to
+        ``.grad`` of the model's trainable parameters — no second backward. With ``method``
+        (default: the wrapper's :attr:`method`) ``"auto"`` they come from one ordinary batched
+        backward ("ghost norms", :mod:`optforge.optim.adadagrad.ghost`) when every trainable
+        parameter lives in an ``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm``, RMSNorm or
+        ``nn.Conv1d``/``nn.Conv2d`` module and the test is not the coordinate-wise one;
+        otherwise (or with ``method="per_example"``) from per-example gradients computed with
+        ``torch.func`` in chunks of ``chunk_size`` examples. :attr:`last_stats_method` says
+        which ran. Test steps refuse DTensor (FSDP2) parameters with a ``TypeError``. When no
+        test is due it is a plain ``loss_fn(model(inputs), targets).backward()``. Calling it on
+        several micro-batches before ``step`` merges their statistics (gradient accumulation;
+        scale ``.grad`` as you would for ordinary accumulation); the inner-product tests need
+        the whole global batch in one call (use ``chunk_size`` to bound memory). Returns the
+        mean loss (detached).
         """
         ctrl = self.controller
         single = _check_batch(inputs, targets) < 2 and not _distributed(ctrl.process_group)
@@ -148,12 +167,13 @@ class AdaptiveBatch(torch.optim.Optimizer):
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             return loss.detach()
+        _refuse_dtensor(self.param_groups)
         if self._pending is not None and ctrl.needs_inner_product:
             raise ValueError(
                 "inputs: the inner-product tests need the whole global batch in one backward() "
                 "call (use chunk_size to bound memory)"
             )
-        stats, loss = batch_grad_stats(
+        stats, loss, local = _batch_grad_stats(
             model,
             loss_fn,
             inputs,
@@ -161,19 +181,22 @@ class AdaptiveBatch(torch.optim.Optimizer):
             inner_product=ctrl.needs_inner_product,
             chunk_size=chunk_size,
             process_group=ctrl.process_group,
+            method=_method(ctrl, self.method if method is None else method),
         )
-        mean = stats.mean
-        offset = 0
+        self.last_stats_method = "per_example" if stats.coordinatewise else "ghost"
         with torch.no_grad():
-            for p in model.parameters():
-                if not p.requires_grad:
-                    continue
-                piece = mean[offset : offset + p.numel()].view_as(p).to(p.dtype)
-                offset += p.numel()
+            if local is not None:  # ghost, one process: the batch gradient, per parameter
+                params, sums = local
+                means = torch._foreach_div(sums, float(stats.count))
+            else:
+                params = [p for p in model.parameters() if p.requires_grad]
+                means = list(torch.split(stats.mean, [p.numel() for p in params]))
+            for p, g in zip(params, means, strict=True):
+                g = g.view_as(p).to(p.dtype)
                 if p.grad is None:
-                    p.grad = piece.clone()
+                    p.grad = g if local is not None else g.clone()
                 else:
-                    p.grad.add_(piece)
+                    p.grad.add_(g)
         self._pending = stats if self._pending is None else self._pending.merge(stats)
         return loss
 
@@ -204,3 +227,27 @@ class AdaptiveBatch(torch.optim.Optimizer):
         self.base.load_state_dict(state)
         if controller is not None:
             self.controller.load_state_dict(controller)
+
+
+def _method(ctrl: AdaptiveBatchSize, method: str) -> str:
+    check_choice("method", method, METHODS)
+    if ctrl.test == "coordinate_norm":  # needs Σ_i G_ij² per coordinate
+        if method == "ghost":
+            raise ValueError("method='ghost' cannot give the coordinate-wise test's statistics")
+        return "per_example"
+    return method
+
+
+def _refuse_dtensor(groups: list[dict[str, Any]]) -> None:
+    """Test steps need whole per-example gradients: refuse sharded (DTensor) parameters."""
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for g in groups for p in g["params"]):
+        raise TypeError(
+            "AdaptiveBatch.backward: the batch-size test does not support FSDP2 / DTensor "
+            "(sharded) parameters: the per-example statistics need whole parameters. "
+            "Workaround: train with DDP (replicated parameters), or use the base optimizer "
+            "(torch.optim.Adagrad / AdaGradNorm) with a fixed batch size under FSDP2."
+        )

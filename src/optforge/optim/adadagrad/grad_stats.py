@@ -14,6 +14,11 @@ disjoint sets of examples merge exactly (Chan, Golub, LeVeque's pairwise update)
 micro-batches and ranks (:meth:`GradStats.all_reduce`, two ``all_reduce`` calls) give the
 statistics of the whole global batch.
 
+Statistics taken from ghost norms (:func:`~optforge.optim.adadagrad.ghost.ghost_grad_stats`) keep
+only the **total** :math:`\sum_j m_{2,j} = \sum_i\lVert G_i\rVert^2 - b\lVert\bar G\rVert^2` (a
+0-dim ``m2``): every test but the coordinate-wise one needs no more; :attr:`~GradStats.variance`
+and :attr:`~GradStats.sumsq` then raise ``ValueError``.
+
 Example::
 
     G = torch.randn(16, 10)                      # 16 examples, 10 coordinates
@@ -24,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,7 +45,8 @@ class GradStats:
     Attributes:
         count: number of examples ``b``.
         sum: ``Σ_i G_i``.
-        m2: ``Σ_i (G_i − mean)²`` per coordinate (centred; ``sumsq`` is derived from it).
+        m2: ``Σ_i (G_i − mean)²`` per coordinate (centred; ``sumsq`` is derived from it), or
+            its total over the coordinates as a 0-dim tensor (:attr:`coordinatewise` False).
         ref: the direction ``d`` of the inner products ``a_i = ⟨G_i, d⟩`` (the minibatch mean
             for the paper's tests), or ``None`` when no inner-product statistics were taken.
         ip_sum: ``Σ_i a_i``; ``ip_m2``: ``Σ_i (a_i − ā)²``.
@@ -55,6 +61,7 @@ class GradStats:
     ref: Tensor | None = None
     ip_sum: Tensor | None = None
     ip_m2: Tensor | None = None
+    _g2: float | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_samples(cls, samples: Tensor, ref: Tensor | None = None) -> GradStats:
@@ -90,6 +97,11 @@ class GradStats:
 
     # -- derived quantities ------------------------------------------------------------------
     @property
+    def coordinatewise(self) -> bool:
+        """Whether ``m2`` is per coordinate (False: only its total, from ghost norms)."""
+        return self.m2.dim() > 0
+
+    @property
     def mean(self) -> Tensor:
         """The minibatch gradient ``g = Σ G_i / b``."""
         self._require(1)
@@ -98,6 +110,7 @@ class GradStats:
     @property
     def sumsq(self) -> Tensor:
         """``Σ_i G_i ⊙ G_i`` per coordinate."""
+        self._require_coordinates()
         if self.count == 0:
             return torch.zeros_like(self.m2)
         return self.m2 + self.sum.pow(2) / self.count
@@ -105,6 +118,7 @@ class GradStats:
     @property
     def variance(self) -> Tensor:
         """Unbiased per-coordinate sample variance ``Var_j`` (divisor ``b − 1``)."""
+        self._require_coordinates()
         self._require(2)
         return self.m2 / (self.count - 1)
 
@@ -116,8 +130,11 @@ class GradStats:
 
     @property
     def grad_sq_norm(self) -> float:
-        """``‖g‖²``."""
-        return float(self.mean.double().pow(2).sum())
+        """``‖g‖²`` (one dot product in the statistics' dtype, computed once per object)."""
+        if self._g2 is None:
+            self._require(1)
+            self._g2 = float(torch.dot(self.sum, self.sum)) / self.count**2
+        return self._g2
 
     @property
     def ip_variance(self) -> float:
@@ -132,7 +149,9 @@ class GradStats:
         Uses ``Σ‖r_i − r̄‖² = Σ_j m2_j − Σ(a_i − ā)²/‖ref‖²`` (Pythagoras: ``r_i ⟂ ref``).
         """
         self._require(2, inner_product=True)
-        ref_sq = float(self.ref.double().pow(2).sum())  # type: ignore[union-attr]
+        ref = self.ref
+        assert ref is not None
+        ref_sq = float(torch.dot(ref, ref))
         if ref_sq == 0.0:
             return self.trace_variance
         m2_total = float(self.m2.sum(dtype=torch.float64))
@@ -152,7 +171,11 @@ class GradStats:
         n_a, n_b = self.count, other.count
         n = n_a + n_b
         delta = other.sum / n_b - self.sum / n_a
-        m2 = self.m2 + other.m2 + delta.pow(2) * (n_a * n_b / n)
+        if self.coordinatewise != other.coordinatewise:
+            raise ValueError(
+                "other: cannot merge per-coordinate statistics with total-only (ghost) ones"
+            )
+        m2 = self.m2 + other.m2 + _fold(delta.pow(2), self.m2) * (n_a * n_b / n)
         if self.ref is None:
             return GradStats(n, self.sum + other.sum, m2)
         d_ip = other.ip_sum / n_b - self.ip_sum / n_a  # type: ignore[operator]
@@ -177,8 +200,8 @@ class GradStats:
         if n_total == 0:
             return GradStats.empty(total.numel(), total.dtype, total.device, self.ref)
         local_mean = self.sum / max(self.count, 1)
-        between = (local_mean - total / n_total).pow(2) * self.count
-        pieces = [self.m2 + between]
+        between = _fold((local_mean - total / n_total).pow(2), self.m2) * self.count
+        pieces = [(self.m2 + between).reshape(-1)]
         if has_ip:
             ip_total = first[1]
             local_ip = self.ip_sum / max(self.count, 1)  # type: ignore[operator]
@@ -186,9 +209,19 @@ class GradStats:
             pieces.insert(0, ip_term.reshape(1))
         second = torch.cat(pieces)
         dist.all_reduce(second, group=group)
+        m2 = second[1:] if has_ip else second
+        if not self.coordinatewise:
+            m2 = m2.reshape(())
         if not has_ip:
-            return GradStats(n_total, total, second)
-        return GradStats(n_total, total, second[1:], self.ref, ip_total.clone(), second[0].clone())
+            return GradStats(n_total, total, m2)
+        return GradStats(n_total, total, m2.clone(), self.ref, ip_total.clone(), second[0].clone())
+
+    def _require_coordinates(self) -> None:
+        if not self.coordinatewise:
+            raise ValueError(
+                "stats: per-coordinate statistics are not available (these were taken from "
+                "ghost norms, which give only their total); use method='per_example'"
+            )
 
     def _require(self, n: int, *, inner_product: bool = False) -> None:
         if self.count < n:
@@ -198,3 +231,8 @@ class GradStats:
             )
         if inner_product and self.ref is None:
             raise ValueError("stats: no inner-product statistics (take them with a ref direction)")
+
+
+def _fold(sq: Tensor, like: Tensor) -> Tensor:
+    """``sq`` per coordinate, or its total when ``like`` (an ``m2``) is a 0-dim total."""
+    return sq if like.dim() > 0 else sq.sum()

@@ -62,6 +62,9 @@ class AdAdaGrad(AdaptiveBatch):
             ``theta``, ``nu``, ``initial_batch_size``, ``max_batch_size``, ``test_interval``,
             ``coord_reduce``, ``q``, ``process_group``). The paper's AdaGrad theory uses
             ``test="coordinate_norm"``; its experiments ``"norm"``.
+        method: how test steps get the statistics, see :class:`AdaptiveBatch` (``"auto"``:
+            ghost norms from one batched backward for Linear / Embedding / LayerNorm / RMSNorm /
+            Conv models, else ``torch.func`` per-example gradients).
 
     ``AdaptiveBatch(torch.optim.Adagrad(params, ...), AdaptiveBatchSize(test, ...))``: ``base``
     is the ``Adagrad``, ``controller`` the controller. Use :meth:`backward` for the gradient,
@@ -94,6 +97,7 @@ class AdAdaGrad(AdaptiveBatch):
         process_group: Any = None,
         maximize: bool = False,
         foreach: bool | None = None,
+        method: str = "auto",
     ) -> None:
         # torch's Adagrad does not name the argument in its errors: check here, first.
         check_nonnegative("lr", lr)
@@ -123,7 +127,7 @@ class AdAdaGrad(AdaptiveBatch):
             foreach=foreach,
             maximize=maximize,
         )
-        super().__init__(base, controller)
+        super().__init__(base, controller, method)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Validate the group's Adagrad hyper-parameters (torch's do not), then add it."""
@@ -168,6 +172,7 @@ class AdAdaGradNorm(AdaptiveBatch):
         q: float = 0.9,
         process_group: Any = None,
         maximize: bool = False,
+        method: str = "auto",
     ) -> None:
         controller = AdaptiveBatchSize(
             test,
@@ -190,4 +195,4 @@ class AdAdaGradNorm(AdaptiveBatch):
             granularity=granularity,
             maximize=maximize,
         )
-        super().__init__(base, controller)
+        super().__init__(base, controller, method)

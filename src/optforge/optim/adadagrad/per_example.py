@@ -11,6 +11,14 @@ recomputes the chunks after :math:`g` is known, unless the batch is one chunk on
 Under ``torch.distributed`` (initialised, more than one rank) the statistics are all-reduced
 across ``process_group``: every rank gets those of the global batch.
 
+``batch_grad_stats(method="auto")`` (what :class:`AdaptiveBatch` uses) computes the totals the
+norm and inner-product tests need from one ordinary backward instead ("ghost norms",
+:mod:`optforge.optim.adadagrad.ghost`) when every trainable parameter lives in an ``nn.Linear``,
+``nn.Embedding``, ``nn.LayerNorm``, RMSNorm or ``nn.Conv1d``/``nn.Conv2d`` module, and falls
+back to the per-example
+gradients otherwise; ``method="per_example"`` (the default here) always uses them (the
+coordinate-wise test needs them).
+
 Example::
 
     stats, loss = batch_grad_stats(model, F.cross_entropy, x, y, inner_product=True,
@@ -26,10 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optforge._core import check_positive_int
+from optforge._core import check_choice, check_positive_int
+from optforge.func import UnsupportedModuleError
+from optforge.optim.adadagrad.ghost import _ghost_grad_stats
 from optforge.optim.adadagrad.grad_stats import GradStats
 
-__all__ = ["LossFn", "batch_grad_stats", "per_sample_grads"]
+__all__ = ["METHODS", "LossFn", "batch_grad_stats", "per_sample_grads"]
+
+METHODS: tuple[str, ...] = ("auto", "ghost", "per_example")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -68,6 +80,7 @@ def batch_grad_stats(
     dtype: torch.dtype | None = None,
     process_group: Any = None,
     distributed: bool | None = None,
+    method: str = "per_example",
 ) -> tuple[GradStats, Tensor]:
     """Per-example gradient statistics of a batch, never holding more than one chunk of ``G``.
 
@@ -84,23 +97,58 @@ def batch_grad_stats(
         process_group: all-reduce across the ranks of this group (with ``distributed``).
         distributed: all-reduce across ranks (default: when ``torch.distributed`` is
             initialised with more than one rank).
+        method: ``"per_example"`` (default; ``torch.func`` per-example gradients,
+            per-coordinate statistics), ``"ghost"`` (one batched backward, total-only
+            statistics, see :mod:`optforge.optim.adadagrad.ghost`; raises
+            ``UnsupportedModuleError`` for other layers) or ``"auto"`` (ghost when the model
+            allows it, else per-example).
 
     Returns:
         ``(stats, loss)``: the (global) statistics and the local mean loss (detached).
     """
+    stats, loss, _ = _batch_grad_stats(
+        model, loss_fn, inputs, targets, inner_product=inner_product, chunk_size=chunk_size,
+        dtype=dtype, process_group=process_group, distributed=distributed, method=method,
+    )  # fmt: skip
+    return stats, loss
+
+
+def _batch_grad_stats(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    inner_product: bool = False,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    process_group: Any = None,
+    distributed: bool | None = None,
+    method: str = "per_example",
+) -> tuple[GradStats, Tensor, tuple[list[Tensor], list[Tensor]] | None]:
+    """:func:`batch_grad_stats`, plus ``(params, Σ_i G_i per parameter)`` when the ghost path
+    ran on one process (``None`` otherwise)."""
     b = _check_batch(inputs, targets)
+    check_choice("method", method, METHODS)
     _check_model(model)
-    params = _trainable(model)
-    if not params:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("model: has no parameters that require grad")
     if dtype is None:
-        dtype = (
-            torch.float64
-            if any(p.dtype == torch.float64 for p in params.values())
-            else (torch.float32)
-        )
+        dtype = torch.float64 if any(p.dtype == torch.float64 for p in trainable) else torch.float32
     step = b if chunk_size is None else check_positive_int("chunk_size", chunk_size)
     sync = _distributed(process_group) if distributed is None else distributed
+    if method != "per_example":
+        try:
+            stats, loss, sums = _ghost_grad_stats(
+                model, loss_fn, inputs, targets, inner_product=inner_product, dtype=dtype,
+                process_group=process_group, distributed=sync, params=trainable,
+            )  # fmt: skip
+            return stats, loss, None if sync else (trainable, sums)
+        except UnsupportedModuleError:
+            if method == "ghost":
+                raise
+    params = _trainable(model)
     fn = _per_example_fn(model, loss_fn)
     numel = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device
@@ -109,7 +157,7 @@ def batch_grad_stats(
     loss_sum: Tensor | float = 0.0
     if inner_product and len(chunks) == 1 and not sync:
         mats, losses = _chunk_grads(fn, params, inputs, targets, dtype)
-        return _consume(mats, "self"), losses.detach().mean()
+        return _consume(mats, "self"), losses.detach().mean(), None
     stats = GradStats.empty(numel, dtype, device)
     for x, y in chunks:
         mats, losses = _chunk_grads(fn, params, x, y, dtype)
@@ -124,7 +172,7 @@ def batch_grad_stats(
             mats, _ = _chunk_grads(fn, params, x, y, dtype)
             ip_stats = ip_stats.merge(_consume(mats, ref))
         stats = ip_stats.all_reduce(process_group) if sync else ip_stats
-    return stats, loss_sum / b  # type: ignore[return-value]
+    return stats, loss_sum / b, None  # type: ignore[return-value]
 
 
 # -- private helpers ----------------------------------------------------------------------

@@ -29,8 +29,10 @@ One file per idea:
   solvers;
 * :mod:`.jacobian` — the per-example residuals and Jacobian, from a model (``vmap``) or a
   closure (batched ``autograd.grad``);
+* :mod:`.gram` — the Gram path: the ``B × B`` system ``JJᵀ`` from the layers' inputs and
+  output gradients of one backward (no Jacobian), and ``data_parallel``'s all-gather;
 * :mod:`.optimizer` — :class:`Sven`, the ``torch.optim`` optimizer (RMSProp, momentum,
-  parameter subsampling, micro-batching).
+  parameter subsampling, micro-batching, the automatic choice of path).
 
 Example::
 
@@ -46,9 +48,18 @@ from optforge.optim.sven.direction import (
     SOLVERS,
     Solver,
     SvdInfo,
+    gram_direction_weights,
     sven_direction,
     truncated_pinv_factors,
 )
 from optforge.optim.sven.optimizer import Sven
 
-__all__ = ["SOLVERS", "Solver", "SvdInfo", "Sven", "sven_direction", "truncated_pinv_factors"]
+__all__ = [
+    "SOLVERS",
+    "Solver",
+    "SvdInfo",
+    "Sven",
+    "gram_direction_weights",
+    "sven_direction",
+    "truncated_pinv_factors",
+]

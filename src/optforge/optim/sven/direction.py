@@ -125,14 +125,7 @@ def truncated_pinv_factors(
         with torch.random.fork_rng(devices=devices, device_type=M.device.type):
             torch.manual_seed(seed)
             U, sigma, V = torch.svd_lowrank(M, q=q, niter=power_iters)
-    sigma_max = sigma[0] if sigma.numel() else sigma.new_zeros(())
-    if method in ("gram", "randomized"):
-        # eigh of a Gram matrix resolves σ² only down to ~n·eps·σ_max²: below that, σ is noise
-        noise_floor = math.sqrt(max(n_rows, n_cols, 1) * torch.finfo(M.dtype).eps)
-        rtol = max(rtol, noise_floor)
-    keep = (sigma > rtol * sigma_max) & (sigma > tol)
-    keep[k_eff:] = False
-    r = int(keep.sum())  # kept entries are a prefix: sigma is descending
+    r = _truncation_rank(sigma, k_eff, rtol, tol, method, max(n_rows, n_cols), M.dtype)
     U_r = None if U is None else U[:, :r]
     V_r = None if V is None else V[:, :r]
     return U_r, sigma[:r], V_r, sigma
@@ -222,8 +215,65 @@ def sven_direction(
     return d, info
 
 
+def gram_direction_weights(
+    gram: Tensor,
+    R: Tensor,
+    n_params: int,
+    k: int | None = None,
+    rtol: float = 1e-3,
+    tol: float = 1e-10,
+) -> tuple[Tensor, SvdInfo]:
+    """The ``"gram"`` solver from the Gram matrix alone: ``c`` with ``M_k⁺R = Mᵀc``.
+
+    For ``G = MMᵀ`` (``B × B``, ``B ≤ P = n_params``) this is
+    ``c = U_r diag(1/σ_i²) U_rᵀ R`` with the truncation of :func:`truncated_pinv_factors`
+    (same ``k``, ``rtol``, ``tol`` and noise floor), so ``Mᵀc`` equals
+    ``sven_direction(M, R, k, rtol, tol, "gram")[0]`` without ``M`` ever being formed: the
+    optimizer's Gram path (:mod:`.gram`) builds ``G`` from ghost factors and ``Mᵀc`` as one
+    weighted sum of per-example gradients.
+
+    Returns:
+        ``(c, info)``: ``c`` has shape ``(B,)`` and ``gram``'s dtype.
+    """
+    n = gram.shape[0]
+    if gram.shape != (n, n) or n == 0 or n > n_params:
+        raise ValueError(
+            f"gram must be a non-empty square (B, B) matrix with B <= n_params={n_params}, "
+            f"got {_shape(gram)}"
+        )
+    U, sigma = _eigh_desc(gram)
+    k_eff = n if k is None else min(k, n)
+    r = _truncation_rank(sigma, k_eff, rtol, tol, "gram", max(n, n_params), gram.dtype)
+    U_r, s_r = U[:, :r], sigma[:r]
+    R = R.to(gram.dtype)
+    c = U_r @ ((U_r.T @ R) / s_r**2) if r else gram.new_zeros(n)
+    info = SvdInfo(
+        singular_values=sigma.detach(),
+        rank=r,
+        sigma_max=float(sigma[0]),
+        sigma_min_kept=float(s_r[-1]) if r else math.nan,
+        num_conditions=n,
+        num_params=int(n_params),
+    )
+    return c, info
+
+
 # -------------------------------------------------------------------------------------------------
 # Private helpers
+
+
+def _truncation_rank(
+    sigma: Tensor, k_eff: int, rtol: float, tol: float, method: str, n: int, dtype: torch.dtype
+) -> int:
+    """How many of the (descending) ``sigma`` the truncated pseudoinverse keeps."""
+    sigma_max = sigma[0] if sigma.numel() else sigma.new_zeros(())
+    if method in ("gram", "randomized"):
+        # eigh of a Gram matrix resolves σ² only down to ~n·eps·σ_max²: below that, σ is noise
+        noise_floor = math.sqrt(max(n, 1) * torch.finfo(dtype).eps)
+        rtol = max(rtol, noise_floor)
+    keep = (sigma > rtol * sigma_max) & (sigma > tol)
+    keep[k_eff:] = False
+    return int(keep.sum())  # kept entries are a prefix: sigma is descending
 
 
 def _eigh_desc(gram: Tensor) -> tuple[Tensor, Tensor]:

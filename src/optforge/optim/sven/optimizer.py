@@ -16,10 +16,30 @@ Choices:
 * Param groups: one joint direction over all groups; each group's slice is scaled by its own
   ``lr`` (so LR schedulers work). All other hyper-parameters must agree across groups.
 * ``variable_k`` (greedy rank selection with extra forward passes) is not implemented.
-* Under DDP each rank builds ``M`` from its local batch; gather ``M``'s rows yourself (or use
-  the same batch on every rank), otherwise the replicas take different steps.
+* Under DDP each rank builds ``M`` from its local batch, so the replicas would take different
+  steps: either all-gather the batch (every rank then solves the whole batch's system), or use
+  ``data_parallel=True``: each rank passes its own examples to the Gram path, one all-gather
+  of the layers' factors (inputs and output gradients, ``O(B·Σ(d_in+d_out))`` per step, not
+  ``O(B·P)``) builds the global ``B × B`` system on every rank, and every rank solves it and
+  applies the same update — the step of one process on the union batch (rank order). Pass the
+  plain module (not the DDP wrapper): Sven never reads ``.grad``.
 
-Memory: ``M`` is stored as a ``B × P`` matrix in ``solver_dtype`` (8·B·P bytes in float64).
+Two paths, chosen per step (``path="auto"``; ``optimizer.last_path`` says which ran):
+
+* **Gram** (:mod:`.gram`): with ``svd="gram"``, no ``rmsprop="pre"``, ``param_fraction = 1``,
+  the ``model=/loss_fn=/inputs=`` call form, every trainable parameter of the model in the
+  optimizer and in an ``nn.Linear``, ``nn.Embedding``, ``nn.LayerNorm``, RMSNorm or
+  ``nn.Conv1d``/``nn.Conv2d`` (``groups=1``, zero padding) module (not
+  shared), no BatchNorm in train mode, one residual per example and ``B / microbatch_size ≤ P``:
+  one forward, one backward, the ``B × B`` Gram matrix from the layers' inputs and output
+  gradients, a ``B × B`` ``eigh`` and one weighted sum of per-example gradients from the same
+  factors. Memory ``O(B²)`` plus the activations; ``M`` is never formed.
+* **Jacobian**: otherwise (the closure form, the other solvers, RMSProp ``"pre"`` scaling,
+  parameter subsampling, other layers): ``M`` is stored as a ``B × P`` matrix in
+  ``solver_dtype`` (8·B·P bytes in float64).
+
+Both give the same step (to rounding) where both apply. Sharded (FSDP2 / DTensor) parameters are
+refused with a ``TypeError`` before anything is computed.
 
 Example::
 
@@ -52,10 +72,20 @@ from optforge._core import (
     check_seed,
     make_generator,
 )
-from optforge.optim.sven.direction import SOLVERS, Solver, SvdInfo, sven_direction
+from optforge.func import UnsupportedModuleError
+from optforge.optim.sven.direction import (
+    SOLVERS,
+    Solver,
+    SvdInfo,
+    gram_direction_weights,
+    sven_direction,
+)
+from optforge.optim.sven.gram import _flat_weighted, _gram_blocked, _gram_system
 from optforge.optim.sven.jacobian import _jacobian_closure, _jacobian_model, _residuals
 
 __all__ = ["Sven"]
+
+_PATHS = ("auto", "jacobian", "gram")
 
 _VALIDATED_KEYS = (
     "k",
@@ -117,8 +147,18 @@ class Sven(torch.optim.Optimizer):
         chunk_size: ``vmap`` chunk size for the per-example Jacobian (``None``: all at once).
         solver_dtype: dtype of ``M`` and of the linear algebra (default float64).
         seed: seed of the optimizer's generator (randomized solvers, parameter masks).
+        path: ``"auto"`` (the Gram path when the step allows it, else the Jacobian; module
+            docstring), ``"jacobian"`` (always form ``M``) or ``"gram"`` (raise
+            ``ValueError`` when the Gram path cannot run).
+        data_parallel: under ``torch.distributed`` (initialised, more than one rank in
+            ``process_group``), each rank passes its own examples and the step is the one of
+            the union batch (rank order): the Gram path's factors are all-gathered, every rank
+            builds and solves the same ``B_global × B_global`` system and applies the same
+            update (module docstring). Needs the Gram path and equal local batch sizes.
+        process_group: the group of ``data_parallel`` (default: the world).
 
-    After each step ``optimizer.last_svd_info`` holds the :class:`SvdInfo` of that step.
+    After each step ``optimizer.last_svd_info`` holds the :class:`SvdInfo` of that step and
+    ``optimizer.last_path`` the path taken (``"gram"`` or ``"jacobian"``).
     """
 
     def __init__(
@@ -143,7 +183,13 @@ class Sven(torch.optim.Optimizer):
         chunk_size: int | None = None,
         solver_dtype: torch.dtype = torch.float64,
         seed: int | None = None,
+        path: Literal["auto", "jacobian", "gram"] = "auto",
+        data_parallel: bool = False,
+        process_group: Any = None,
     ) -> None:
+        check_choice("path", path, _PATHS)
+        if data_parallel and path == "jacobian":
+            raise ValueError("data_parallel=True needs the Gram path; path='jacobian' excludes it")
         _validate_hyperparams(
             lr=lr, k=k, rtol=rtol, tol=tol, kappa=kappa, svd=svd, oversample=oversample,
             power_iters=power_iters, param_fraction=param_fraction,
@@ -177,7 +223,11 @@ class Sven(torch.optim.Optimizer):
         self.chunk_size = chunk_size
         self.solver_dtype = solver_dtype
         self.generator = make_generator(seed)
+        self.path = path
+        self.data_parallel = bool(data_parallel)
+        self.process_group = process_group
         self.last_svd_info: SvdInfo | None = None
+        self.last_path: str | None = None
 
     # -- torch.optim plumbing ---------------------------------------------------------------
 
@@ -241,6 +291,7 @@ class Sven(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         if not params:
             raise ValueError("params: no parameter requires grad")
+        _refuse_dtensor(params)
         if closure is not None:
             if model is not None or loss_fn is not None or inputs is not None:
                 raise ValueError("give either closure or model/loss_fn/inputs, not both")
@@ -263,6 +314,7 @@ class Sven(torch.optim.Optimizer):
             self.generator.set_state(generator_state)
             raise
         d, selected, reported, info = d
+        self.last_path = self._pending_path
         for key, flat in writes.items():
             self._write_flat_state(key, params, selected, flat)
         self.last_svd_info = info
@@ -285,39 +337,48 @@ class Sven(torch.optim.Optimizer):
     ) -> tuple[tuple[Tensor, list[Tensor], Tensor, SvdInfo], dict[str, Tensor]]:
         """The step's update direction and the state it will write (nothing is written here)."""
         selected = self._select_params(params, group0)
-        if closure is not None:
-            values, jac = _jacobian_closure(closure, params, selected, group0, self.solver_dtype)
-        else:
-            assert model is not None and loss_fn is not None and inputs is not None
-            values, jac = _jacobian_model(
-                model, loss_fn, inputs, targets, params, selected, group0, self.solver_dtype,
-                self.chunk_size,
-            )  # fmt: skip
-        out_dtype = values.dtype
-        residuals, M, reported = _residuals(values, jac, group0, step_no, self.solver_dtype)
-
         writes: dict[str, Tensor] = {}
-        scale = None
-        if group0["rmsprop"] == "pre":
-            mean_row = M.mean(0)
-            v = self._ema_sq("rms_v", params, selected, mean_row, group0)
-            writes["rms_v"] = v
-            scale = 1.0 / (v.sqrt() + group0["rms_eps"])
-            M = M * scale
-        d, info = sven_direction(
-            M,
-            residuals,
-            group0["k"],
-            group0["rtol"],
-            group0["tol"],
-            group0["svd"],
-            oversample=group0["oversample"],
-            power_iters=group0["power_iters"],
-            generator=self.generator,
-        )
-        if scale is not None:
-            d = d * scale
-        elif group0["rmsprop"] == "post":
+        gram = None
+        if self.path != "jacobian" or self._data_parallel_group() is not None:
+            gram = self._gram_step(model, loss_fn, inputs, targets, params, group0, step_no)
+        if gram is not None:
+            d, info, reported = gram
+            self._pending_path = "gram"
+        else:
+            self._pending_path = "jacobian"
+            if closure is not None:
+                values, jac = _jacobian_closure(
+                    closure, params, selected, group0, self.solver_dtype
+                )
+            else:
+                assert model is not None and loss_fn is not None and inputs is not None
+                values, jac = _jacobian_model(
+                    model, loss_fn, inputs, targets, params, selected, group0,
+                    self.solver_dtype, self.chunk_size,
+                )  # fmt: skip
+            residuals, M, reported = _residuals(values, jac, group0, step_no, self.solver_dtype)
+            reported = reported.to(values.dtype)
+            scale = None
+            if group0["rmsprop"] == "pre":
+                mean_row = M.mean(0)
+                v = self._ema_sq("rms_v", params, selected, mean_row, group0)
+                writes["rms_v"] = v
+                scale = 1.0 / (v.sqrt() + group0["rms_eps"])
+                M = M * scale
+            d, info = sven_direction(
+                M,
+                residuals,
+                group0["k"],
+                group0["rtol"],
+                group0["tol"],
+                group0["svd"],
+                oversample=group0["oversample"],
+                power_iters=group0["power_iters"],
+                generator=self.generator,
+            )
+            if scale is not None:
+                d = d * scale
+        if group0["rmsprop"] == "post":
             v = self._ema_sq("rms_v", params, selected, d, group0)
             writes["rms_v"] = v
             d = d / (v.sqrt() + group0["rms_eps"])
@@ -331,9 +392,76 @@ class Sven(torch.optim.Optimizer):
                 f"Sven step {step_no}: the update direction is non-finite (NaN or inf); the step "
                 "was not taken"
             )
-        return (d, selected, reported.to(out_dtype), info), writes
+        return (d, selected, reported, info), writes
+
+    def _gram_step(
+        self,
+        model: nn.Module | None,
+        loss_fn: Callable[..., Tensor] | None,
+        inputs: Tensor | None,
+        targets: Tensor | None,
+        params: list[Tensor],
+        group0: dict[str, Any],
+        step_no: int,
+    ) -> tuple[Tensor, SvdInfo, Tensor] | None:
+        """The Gram path's ``(d, info, reported)``, or ``None`` when it cannot run (module
+        docstring); with ``path="gram"`` that raises ``ValueError`` instead."""
+        if model is None or loss_fn is None or inputs is None:
+            why: str | None = "the closure form gives no model to record"
+        else:
+            why = _gram_blocked(model, params, group0)
+        n_params = sum(p.numel() for p in params)
+        group = self._data_parallel_group()
+        world = 1 if group is None else torch.distributed.get_world_size(group)
+        if why is None:
+            assert model is not None and loss_fn is not None and inputs is not None
+            n_cond = world * inputs.shape[0] // group0["microbatch_size"] if inputs.dim() else 0
+            if n_cond > n_params:
+                why = f"more conditions ({n_cond}) than parameters ({n_params})"
+        if why is None:
+            try:
+                values, W, jjt, ghost = _gram_system(
+                    model, loss_fn, inputs, targets, group0, self.solver_dtype, group
+                )
+            except UnsupportedModuleError as err:
+                why = str(err)
+        if why is not None:
+            if group is not None:
+                raise ValueError(
+                    f"data-parallel Sven needs the Gram path, which cannot run this step: {why}; "
+                    "all-gather the batch on every rank instead (data_parallel=False)"
+                )
+            if self.path == "gram":
+                raise ValueError(f"path='gram' cannot run this step: {why}")
+            return None
+        residuals, WF, reported = _residuals(values, W, group0, step_no, self.solver_dtype)
+        if not bool(torch.isfinite(jjt).all()):
+            what = "residuals" if group0["residual_mode"] else "losses"
+            raise FloatingPointError(
+                f"Sven step {step_no}: the Jacobian of the {what} has non-finite entries"
+            )
+        if WF.shape[1] == 1:  # one example per condition: diag(f') JJᵀ diag(f')
+            gram, to_examples = WF * jjt * WF.T, lambda c: WF[:, 0] * c
+        else:
+            gram, to_examples = WF @ jjt @ WF.T, lambda c: WF.T @ c
+        c, info = gram_direction_weights(
+            gram, residuals, n_params, group0["k"], group0["rtol"], group0["tol"]
+        )
+        d = _flat_weighted(ghost, to_examples(c), params, self.solver_dtype)
+        return d, info, reported.to(values.dtype)
 
     # -- private helpers --------------------------------------------------------------------
+
+    def _data_parallel_group(self) -> Any:
+        """The process group of a data-parallel step (``None``: one process)."""
+        if not self.data_parallel:
+            return None
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        return group if dist.get_world_size(group) > 1 else None
 
     def _select_params(self, params: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
         """Per parameter, the flat indices updated this step (all, a random subset, or none)."""
@@ -465,3 +593,18 @@ def _check_model_inputs(
         check_device(name, value, device)
         if value.is_floating_point():
             check_finite(name, value.detach())
+
+
+def _refuse_dtensor(params: list[Tensor]) -> None:
+    """Sven needs whole per-example gradients and one joint solve: refuse sharded parameters."""
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        raise TypeError(
+            "Sven does not support FSDP2 / DTensor (sharded) parameters: its step needs whole "
+            "per-example gradients and one joint B×B solve. Workaround: train with DDP "
+            "(replicated parameters; see the data-parallel Sven notes in docs/distributed.md), "
+            "or keep the parameters unsharded."
+        )

@@ -1,21 +1,35 @@
-"""AdAdaGrad: ``opt.backward(model, loss_fn, x, y)`` (per-example gradients for the batch-size
-test) then ``opt.step()``, with the test due on every step (row ``step[...]/adadagrad``)."""
+"""AdAdaGrad: ``opt.backward(model, loss_fn, x, y)`` then ``opt.step()``, with the batch-size test
+due on every step, against a plain ``torch.optim.Adagrad`` step on the same MLP.
+
+Rows (``step[...]/<name>``, ratios to Adam like every row; divide two rows for the ratio to
+plain Adagrad, e.g. ``adadagrad / adagrad``):
+
+* ``adagrad``: ``torch.optim.Adagrad(lr=0.01)`` in the ``loss.backward(); opt.step()`` form
+  (the base optimizer, no test);
+* ``adadagrad``: the norm test with the default ``method="auto"`` statistics (ghost norms from
+  one batched backward: this MLP has only ``nn.Linear`` layers);
+* ``adadagrad_ip``: the augmented inner-product test (norm + inner products with the mean), ghost;
+* ``adadagrad_per_example``: the norm test with ``method="per_example"`` (``torch.func``
+  per-example gradients: the implementation before the ghost path, kept as the reference).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from optforge.optim import AdAdaGrad
-from optforge.repro.bench.step_time import StepProblem, register_step
+from optforge.repro.bench.step_time import StepProblem, first_order_step, register_step
 
-__all__ = ["adadagrad"]
+__all__ = ["adadagrad", "adadagrad_ip", "adadagrad_per_example", "adagrad"]
 
 
-@register_step("adadagrad", order=50)
-def adadagrad(problem: StepProblem) -> Callable[[], None]:
-    """``AdAdaGrad(lr=0.01)`` from batch size 64; the batch size is reset so the test runs."""
+def _adadagrad_step(problem: StepProblem, **kwargs: object) -> Callable[[], None]:
     model = problem.model()
-    opt = AdAdaGrad(model.parameters(), lr=0.01, initial_batch_size=64, max_batch_size=128)
+    opt = AdAdaGrad(
+        model.parameters(), lr=0.01, initial_batch_size=64, max_batch_size=128, **kwargs
+    )
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -24,3 +38,28 @@ def adadagrad(problem: StepProblem) -> Callable[[], None]:
         opt.controller.batch_size = 64  # keep the test due every step
 
     return step
+
+
+@register_step("adagrad", order=48)
+def adagrad(problem: StepProblem) -> Callable[[], None]:
+    """``torch.optim.Adagrad(lr=0.01)``: AdAdaGrad's base step without the test."""
+    return first_order_step(problem, lambda m: torch.optim.Adagrad(m.parameters(), lr=0.01))
+
+
+@register_step("adadagrad", order=50)
+def adadagrad(problem: StepProblem) -> Callable[[], None]:
+    """``AdAdaGrad(lr=0.01)`` (norm test, ghost statistics) from batch size 64, test every step."""
+    return _adadagrad_step(problem)
+
+
+@register_step("adadagrad_ip", order=51)
+def adadagrad_ip(problem: StepProblem) -> Callable[[], None]:
+    """``AdAdaGrad(test="augmented_inner_product")`` (ghost statistics), test every step."""
+    return _adadagrad_step(problem, test="augmented_inner_product")
+
+
+@register_step("adadagrad_per_example", order=52)
+def adadagrad_per_example(problem: StepProblem) -> Callable[[], None]:
+    """``AdAdaGrad(method="per_example")``: the norm test from ``torch.func`` per-example
+    gradients (the reference implementation)."""
+    return _adadagrad_step(problem, method="per_example")

@@ -159,3 +159,76 @@ def test_default_executor_is_a_pool_of_the_usable_cores():
     assert make_executor("processes").workers == usable_cores()
     with pytest.raises(ValueError, match="--executor local"):
         make_executor("local", 2)
+
+
+class _OrderOnly:
+    """An executor that hands out every trial and runs none: records the schedule's order."""
+
+    name, workers = "order-only", 1
+
+    def __init__(self):
+        self.order = []
+
+    def run(self, fn, queue, *, on_start=None, on_done=None, on_error=None):
+        while (trial := queue.next_for(0)) is not None:
+            self.order.append(trial)
+
+    def close(self):
+        pass
+
+
+def _record(name, scale, times, device="cpu"):
+    """A committed-style record of ``name`` with per-trial CPU times {(method, seed): s}."""
+    trials = [
+        {"method": m, "arms": m.split("+"), "seed": s, "wall_time_s": 2 * t, "cpu_time_s": t}
+        for (m, s), t in times.items()
+    ]
+    return {"name": name, "scale": scale, "run_info": {"device": device}, "trials": trials}
+
+
+def test_a_fresh_clone_goes_longest_first_by_docs_records(tmp_path):
+    # issue #34: with an empty store the first round went by arm count (one of each kind first);
+    # the checkout's committed record (read only) gives the estimates instead
+    import json
+    from pathlib import Path
+
+    from optforge.repro.store import RunStore
+
+    record = json.loads((Path(__file__).parents[2] / "docs/records/oblr-po.json").read_text())
+    times = {(t["method"], t["seed"]): t["cpu_time_s"] for t in record["trials"]}
+    request = Request(get("oblr-po"), "quick")
+    executor = _OrderOnly()
+    Job([request], executor=executor, store=RunStore(tmp_path)).run()
+    assert sorted(executor.order, key=str) == sorted(request.trials(), key=str)
+    handed = [times[(t.method, t.seed)] for t in executor.order]
+    assert handed == sorted(handed, reverse=True)
+
+
+def test_a_fresh_store_orders_by_the_reference_records_per_trial_times(tmp_path):
+    import json
+
+    from optforge.repro.job import committed_records_dir
+    from optforge.repro.store import RunStore
+
+    rep = get("oblr-po")
+    request = Request(rep, "smoke")
+    trials = request.trials()
+    times = {(t.method, t.seed): float(i % 7) + 0.1 * i for i, t in enumerate(trials)}
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "oblr-po.json").write_text(json.dumps(_record("oblr-po", "smoke", times)))
+    executor = _OrderOnly()
+    Job([request], executor=executor, store=RunStore(tmp_path / "store"),
+        reference_records=records).run()  # fmt: skip
+    assert sorted(executor.order, key=str) == sorted(trials, key=str)
+    handed = [times[(t.method, t.seed)] for t in executor.order]
+    assert handed == sorted(handed, reverse=True)  # longest first from the first trial on
+    # another scale or device than the record's, or no record: the static order
+    for other in (_record("oblr-po", "quick", times), _record("oblr-po", "smoke", times, "cuda")):
+        (records / "oblr-po.json").write_text(json.dumps(other))
+        executor = _OrderOnly()
+        Job([request], executor=executor, reference_records=records).run()
+        assert [times[(t.method, t.seed)] for t in executor.order] != handed
+    # the default: this checkout's committed records (read only)
+    assert Job([request]).reference_records == committed_records_dir()
+    assert (committed_records_dir() / "oblr-po.json").is_file()

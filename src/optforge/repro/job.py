@@ -6,8 +6,9 @@ every requested reproduction goes into one :class:`Schedule`, and a free worker 
 * first one trial of each kind (reproduction, scale, method) never measured, more arms first
   (the static order of a fresh clone),
 * then the longest by estimate: the mean time of this job's finished trials of that kind, else
-  the store's previous record of the reproduction (scaled by how this job's trials compared
-  with that record),
+  the store's previous record of the reproduction, else (a fresh clone's empty store) the
+  per-trial CPU times of the committed record ``docs/records/<name>.json`` of the same scale and
+  device, read only (either scaled by how this job's trials compared with those records),
 * but not a trial of a reproduction whose module caches work per process (``memoize``) that
   other workers already hold, while other work is left (so fixed models are trained once per
   worker that needs them, not once per worker).
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -336,6 +337,9 @@ class Job:
     Reproductions a fresh process cannot find by name (registered outside
     ``optforge.repro.papers``) run in this process after the pool. ``store`` (optional) is where
     records go and what makes the job resumable; ``fresh=True`` ignores what it holds.
+    ``reference_records``: a folder of ``<name>.json`` records read (never written) for the
+    time estimates of reproductions the store has no record of; default this checkout's
+    ``docs/records`` (:func:`committed_records_dir`), ``None`` for none.
     """
 
     def __init__(
@@ -347,6 +351,7 @@ class Job:
         store: RunStore | None = None,
         fresh: bool = False,
         hooks: JobHooks | None = None,
+        reference_records: Path | Literal["committed"] | None = "committed",
     ) -> None:
         unique: dict[tuple[str, str], Request] = {}
         for request in requests:
@@ -359,6 +364,10 @@ class Job:
         self.store = store
         self.fresh = fresh
         self.hooks = hooks or JobHooks()
+        # where the estimates of reproductions the store has no record of come from (read only)
+        self.reference_records = (
+            committed_records_dir() if reference_records == "committed" else reference_records
+        )
         self.schedule = Schedule([], {})
         self.outcomes = [Outcome(r) for r in self.requests]
         self._reported: set[int] = set()
@@ -396,7 +405,8 @@ class Job:
                 else:
                     pending.append(trial)
             outcome.resumed_trials = len(results[id(outcome)])
-            prior.update(_prior_times(latest, request) if latest else {})
+            reference = latest or self._reference_record(request)
+            prior.update(_prior_times(reference, request) if reference else {})
             if _has_process_cache(request.reproduction):
                 sticky.add(request.name)
             if not _portable(request.reproduction):
@@ -452,6 +462,24 @@ class Job:
             if pool is not self.executor:
                 pool.close()
         return self.outcomes
+
+    def _reference_record(self, request: Request) -> dict[str, Any] | None:
+        """The committed record of ``request``'s reproduction if it was run at the same scale on
+        the same kind of device (its per-trial times seed the longest-first order of a fresh
+        store), else ``None``."""
+        if self.reference_records is None:
+            return None
+        path = Path(self.reference_records) / f"{request.name}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("scale") != request.scale:
+            return None
+        device = (record.get("run_info") or {}).get("device", "cpu")
+        if str(device).split(":")[0] != request.device.split(":")[0]:
+            return None
+        return record
 
     def _pool(self, portable_trials: int) -> Executor:
         if self.executor is not None:
@@ -550,6 +578,13 @@ class Job:
             self.store.clear_trials(request.name, request.scale)
         if self.hooks.finished:
             self.hooks.finished(outcome)
+
+
+def committed_records_dir() -> Path | None:
+    """``docs/records`` of the source checkout this package runs from (a clone with an editable
+    install), or ``None`` (an installed wheel has none)."""
+    path = Path(__file__).resolve().parents[3] / "docs" / "records"
+    return path if path.is_dir() else None
 
 
 def _prior_times(record: Mapping[str, Any], request: Request) -> dict[Trial, float]:

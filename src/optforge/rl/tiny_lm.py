@@ -33,9 +33,11 @@ __all__ = ["CausalLMOutput", "TinyCausalLM"]
 
 @dataclass
 class CausalLMOutput:
-    """Minimal stand-in for ``transformers``' ``CausalLMOutput``: only ``logits``."""
+    """Minimal stand-in for ``transformers``' ``CausalLMOutputWithPast``: ``logits`` and, with
+    ``use_cache=True``, the per-layer ``(keys, values)`` of every position so far."""
 
     logits: Tensor
+    past_key_values: tuple[tuple[Tensor, Tensor], ...] | None = None
 
 
 class _Block(nn.Module):
@@ -51,22 +53,38 @@ class _Block(nn.Module):
         self.fc1 = nn.Linear(d_model, d_mlp)
         self.fc2 = nn.Linear(d_mlp, d_model)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None, past: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x`` [N, t, d] after the block, and the keys and values of all positions so far
+        (``past``: those of the earlier positions; ``key_mask`` then covers all of them)."""
         n, t, d = x.shape
         h = self.ln1(x)
         heads = (n, t, self.n_heads, d // self.n_heads)
         q, k, v = (proj(h).view(heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        total = k.shape[2]  # keys: the earlier positions, then these t
+        if total > t:
+            # The queries padded with zero rows to all positions, and the attention computed as
+            # for the whole sequence, then cut to the last t rows: the products then run through
+            # the same (total × total) kernels as the whole sequence's forward, so a one-layer
+            # model's incremental logits equal the full forward's bit for bit (a (t × total)
+            # product rounds differently); costs O(total² d) instead of O(t·total·d): nothing
+            # at max_len of a few dozen.
+            q = torch.cat([q.new_zeros(n, self.n_heads, total - t, d // self.n_heads), q], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.n_heads)
-        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        allowed = torch.ones(total, total, dtype=torch.bool, device=x.device).tril()
         if key_mask is not None:
             # padded keys are never attended to; a fully padded row keeps its own position
             allowed = allowed & (
-                key_mask[:, None, None, :].bool() | torch.eye(t, device=x.device, dtype=torch.bool)
+                key_mask[:, None, None, :].bool()
+                | torch.eye(total, device=x.device, dtype=torch.bool)
             )
         scores = scores.masked_fill(~allowed, float("-inf"))
-        att = torch.softmax(scores, dim=-1) @ v
+        att = (torch.softmax(scores, dim=-1) @ v)[:, :, total - t :]
         x = x + self.o(att.transpose(1, 2).reshape(n, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x)))), (k, v)
 
 
 class TinyCausalLM(nn.Module):
@@ -133,14 +151,37 @@ class TinyCausalLM(nn.Module):
         """The LM head (Hugging Face's name for it)."""
         return self.head
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> CausalLMOutput:
-        """Logits ``[N, T, V]`` for token ids ``[N, T]`` (``attention_mask`` 1 = real token)."""
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        past_key_values: tuple[tuple[Tensor, Tensor], ...] | None = None,
+        use_cache: bool = False,
+    ) -> CausalLMOutput:
+        """Logits ``[N, T, V]`` for token ids ``[N, T]`` (``attention_mask`` 1 = real token).
+
+        As in ``transformers``: with ``use_cache=True`` the output also carries
+        ``past_key_values``; passed back with only the new tokens as ``input_ids`` (and the
+        ``attention_mask`` of all positions so far), they continue the sequence without
+        recomputing the earlier positions (incremental decoding).
+        """
         n, t = input_ids.shape
-        if t > self.max_len:
-            raise ValueError(f"input_ids has length {t} > max_len={self.max_len}")
+        past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        if past + t > self.max_len:
+            raise ValueError(f"input_ids has length {past + t} > max_len={self.max_len}")
+        if attention_mask is not None and attention_mask.shape != (n, past + t):
+            raise ValueError(
+                f"attention_mask must have shape {(n, past + t)} (all positions so far), got "
+                f"{tuple(attention_mask.shape)}"
+            )
         # positions are looked up per sample ([N, T]) so per-sample gradients stay separable
-        positions = torch.arange(t, device=input_ids.device).expand(n, t)
+        positions = torch.arange(past, past + t, device=input_ids.device).expand(n, t)
         x = self.tok(input_ids) + self.pos(positions)
-        for block in self.blocks:
-            x = block(x, attention_mask)
-        return CausalLMOutput(logits=self.head(self.ln_f(x)))
+        cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(
+                x, attention_mask, None if past_key_values is None else past_key_values[i]
+            )
+            cache.append(kv)
+        logits = self.head(self.ln_f(x))
+        return CausalLMOutput(logits=logits, past_key_values=tuple(cache) if use_cache else None)

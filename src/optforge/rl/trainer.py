@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -208,8 +209,24 @@ class OBLRPOTrainer:
         resp = torch.zeros_like(ids)
         logps = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
         done = torch.zeros(n, dtype=torch.bool, device=ids.device)
+        # With a model that keeps a KV cache (transformers' causal LMs, TinyCausalLM) every new
+        # token costs one position's forward instead of the whole sequence's; other models see
+        # the whole sequence every time.
+        cache_arg = _cache_argument(self.model)
+        past = None
         for _ in range(self.max_new_tokens):
-            logits = _as_float(_causal_logits(self.model, ids, attn)[:, -1]) / self.temperature
+            if cache_arg is not None:
+                fed = ids if past is None else ids[:, -1:]
+                out = self.model(
+                    input_ids=fed, attention_mask=attn, use_cache=True, **{cache_arg: past}
+                )
+                last = _checked_logits(self.model, out, fed)[:, -1]
+                past = getattr(out, cache_arg, None)
+                if past is None:  # the model returned no cache: whole sequences from here on
+                    cache_arg = None
+            else:
+                last = _causal_logits(self.model, ids, attn)[:, -1]
+            logits = _as_float(last) / self.temperature
             logp = torch.log_softmax(logits, dim=-1)
             tok = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(1)
             live = ~done
@@ -375,3 +392,34 @@ class OBLRPOTrainer:
         for rows, tok in logps:
             full[rows] = tok
         return torch.stack(losses).sum(), full, sq
+
+
+def _cache_argument(model: nn.Module) -> str | None:
+    """The name of the KV-cache argument (and output field) of ``model``'s forward, if it takes
+    one and ``use_cache`` by name: ``past_key_values`` (``transformers`` < 5, TinyCausalLM) or
+    ``cache`` (``transformers`` 5); ``None`` otherwise."""
+    try:
+        names = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if "use_cache" not in names:
+        return None
+    return next((name for name in ("past_key_values", "cache") if name in names), None)
+
+
+def _checked_logits(model: nn.Module, out: object, input_ids: Tensor) -> Tensor:
+    """The ``logits`` of a model output for ``input_ids``, checked as :func:`_causal_logits`
+    checks them."""
+    logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"model must be a causal language model whose output has .logits (e.g. "
+            f"AutoModelForCausalLM); {type(model).__name__} returned {type(out).__name__} without "
+            "logits (a base model without an LM head?)"
+        )
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(
+            f"model logits must have shape [N, T, V] matching input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(logits.shape)}"
+        )
+    return logits

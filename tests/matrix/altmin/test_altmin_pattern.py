@@ -91,3 +91,59 @@ def test_pattern_without_sketch_refuses_sketch_gram():
     pat = ObservedPattern.build(rows, cols, vals, n, U.shape[0], "sparse")
     with pytest.raises(ValueError, match="sketch"):
         pat.sketch_gram(U)
+
+
+def _grouping_sorts(monkeypatch):
+    """Counts the unstable argsorts (the one sort of Ω by column; the sketch's are stable)."""
+    calls = []
+    original = torch.argsort
+
+    def counting(*args, **kwargs):
+        if not kwargs.get("stable", False):
+            calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "argsort", counting)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_omega_is_sorted_once_for_every_sketch_size_and_solver(monkeypatch, backend):
+    # issue #34: the pattern key held the sketch size, so each rank k re-sorted the same Ω
+    from optforge.matrix.altmin import ExactNormalEquations, SketchPreconditionedCG
+    from optforge.matrix.altmin import pattern as pattern_module
+
+    U, rows, cols, vals, n = _random_problem(3)
+    m = U.shape[0]
+
+    def solve_all():
+        out = [ExactNormalEquations(backend=backend)(U, rows, cols, vals, n)]
+        for size in (6, 9, 12):
+            solver = SketchPreconditionedCG(sketch_size=size, generator=_gen(size), backend=backend)
+            out.append(solver(U, rows, cols, vals, n))
+            V = out[-1]
+            out.append(solver(V, cols, rows, vals, m))  # the other orientation (U-step)
+        return out
+
+    getattr(pattern_module, "_grouped", []).clear()
+    sorts = _grouping_sorts(monkeypatch)
+    warm = solve_all()
+    assert len(sorts) == 2  # one per orientation, for 1 exact and 3 sketch solvers
+    monkeypatch.undo()
+    pattern_module._grouped.clear()  # the same bits as patterns built from scratch
+    for a, b in zip(solve_all(), warm, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_grouped_entries_follow_in_place_changes_and_are_freed():
+    from optforge.matrix.altmin import pattern as pattern_module
+
+    _, rows, cols, vals, n = _random_problem(4)
+    pattern_module._grouped.clear()
+    first = ObservedPattern.build(rows, cols, vals, n, 60, "sparse")
+    assert ObservedPattern.build(rows, cols, vals, n, 60, "sparse").values is first.values
+    vals.mul_(2.0)  # a new version of vals: grouped again
+    again = ObservedPattern.build(rows, cols, vals, n, 60, "sparse")
+    assert torch.equal(again.values, 2.0 * first.values)
+    del rows, cols, vals
+    assert pattern_module._grouped == []  # dropped with the tensors

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -171,13 +172,8 @@ class ObservedPattern:
         """Group the entries ``(rows[e], cols[e], vals[e])`` by column (one sort) and build
         the structures of ``backend`` (and of ``sketch``, if given)."""
         check_choice("backend", backend, _BACKENDS)
-        rows, cols = rows.long(), cols.long()
-        order = torch.argsort(cols * n_rows + rows)
-        index, group, values = rows[order], cols[order], vals[order]
-        counts = torch.bincount(group, minlength=n_cols)
-        crow = torch.zeros(n_cols + 1, dtype=torch.long, device=rows.device)
-        crow[1:] = torch.cumsum(counts, 0)
-        n_obs = int(rows.numel())
+        index, group, values, counts, crow = _group_by_column(rows, cols, vals, n_cols, n_rows)
+        n_obs = int(index.numel())
         pattern = cls(
             n_cols, n_rows, n_obs, counts, crow, index, values,
             resolve_backend(backend, n_obs, n_cols, n_rows), sketch,
@@ -187,7 +183,7 @@ class ObservedPattern:
             position = index
             if row_order is not None:
                 position = torch.empty_like(row_order)
-                position[row_order] = torch.arange(n_rows, device=rows.device)
+                position[row_order] = torch.arange(n_rows, device=index.device)
                 position = position[index]
             pattern.row_order = row_order
             pattern.mask = torch.zeros(n_cols, n_rows, dtype=vals.dtype, device=vals.device)
@@ -200,7 +196,7 @@ class ObservedPattern:
             pattern.sketched_values = pattern._sketch_values(sketch.sign)
             if pattern.backend == "sparse":
                 perm = torch.argsort(pattern.slot, stable=True)
-                op_crow = torch.zeros(n_cols * s + 1, dtype=torch.long, device=rows.device)
+                op_crow = torch.zeros(n_cols * s + 1, dtype=torch.long, device=index.device)
                 op_crow[1:] = torch.cumsum(torch.bincount(pattern.slot, minlength=n_cols * s), 0)
                 idx = index[perm]
                 pattern.operator = _sparse_csr(op_crow, idx, sketch.sign[idx], (n_cols * s, n_rows))
@@ -399,6 +395,49 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]
     with warnings.catch_warnings():  # torch flags sparse CSR as "beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+# The Ω-only part of a pattern (the entries grouped by column: one sort of |Ω| keys), shared by
+# every pattern built on the same (rows, cols, vals) tensors whatever their sketch or backend
+# (issue #34: the R2 scaling experiment builds a sketch solver per rank k on one Ω, and an exact
+# solver on it too). Keyed on the tensors' identity and version counters (an in-place change
+# is a miss); an entry is dropped when one of its tensors is freed, and at most
+# _GROUPED_ENTRIES are kept.
+_GROUPED_ENTRIES = 4
+_grouped: list[tuple[tuple, tuple[Tensor, ...]]] = []
+
+
+def _group_by_column(
+    rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int, n_rows: int
+) -> tuple[Tensor, ...]:
+    """``(index, group, values, counts, crow)``: the entries sorted by (column, row), their rows,
+    columns and values in that order, the count per column and the CSR row pointers."""
+    sources = (rows, cols, vals)
+    versions = tuple(t._version for t in sources)
+    for key, grouped in _grouped:
+        refs, *rest = key
+        if rest == [versions, n_cols, n_rows] and all(
+            ref() is t for ref, t in zip(refs, sources, strict=True)
+        ):
+            return grouped
+    long_rows, long_cols = rows.long(), cols.long()
+    order = torch.argsort(long_cols * n_rows + long_rows)
+    index, group, values = long_rows[order], long_cols[order], vals[order]
+    counts = torch.bincount(group, minlength=n_cols)
+    crow = torch.zeros(n_cols + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.cumsum(counts, 0)
+    grouped = (index, group, values, counts, crow)
+
+    def forget(_ref: object) -> None:
+        _grouped[:] = [item for item in _grouped if item[0] is not key]
+
+    try:
+        refs = tuple(weakref.ref(t, forget) for t in sources)
+    except TypeError:  # a tensor subclass without weak references: not cached
+        return grouped
+    key = (refs, versions, n_cols, n_rows)
+    _grouped[:] = [*_grouped[-(_GROUPED_ENTRIES - 1) :], (key, grouped)]
+    return grouped
 
 
 class _PatternCache:

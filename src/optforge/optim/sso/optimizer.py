@@ -390,8 +390,14 @@ class SSO(torch.optim.Optimizer):
         return forward, target_loss
 
     def _forward(
-        self, forward: Callable[[], Tensor], shape: torch.Size | None, trial: bool = False
+        self,
+        forward: Callable[[], Tensor],
+        shape: torch.Size | None,
+        trial: bool = False,
+        device: torch.device | None = None,
     ) -> Tensor:
+        """``forward()`` checked: a tensor, of ``shape`` and on ``device`` when given (the inner
+        loop's trial points; the surrogate then takes them unchecked)."""
         with torch.enable_grad():
             out = forward()
         self._global["forward_evals"] += 1
@@ -402,6 +408,8 @@ class SSO(torch.optim.Optimizer):
                 f"forward() returned shape {tuple(out.shape)} but the targets of this step have "
                 f"shape {tuple(shape)}: the model's output must match the targets"
             )
+        if device is not None and out.device != device:  # cheap test; the full check names it
+            check_device("targets", out, device, owner="the snapshot")
         if not trial and not torch.isfinite(out.detach()).all():
             where = "at the current parameters" if shape is None else "after an inner step"
             hint = "" if shape is None else " (the inner step lr may be too large)"
@@ -441,10 +449,11 @@ class SSO(torch.optim.Optimizer):
         surrogate value. The accepted trial's forward graph serves the next inner step's
         backward, so an inner step without backtracking costs one forward and one backward.
         """
-        shape = out.shape
+        shape, device = out.shape, out.device
         kappa = 1.0
         max_lr = max(lrs)
-        value = surrogate(out)
+        value = surrogate(out)  # checked once per step; the trial points below go unchecked
+        value_of = surrogate._unchecked()
         trace: list[float] = []
         for k in range(group["inner_steps"]):
             grads = torch.autograd.grad(value, params, allow_unused=True)
@@ -458,7 +467,7 @@ class SSO(torch.optim.Optimizer):
                 for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
                     torch.add(p0, d, alpha=-kappa * lr, out=p)
             # Trial points keep their graph so the accepted one serves the next inner step.
-            trial = surrogate(self._forward(forward, shape, trial=True))
+            trial = value_of(self._forward(forward, shape, True, device))
             head = [trial.detach().double().reshape(1), squares]
             if not trace:
                 head.append(value.detach().double().reshape(1))
@@ -486,7 +495,7 @@ class SSO(torch.optim.Optimizer):
                     with torch.no_grad():
                         for p, p0, d, lr in zip(params, start, dirs, lrs, strict=True):
                             torch.add(p0, d, alpha=-kappa * lr, out=p)
-                    trial = surrogate(self._forward(forward, shape, trial=True))
+                    trial = value_of(self._forward(forward, shape, True, device))
                     trial_value = float(trial.detach())  # the acceptance test's host read
                 tries += 1
                 nonfinite += not math.isfinite(trial_value)
@@ -536,7 +545,8 @@ class SSO(torch.optim.Optimizer):
         shape = out.shape
         m = group["inner_steps"]
         tol = float(group["inner_tol"])
-        value = surrogate(out)
+        value = surrogate(out)  # checked once per step; the inner forwards below go unchecked
+        value_of = surrogate._unchecked()
         device = value.device
         values = [value.detach()]
         norms: list[Tensor] = []
@@ -560,8 +570,8 @@ class SSO(torch.optim.Optimizer):
                     torch._foreach_add_([params[i] for i in idx], [dirs[i] for i in idx], alpha=-lr)
             if k == m - 1:
                 break
-            new_out = self._forward(forward, shape, trial=True)
-            value = surrogate(new_out)
+            new_out = self._forward(forward, shape, True, out.device)
+            value = value_of(new_out)
             targets_finite.append(torch.isfinite(new_out.detach()).all())
             values.append(value.detach())
         f64 = torch.float64

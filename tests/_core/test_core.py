@@ -61,3 +61,14 @@ def test_require_names_the_extra():
     with pytest.raises(ImportError, match=r"optforge\[llm\]"):
         require("no_such_module_xyz", "llm")
     assert require("math", "none") is math
+
+
+def test_dtensor_refusal_is_one_exception_both_ways():
+    from optforge._core import DTensorNotSupportedError, refuse_dtensor, refuse_dtensor_group
+
+    assert issubclass(DTensorNotSupportedError, TypeError)
+    assert issubclass(DTensorNotSupportedError, NotImplementedError)
+    p = torch.nn.Parameter(torch.zeros(2))
+    refuse_dtensor([p], "unused")  # plain tensors pass
+    group = refuse_dtensor_group({"params": iter([p]), "lr": 0.1}, "unused")
+    assert group["params"] == [p] and group["lr"] == 0.1  # an iterator is materialised once

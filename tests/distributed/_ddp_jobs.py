@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from _spawn import rank_main
 from torch import Tensor, nn
 
 N, D_IN, HIDDEN = 32, 5, 6
@@ -482,18 +483,7 @@ def run_all(directory: str) -> dict[str, Any]:
 
 
 def main(out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    try:
-        results = run_all(str(Path(out_dir) / "checkpoints"))
-        dist.barrier()
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    except Exception:
-        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
-        dist.destroy_process_group()
+    rank_main(out_dir, lambda: run_all(str(Path(out_dir) / "checkpoints")))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ noise must then be the one of one process for the parameters to agree.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
+from _spawn import rank_main
 from torch import nn
 
 from optforge.optim import AdaGradNorm, GradientNoise, Langevin, NoisyOptimizer, OptimisticSGD
@@ -112,18 +111,7 @@ def run_all() -> dict[str, Any]:
 
 
 def main(out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    try:
-        results = run_all()
-        dist.barrier()
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    except Exception:
-        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
-        dist.destroy_process_group()
+    rank_main(out_dir, run_all)
 
 
 if __name__ == "__main__":

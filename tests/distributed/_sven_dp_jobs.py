@@ -7,12 +7,11 @@ Float64 throughout, so "equal to one process" means to rounding.
 from __future__ import annotations
 
 import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from _spawn import rank_main
 from torch import Tensor, nn
 
 N, D_IN, HIDDEN, STEPS = 40, 3, 8, 3
@@ -110,19 +109,9 @@ JOBS = {
 
 
 def main(out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    try:
-        results: dict[str, Any] = {name: job() for name, job in JOBS.items()}
-        results["refused"] = refused()
-        dist.barrier()
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    except Exception:
-        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
-        dist.destroy_process_group()
+    rank_main(
+        out_dir, lambda: {**{name: job() for name, job in JOBS.items()}, "refused": refused()}
+    )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,6 @@ the union batch are computed here. Policy and FSDP2 statements: ``docs/distribut
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -22,42 +19,16 @@ pytestmark = pytest.mark.skipif(
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _ddp_jobs as jobs  # noqa: E402
+from _spawn import run_ranks  # noqa: E402
 
 EXACT = 1e-12  # float64: "the same as one process" up to summation order
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """Launch the 2-rank job once; ``{"ranks": [rank0_results, rank1_results], "out": dir}``."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {
-        **os.environ,
-        "WORLD_SIZE": "2",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONWARNINGS": "ignore",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "_ddp_jobs.py"), str(out)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    logs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{logs[rank][-4000:]}"
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    return {"ranks": ranks, "out": out}
+    return {"ranks": run_ranks(HERE / "_ddp_jobs.py", out, world=2, timeout=240), "out": out}
 
 
 @pytest.fixture(scope="module")
@@ -201,16 +172,19 @@ def test_fsdp2_sso_refuses_instead_of_a_silent_wrong_result(ranks):
     for r in ranks:
         result = r["fsdp2"]["sso"]
         assert result["params"] is None
-        assert result["error"].startswith("NotImplementedError: SSO does not support DTensor")
+        assert result["error"].startswith("DTensorNotSupportedError: SSO does not support DTensor")
         assert "FSDP2" in result["error"] and "DDP" in result["error"]
 
 
 @pytest.mark.parametrize(
     ("name", "error"),
     [
-        ("gns", "NotImplementedError: GradNormSmoothNewton does not support DTensor"),
-        ("sven", "TypeError: Sven does not support FSDP2 / DTensor"),
-        ("adadagrad", "TypeError: AdaptiveBatch.backward: the batch-size test does not support"),
+        ("gns", "DTensorNotSupportedError: GradNormSmoothNewton does not support DTensor"),
+        ("sven", "DTensorNotSupportedError: Sven does not support FSDP2 / DTensor"),
+        (
+            "adadagrad",
+            "DTensorNotSupportedError: AdaptiveBatch.backward: the batch-size test does not",
+        ),
     ],
 )
 def test_fsdp2_refusals_are_named_errors(ranks, name, error):

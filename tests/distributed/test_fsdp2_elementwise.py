@@ -10,9 +10,6 @@ one of one process; the reductions (sphere norms, AdaGrad-Norm's ‖g‖²) are 
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,38 +22,13 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _fsdp2_elementwise_jobs as jobs  # noqa: E402
+from _spawn import run_ranks  # noqa: E402
 
 TOL = 1e-12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spawn(world: int, out: Path) -> list[dict]:
-    env = {
-        **os.environ,
-        "WORLD_SIZE": str(world),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONWARNINGS": "ignore",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "_fsdp2_elementwise_jobs.py"), str(out)],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(world)
-    ]
-    logs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank}/{world} failed:\n{logs[rank][-4000:]}"
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return run_ranks(HERE / "_fsdp2_elementwise_jobs.py", out, world=world)
 
 
 @pytest.fixture(scope="module")

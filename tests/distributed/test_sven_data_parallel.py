@@ -4,9 +4,6 @@ batch — to float64 rounding — on every supported layer type."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,38 +18,12 @@ pytestmark = pytest.mark.skipif(
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _sven_dp_jobs as jobs  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _spawn import run_ranks  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sven_dp")
-    env = {
-        **os.environ,
-        "WORLD_SIZE": "2",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONWARNINGS": "ignore",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "_sven_dp_jobs.py"), str(out)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    logs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{logs[rank][-4000:]}"
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return run_ranks(HERE / "_sven_dp_jobs.py", tmp_path_factory.mktemp("sven_dp"), timeout=240)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from optforge._core.imports import require
 from optforge._core.seeding import make_generator, seed_everything
+from optforge._core.sharding import DTensorNotSupportedError, refuse_dtensor, refuse_dtensor_group
 from optforge._core.typing import Reduction
 from optforge._core.validation import (
     check_choice,
@@ -14,6 +15,7 @@ from optforge._core.validation import (
 )
 
 __all__ = [
+    "DTensorNotSupportedError",
     "Reduction",
     "check_choice",
     "check_finite",
@@ -23,6 +25,8 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "make_generator",
+    "refuse_dtensor",
+    "refuse_dtensor_group",
     "require",
     "seed_everything",
 ]

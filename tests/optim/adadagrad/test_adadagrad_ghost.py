@@ -130,26 +130,6 @@ def test_total_only_statistics_merge_and_refuse_per_coordinate_values():
         whole.merge(total_only(G))
 
 
-@pytest.fixture
-def replicated_param():
-    """A DTensor parameter on a 1-rank CPU mesh (gloo, in-process)."""
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Replicate, distribute_tensor
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        mesh = init_device_mesh("cpu", (1,))
-        yield nn.Parameter(distribute_tensor(torch.randn(1, 3), mesh, [Replicate()]))
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
 @pytest.mark.parametrize("cls", [AdAdaGrad, AdAdaGradNorm])
 def test_test_steps_refuse_dtensor_parameters_before_touching_anything(cls, replicated_param):
     model = nn.Linear(3, 1)

@@ -18,26 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def dtensor_linear():
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
-
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        mesh = init_device_mesh("cpu", (1,))
-        torch.manual_seed(0)
-        layer = nn.Linear(4, 2).double()
-        for name, p in list(layer.named_parameters()):
-            setattr(layer, name, nn.Parameter(distribute_tensor(p.detach(), mesh, [Shard(0)])))
-        yield layer
-    finally:
-        if owned:
-            dist.destroy_process_group()
-
-
 def test_sso_refuses_dtensor_parameters_naming_fsdp2_and_the_workaround(dtensor_linear):
     before = [p.full_tensor().clone() for p in dtensor_linear.parameters()]
     x = torch.randn(6, 4, dtype=torch.float64)

@@ -145,26 +145,6 @@ def test_path_is_validated():
         Sven(nn.Linear(2, 1).parameters(), path="fast")
 
 
-@pytest.fixture
-def replicated_param():
-    """A DTensor parameter on a 1-rank CPU mesh (gloo, in-process)."""
-    dist = pytest.importorskip("torch.distributed")
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Replicate, distribute_tensor
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        mesh = init_device_mesh("cpu", (1,))
-        yield nn.Parameter(distribute_tensor(torch.randn(1, 3), mesh, [Replicate()]))
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
 def test_dtensor_parameters_are_refused_before_touching_anything(replicated_param):
     opt = Sven([replicated_param], lr=0.1, seed=0)
     before = replicated_param.detach().full_tensor().clone()

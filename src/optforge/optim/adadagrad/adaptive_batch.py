@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from optforge._core import check_choice
+from optforge._core.sharding import refuse_dtensor
 from optforge.optim.adadagrad.controller import AdaptiveBatchSize
 from optforge.optim.adadagrad.grad_stats import GradStats
 from optforge.optim.adadagrad.per_example import (
@@ -167,7 +168,7 @@ class AdaptiveBatch(torch.optim.Optimizer):
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             return loss.detach()
-        _refuse_dtensor(self.param_groups)
+        refuse_dtensor((p for g in self.param_groups for p in g["params"]), _DTENSOR_MESSAGE)
         if self._pending is not None and ctrl.needs_inner_product:
             raise ValueError(
                 "inputs: the inner-product tests need the whole global batch in one backward() "
@@ -238,16 +239,10 @@ def _method(ctrl: AdaptiveBatchSize, method: str) -> str:
     return method
 
 
-def _refuse_dtensor(groups: list[dict[str, Any]]) -> None:
-    """Test steps need whole per-example gradients: refuse sharded (DTensor) parameters."""
-    if not torch.distributed.is_available():
-        return
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for g in groups for p in g["params"]):
-        raise TypeError(
-            "AdaptiveBatch.backward: the batch-size test does not support FSDP2 / DTensor "
-            "(sharded) parameters: the per-example statistics need whole parameters. "
-            "Workaround: train with DDP (replicated parameters), or use the base optimizer "
-            "(torch.optim.Adagrad / AdaGradNorm) with a fixed batch size under FSDP2."
-        )
+# test steps need whole per-example gradients: refuse sharded (DTensor) parameters
+_DTENSOR_MESSAGE = (
+    "AdaptiveBatch.backward: the batch-size test does not support FSDP2 / DTensor "
+    "(sharded) parameters: the per-example statistics need whole parameters. "
+    "Workaround: train with DDP (replicated parameters), or use the base optimizer "
+    "(torch.optim.Adagrad / AdaGradNorm) with a fixed batch size under FSDP2."
+)

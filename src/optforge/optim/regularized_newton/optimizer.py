@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor
 
 from optforge._core import check_nonnegative
+from optforge._core.sharding import refuse_dtensor, refuse_dtensor_group
 from optforge.optim.regularized_newton.hessian_approx import (
     ExactHessian,
     LazyHessian,
@@ -125,7 +125,7 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         if "lr" in param_group:
             raise ValueError("lr: GradNormSmoothNewton has no learning rate (λ is adaptive)")
-        param_group = _refuse_dtensor_group(param_group)
+        param_group = refuse_dtensor_group(param_group, _DTENSOR_MESSAGE)
         merged = {**self.defaults, **param_group}
         reference = self.param_groups[0] if self.param_groups else self.defaults
         for key in self.defaults:
@@ -229,7 +229,7 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One outer iteration; returns the loss at the starting point (as LBFGS does)."""
-        _refuse_dtensor(self._params)
+        refuse_dtensor(self._params, _DTENSOR_MESSAGE)
         if closure is None or not callable(closure):
             raise ValueError(
                 "closure: GradNormSmoothNewton needs a closure that re-evaluates the loss"
@@ -282,33 +282,14 @@ class GradNormSmoothNewton(torch.optim.Optimizer):
         return loss.detach()
 
 
-def _refuse_dtensor_group(param_group: dict[str, Any]) -> dict[str, Any]:
-    """``param_group`` with its params as a list, after refusing DTensor parameters."""
-    params = param_group.get("params")
-    if params is None or isinstance(params, set):
-        return param_group  # torch.optim reports these
-    if isinstance(params, Tensor):
-        _refuse_dtensor([params])
-        return param_group
-    params = list(params)
-    _refuse_dtensor(params)
-    return {**param_group, "params": params}
-
-
-def _refuse_dtensor(params: list[Tensor]) -> None:
-    """Raise ``NotImplementedError`` for DTensor (FSDP2, tensor-parallel) parameters: the method
-    flattens all parameters into one vector and solves one dense Newton system (issue #32)."""
-    dtensor = sys.modules.get("torch.distributed.tensor")  # never imported: no DTensor exists
-    if dtensor is None:
-        return
-    if any(isinstance(p, dtensor.DTensor) for p in params):
-        raise NotImplementedError(
-            "GradNormSmoothNewton does not support DTensor parameters (FSDP2 fully_shard or "
-            "tensor parallelism): it flattens every parameter into one vector and solves one "
-            "dense Newton system, which needs the full parameters on every rank. Workaround: "
-            "replicate the model (DDP or no wrapper) and have every rank evaluate the same full "
-            "batch on the unwrapped module (docs/distributed.md)."
-        )
+# the method flattens all parameters into one vector and solves one dense Newton system (#32)
+_DTENSOR_MESSAGE = (
+    "GradNormSmoothNewton does not support DTensor parameters (FSDP2 fully_shard or "
+    "tensor parallelism): it flattens every parameter into one vector and solves one "
+    "dense Newton system, which needs the full parameters on every rank. Workaround: "
+    "replicate the model (DDP or no wrapper) and have every rank evaluate the same full "
+    "batch on the unwrapped module (docs/distributed.md)."
+)
 
 
 def _snapshot_hessian(approx: Any) -> Callable[[], None]:

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -73,6 +72,7 @@ from optforge._core import (
     check_positive,
     check_positive_int,
 )
+from optforge._core.sharding import refuse_dtensor, refuse_dtensor_group
 from optforge.optim.sso.surrogate import (
     _REDUCTIONS,
     SumOrMean,
@@ -185,7 +185,7 @@ class SSO(torch.optim.Optimizer):
         """Validate the group first (its values; the target-space keys must match), then add."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        param_group = _refuse_dtensor_group(param_group)
+        param_group = refuse_dtensor_group(param_group, _DTENSOR_MESSAGE)
         merged = {**self.defaults, **param_group}
         _validate(merged)
         if self.param_groups:
@@ -273,7 +273,7 @@ class SSO(torch.optim.Optimizer):
                 including an exception from ``forward`` — leaves the parameters and the
                 optimizer's state (counters, η, traces) exactly as they were.
         """
-        _refuse_dtensor([p for g in self.param_groups for p in g["params"]])
+        refuse_dtensor((p for g in self.param_groups for p in g["params"]), _DTENSOR_MESSAGE)
         forward, target_loss = self._resolve(closure, forward, target_loss, target_grad)
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         if not params:
@@ -641,37 +641,16 @@ def _overflow_error() -> FloatingPointError:
     )
 
 
-def _refuse_dtensor_group(param_group: dict[str, Any]) -> dict[str, Any]:
-    """``param_group`` with its params as a list, after refusing DTensor parameters."""
-    params = param_group.get("params")
-    if params is None or isinstance(params, set):
-        return param_group  # torch.optim reports these
-    if isinstance(params, Tensor):
-        _refuse_dtensor([params])
-        return param_group
-    params = list(params)
-    _refuse_dtensor(params)
-    return {**param_group, "params": params}
-
-
-def _refuse_dtensor(params: list[Tensor]) -> None:
-    """Raise ``NotImplementedError`` for DTensor (FSDP2, tensor-parallel) parameters.
-
-    SSO's inner loop takes ``torch.autograd.grad`` of the model's targets w.r.t. the parameters;
-    on FSDP2 shards that bypasses the gradient reduce-scatter and gives a result different from
-    one process without any error (issue #32), so it is refused before anything runs.
-    """
-    dtensor = sys.modules.get("torch.distributed.tensor")  # never imported: no DTensor exists
-    if dtensor is None:
-        return
-    if any(isinstance(p, dtensor.DTensor) for p in params):
-        raise NotImplementedError(
-            "SSO does not support DTensor parameters (FSDP2 fully_shard or tensor parallelism): "
-            "its inner loop differentiates the model's targets with torch.autograd.grad, which "
-            "bypasses FSDP2's gradient reduce-scatter, so the step would be wrong. Workaround: "
-            "replicate the model (DDP or no wrapper), all-gather the batch and step every rank on "
-            "the union batch with the unwrapped module (docs/distributed.md)."
-        )
+# SSO's inner loop takes torch.autograd.grad of the model's targets w.r.t. the parameters; on FSDP2
+# shards that bypasses the gradient reduce-scatter and gives a result different from one process
+# without any error (issue #32), so it is refused before anything runs.
+_DTENSOR_MESSAGE = (
+    "SSO does not support DTensor parameters (FSDP2 fully_shard or tensor parallelism): "
+    "its inner loop differentiates the model's targets with torch.autograd.grad, which "
+    "bypasses FSDP2's gradient reduce-scatter, so the step would be wrong. Workaround: "
+    "replicate the model (DDP or no wrapper), all-gather the batch and step every rank on "
+    "the union batch with the unwrapped module (docs/distributed.md)."
+)
 
 
 def _copy_global(state: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,7 @@ from optforge._core import (
     check_seed,
     make_generator,
 )
+from optforge._core.sharding import refuse_dtensor
 from optforge.func import UnsupportedModuleError
 from optforge.optim.sven.direction import (
     SOLVERS,
@@ -291,7 +292,7 @@ class Sven(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         if not params:
             raise ValueError("params: no parameter requires grad")
-        _refuse_dtensor(params)
+        refuse_dtensor(params, _DTENSOR_MESSAGE)
         if closure is not None:
             if model is not None or loss_fn is not None or inputs is not None:
                 raise ValueError("give either closure or model/loss_fn/inputs, not both")
@@ -595,16 +596,10 @@ def _check_model_inputs(
             check_finite(name, value.detach())
 
 
-def _refuse_dtensor(params: list[Tensor]) -> None:
-    """Sven needs whole per-example gradients and one joint solve: refuse sharded parameters."""
-    if not torch.distributed.is_available():
-        return
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for p in params):
-        raise TypeError(
-            "Sven does not support FSDP2 / DTensor (sharded) parameters: its step needs whole "
-            "per-example gradients and one joint B×B solve. Workaround: train with DDP "
-            "(replicated parameters; see the data-parallel Sven notes in docs/distributed.md), "
-            "or keep the parameters unsharded."
-        )
+# Sven needs whole per-example gradients and one joint solve: refuse sharded parameters
+_DTENSOR_MESSAGE = (
+    "Sven does not support FSDP2 / DTensor (sharded) parameters: its step needs whole "
+    "per-example gradients and one joint B×B solve. Workaround: train with DDP "
+    "(replicated parameters; see the data-parallel Sven notes in docs/distributed.md), "
+    "or keep the parameters unsharded."
+)

@@ -56,7 +56,14 @@ def token_logprobs(
 
 
 def _causal_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-    out = model(input_ids=input_ids, attention_mask=attention_mask)
+    return _checked_logits(
+        model, model(input_ids=input_ids, attention_mask=attention_mask), input_ids
+    )
+
+
+def _checked_logits(model: nn.Module, out: object, input_ids: Tensor) -> Tensor:
+    """The ``[N, T, V]`` logits of ``model``'s output ``out`` for ``input_ids`` (a tensor or an
+    output with ``.logits``), or a clear error."""
     logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
     if not isinstance(logits, Tensor):
         raise TypeError(

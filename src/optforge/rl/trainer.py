@@ -56,7 +56,13 @@ from optforge._core import (
 )
 from optforge.func import GhostNormRecorder
 from optforge.rl.advantages import BASELINES, SCALE_REWARDS, Baseline, ScaleRewards, advantages
-from optforge.rl.logprobs import _as_float, _causal_logits, _check_batch, token_logprobs
+from optforge.rl.logprobs import (
+    _as_float,
+    _causal_logits,
+    _check_batch,
+    _checked_logits,
+    token_logprobs,
+)
 from optforge.rl.policy_loss import LOSS_TYPES, LossType, _loss_from_coef, loss_coefficients
 from optforge.rl.score_norms import (
     NORM_METHODS,
@@ -405,21 +411,3 @@ def _cache_argument(model: nn.Module) -> str | None:
     if "use_cache" not in names:
         return None
     return next((name for name in ("past_key_values", "cache") if name in names), None)
-
-
-def _checked_logits(model: nn.Module, out: object, input_ids: Tensor) -> Tensor:
-    """The ``logits`` of a model output for ``input_ids``, checked as :func:`_causal_logits`
-    checks them."""
-    logits = out if isinstance(out, Tensor) else getattr(out, "logits", None)
-    if not isinstance(logits, Tensor):
-        raise TypeError(
-            f"model must be a causal language model whose output has .logits (e.g. "
-            f"AutoModelForCausalLM); {type(model).__name__} returned {type(out).__name__} without "
-            "logits (a base model without an LM head?)"
-        )
-    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
-        raise ValueError(
-            f"model logits must have shape [N, T, V] matching input_ids {tuple(input_ids.shape)}, "
-            f"got {tuple(logits.shape)}"
-        )
-    return logits

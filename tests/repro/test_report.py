@@ -123,8 +123,9 @@ def test_latest_run_of_each_name_and_scale_is_shown_grouped(tmp_path, capsys):
 
 
 def test_claims_table_summary_and_overview(tmp_path):
-    held = _record(name="held-one")
+    held = {**_record(name="held-one"), "created": "2026-12-06T08:00:00+00:00"}
     unsure = _record(name="unsure", threshold=1.0, seeds=4)  # gap ≈ 1 ± noise: straddles
+    unsure["created"] = "2026-12-06T09:00:00+00:00"  # run after held-one: 30 s + 30 s
     assert unsure["claims"][0]["verdict"] == "inconclusive"
     paths = render_report([held, unsure], tmp_path)
     html = paths["html"].read_text()
@@ -240,3 +241,19 @@ def test_a_stored_record_of_the_wrong_shape_is_one_line_and_exit_2(tmp_path, cap
     code, err = _report_cli(tmp_path, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "metrics" in err and record["run_id"] in err
+
+
+def test_total_wall_time_counts_overlapping_runs_once():
+    from optforge.repro.report.render import _wall_span
+
+    def run(end: str, wall: float) -> dict:
+        return {"created": f"2026-12-06T{end}+00:00", "run_info": {"wall_time_s": wall}}
+
+    # one pool (reproduce --all): three runs inside the same 10 minutes
+    pooled = [run("08:10:00", 600.0), run("08:09:00", 300.0), run("08:05:00", 60.0)]
+    assert _wall_span(pooled) == 600.0  # the sum would say 960 s
+    # one after the other: the sum
+    assert _wall_span([run("08:00:00", 60.0), run("09:00:00", 30.0)]) == 90.0
+    # partly overlapping, and a record without a time stamp counted on its own
+    assert _wall_span([run("08:01:00", 120.0), run("08:02:00", 120.0)]) == 180.0
+    assert _wall_span([run("08:00:00", 10.0), {"run_info": {"wall_time_s": 5.0}}]) == 15.0

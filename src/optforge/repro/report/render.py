@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -111,6 +112,28 @@ def _info(record: Mapping[str, Any], key: str) -> str:
 def _wall(record: Mapping[str, Any]) -> float:
     value = record.get("run_info", {}).get("wall_time_s")
     return float(value) if is_number(value) else 0.0
+
+
+def _wall_span(records: list[Mapping[str, Any]]) -> float:
+    """Wall-clock time covered by ``records``: the union of their ``[created − wall, created]``
+    intervals. Reproductions run in one pool (``reproduce --all``) overlap in time, so the sum
+    of their wall times would count the same minutes several times."""
+    spans = []
+    for record in records:
+        try:
+            end = _dt.datetime.fromisoformat(str(record.get("created"))).timestamp()
+        except ValueError:
+            spans.append((0.0, _wall(record), True))  # no time stamp: counted on its own
+            continue
+        spans.append((end - _wall(record), end, False))
+    total, reach = 0.0, -math.inf
+    for start, end, alone in sorted(spans):
+        if alone:
+            total += end - start
+        elif end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _machine(record: Mapping[str, Any]) -> str:
@@ -240,7 +263,7 @@ def render_report(
                 "runs": len(at_scale),
                 "total": sum(counts.values()),
                 **counts,
-                "wall": _duration(sum(_wall(r) for r in at_scale)),
+                "wall": _duration(_wall_span(at_scale)),
             }
         )
     context = {
@@ -248,7 +271,7 @@ def render_report(
         "groups": groups,
         "views": views,
         "totals": totals,
-        "wall_total": _duration(sum(_wall(r) for r in chosen)),
+        "wall_total": _duration(_wall_span(chosen)),
         "machines": sorted({_machine(r) for r in chosen}),
         "claims_header": CLAIMS_HEADER,
         "overview_file": overview.relative_to(out).as_posix() if overview else None,

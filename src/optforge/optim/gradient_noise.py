@@ -61,7 +61,13 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from optforge._core import check_nonnegative, check_nonnegative_int, check_seed, make_generator
+from optforge._core import (
+    DTensorNotSupportedError,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_seed,
+    make_generator,
+)
 
 __all__ = [
     "GradientNoise",
@@ -171,7 +177,7 @@ def sum_over_shards(x: Tensor, like: Tensor) -> Tensor:
         if isinstance(placement, Shard):
             torch.distributed.all_reduce(x, group=like.device_mesh.get_group(dim))
         elif not isinstance(placement, Replicate):
-            raise NotImplementedError(
+            raise DTensorNotSupportedError(
                 f"parameters with a {placement} placement are not supported (FSDP2 shards "
                 "and replicas are)"
             )

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from optforge._core import check_choice, check_nonnegative
+from optforge._core import DTensorNotSupportedError, check_choice, check_nonnegative
 from optforge.optim.gradient_noise import is_sharded, local, sum_over_shards
 
 __all__ = ["AdaGradNorm", "Granularity"]
@@ -139,7 +139,7 @@ class AdaGradNorm(torch.optim.Optimizer):
     def _step_local(self, group: Mapping[str, Any], params: list[Tensor], grads: list[Tensor]):
         row = group["granularity"] == "row"
         if row and any(is_sharded(p) for p in params):
-            raise NotImplementedError(
+            raise DTensorNotSupportedError(
                 "AdaGradNorm(granularity='row') with DTensor (FSDP2) parameters: the row "
                 "accumulators would be local shards; use granularity='global' or 'layer'"
             )

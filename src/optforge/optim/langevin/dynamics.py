@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from optforge._core import (
+    DTensorNotSupportedError,
     check_choice,
     check_nonnegative,
     check_positive,
@@ -400,7 +401,7 @@ def _check_rows_local(p: Tensor) -> None:
         from torch.distributed.tensor import Shard
 
         if any(isinstance(pl, Shard) and pl.dim % p.dim() == p.dim() - 1 for pl in p.placements):
-            raise NotImplementedError(
+            raise DTensorNotSupportedError(
                 "Langevin(sphere='rows') with a DTensor sharded along its last dimension: the "
                 "rows are split over ranks; shard another dimension (FSDP2 shards dim 0) or use "
                 "sphere='tensor'"

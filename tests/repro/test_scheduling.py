@@ -80,6 +80,58 @@ def test_pool_map_keeps_order_and_reports_errors_and_dead_workers(pool):
     assert [i for i, _ in errors] == [0] and isinstance(errors[0][1], WorkerError)
 
 
+def _die_holding_a_result_lock(job):
+    """Die as a worker killed in the middle of sending its result would: holding any result
+    channel's write lock (a shared ``multiprocessing.Queue`` has one; a private pipe has none).
+    The other jobs wait until that has happened, so their results are sent after it."""
+    import gc
+    import multiprocessing.queues
+    import time
+    from pathlib import Path
+
+    index, value, marker = job
+    if value is None:
+        for obj in gc.get_objects():
+            if isinstance(obj, multiprocessing.queues.Queue) and obj._wlock is not None:
+                obj._wlock.acquire()
+        Path(marker).touch()
+        os._exit(3)
+    deadline = time.monotonic() + 30
+    while not Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return index, abs(value)
+
+
+def test_a_worker_killed_while_sending_does_not_block_the_others(tmp_path):
+    # With one shared multiprocessing.Queue, a worker killed while its feeder thread held the
+    # queue's write lock left the lock held: every later result blocked and the pool hung (seen
+    # once in a CI run of this module). One pipe per worker has no shared lock.
+    import threading
+
+    errors, results = [], []
+    marker = str(tmp_path / "lock-taken")
+    jobs = [(0, None, marker), (1, -5, marker), (2, -6, marker), (3, -8, marker)]
+    with ProcessesExecutor(workers=2) as executor:
+
+        def run():
+            executor.run(
+                _die_holding_a_result_lock,
+                _ListQueue(jobs),
+                on_done=results.append,
+                on_error=lambda job, err: errors.append((job[0], err)),
+            )
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+        hung = thread.is_alive()
+        if hung:
+            executor.close(kill=True)
+    assert not hung, "the pool hung after a worker died holding a result lock"
+    assert sorted(results) == [(1, 5), (2, 6), (3, 8)]
+    assert [i for i, _ in errors] == [0] and isinstance(errors[0][1], WorkerError)
+
+
 def _sets_global_state(config, seed, device):
     torch.set_flush_denormal(True)
     torch.set_default_dtype(torch.float64)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
-import queue as queue_module
 import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -194,7 +194,13 @@ class LocalExecutor:
 
 def _worker_main(index: int, inbox: Any, outbox: Any) -> None:
     """A pool worker: run ``(ticket, fn, item)`` tasks until ``None`` (or until the parent is
-    gone: its end of the pipe closes); results go back pickled."""
+    gone: its end of the pipe closes); results go back pickled on this worker's own pipe.
+
+    One pipe per worker, written synchronously: a worker that dies (a crash, an OOM kill,
+    ``os._exit``) cannot leave a shared lock held. With one shared ``multiprocessing.Queue`` a
+    worker killed while its feeder thread still held the queue's write lock blocked every other
+    worker's results forever (the pool hung).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     while True:
         try:
@@ -213,7 +219,10 @@ def _worker_main(index: int, inbox: Any, outbox: Any) -> None:
         except Exception as err:  # an unpicklable result or exception
             text = f"{type(err).__name__}: {err}"
             data = pickle.dumps(("error", index, ticket, WorkerError(text), text))
-        outbox.put(data)
+        try:
+            outbox.send_bytes(data)
+        except (BrokenPipeError, OSError):  # the parent is gone
+            return
 
 
 class ProcessesExecutor:
@@ -234,22 +243,25 @@ class ProcessesExecutor:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, Any] = {}
         self._inboxes: dict[int, Any] = {}
-        self._outbox: Any = None
+        self._outboxes: dict[int, Any] = {}  # worker → the reading end of its result pipe
 
     def _start(self, index: int) -> None:
-        if self._outbox is None:
-            self._outbox = self._context.Queue()
+        if index in self._outboxes:  # a replaced worker's pipe
+            self._outboxes.pop(index).close()
         inbox, sender = self._context.Pipe(duplex=False)  # the worker holds only the reader
+        results, outbox = self._context.Pipe(duplex=False)  # ... and only this writer
         process = self._context.Process(
             target=_worker_main,
-            args=(index, inbox, self._outbox),
+            args=(index, inbox, outbox),
             name=f"optforge-worker-{index}",
             daemon=True,
         )
         with _sigint_ignored():  # inherited through exec: Ctrl-C never reaches a worker
             process.start()
         inbox.close()
+        outbox.close()  # the worker's copy is the only writer: its death is an EOF here
         self._processes[index], self._inboxes[index] = process, sender
+        self._outboxes[index] = results
 
     def map(
         self,
@@ -291,9 +303,18 @@ class ProcessesExecutor:
                         on_start(item, worker)
                 if not busy:
                     return
-                try:
-                    data = self._outbox.get(timeout=0.2)
-                except queue_module.Empty:
+                readers = {self._outboxes[worker]: worker for worker in busy}
+                ready = multiprocessing.connection.wait(list(readers), timeout=0.2)
+                data = None
+                for reader in ready:
+                    try:
+                        data = reader.recv_bytes()
+                        break
+                    except (EOFError, OSError):  # the worker died: no result will come
+                        worker = readers[reader]
+                        self._processes[worker].join(timeout=5)
+                        data = None
+                if data is None:
                     for worker, (_, item) in list(busy.items()):
                         process = self._processes[worker]
                         if process.is_alive():
@@ -343,12 +364,11 @@ class ProcessesExecutor:
                 process.join(timeout=2)
         for sender in self._inboxes.values():
             sender.close()
+        for reader in self._outboxes.values():
+            reader.close()
         self._processes.clear()
         self._inboxes.clear()
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox.join_thread()
-            self._outbox = None
+        self._outboxes.clear()
 
     def __enter__(self) -> ProcessesExecutor:
         return self

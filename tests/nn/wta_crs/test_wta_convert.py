@@ -16,8 +16,12 @@ from optforge.nn import (
 
 
 def _llama(**extra):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
+    pytest.importorskip("transformers")
+    from optforge.repro.llm import tiny_llama
+
+    torch.manual_seed(0)  # the tests draw their inputs from the global generator after this
+    return tiny_llama(
+        seed=0,
         vocab_size=32,
         hidden_size=32,
         intermediate_size=64,
@@ -26,8 +30,6 @@ def _llama(**extra):
         num_key_value_heads=2,
         **extra,
     )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg)
 
 
 def _bytes(model, ids):

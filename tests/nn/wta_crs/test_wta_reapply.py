@@ -18,6 +18,7 @@ from optforge.nn import (
     convert_model,
     revert_linear,
 )
+from optforge.repro.llm import tiny_llama
 
 transformers = pytest.importorskip("transformers")
 
@@ -58,7 +59,9 @@ def test_spec_records_steps_and_round_trips_through_json():
 
 
 def _llama():
-    cfg = transformers.LlamaConfig(
+    torch.manual_seed(0)  # the tests draw their inputs from the global generator after this
+    return tiny_llama(
+        seed=0,
         vocab_size=64,
         hidden_size=32,
         intermediate_size=64,
@@ -66,8 +69,6 @@ def _llama():
         num_attention_heads=4,
         num_key_value_heads=2,
     )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg)
 
 
 def _bert():

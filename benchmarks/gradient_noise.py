@@ -9,12 +9,17 @@ Measures, in one process on the same model and gradients:
 
 Run: ``python benchmarks/gradient_noise.py [--device cuda] [--width 1024] [--depth 8]``.
 Prints one JSON object with the median step times and the ratios.
+
+``--ensemble N`` instead times the ``gradient-noise`` reproduction's training (its quick config,
+``--steps`` steps, no evaluation) per seed and step, in CPU time: N seeds one model at a time (the
+per-seed reference) against the same N seeds as one stacked ensemble, for every quick arm.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import torch
 
@@ -29,8 +34,13 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ensemble", type=int, default=0, help="seeds (0: the step benchmark)")
+    parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ensemble:
+        print(json.dumps(ensemble_vs_single(args.ensemble, args.steps, args.device), indent=1))
+        return
     torch.manual_seed(0)
     layers = [torch.nn.Linear(args.width, args.width) for _ in range(args.depth)]
     model = torch.nn.Sequential(*layers).to(args.device)
@@ -70,6 +80,41 @@ def main() -> None:
             indent=1,
         )
     )
+
+
+def ensemble_vs_single(n_seeds: int, steps: int, device: str) -> dict[str, object]:
+    """CPU ms per seed and step of the gradient-noise training: one model per seed vs one
+    ensemble (the difference of a ``steps + 20``- and a 20-step run, so set-up is excluded)."""
+    from optforge.repro.papers import gradient_noise as gn
+
+    seeds = list(range(100, 100 + n_seeds))
+    out: dict[str, object] = {"device": device, "seeds": n_seeds, "steps": steps}
+
+    def cpu_ms(arm: str, ensemble: bool, n: int) -> float:
+        keys = ("steps", "adam_steps", "kaiming_steps")
+        config = {**gn.CONFIGS["quick"], **dict.fromkeys(keys, n), "eval_every": 10**9}
+        start = time.process_time()
+        if ensemble:
+            gn.train_ensemble(config, seeds, device, **gn._ARMS[arm])
+        else:
+            for seed in seeds:
+                gn.METHODS[arm](config, seed, device)
+        return 1e3 * (time.process_time() - start)
+
+    try:
+        for arm in ("sgd+noise", "sgd", "adam+noise", "adam", "sgd(kaiming)"):
+            per_step = [
+                (cpu_ms(arm, ensemble, 20 + steps) - cpu_ms(arm, ensemble, 20)) / (steps * n_seeds)
+                for ensemble in (False, True)
+            ]
+            out[arm] = {
+                "single_ms_per_seed_step": per_step[0],
+                "ensemble_ms_per_seed_step": per_step[1],
+                "speedup": per_step[0] / per_step[1],
+            }
+    finally:
+        torch.set_flush_denormal(False)
+    return out
 
 
 if __name__ == "__main__":

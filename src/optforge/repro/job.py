@@ -21,6 +21,11 @@ trials of an unfinished one are kept in the store's scratch area under a fingerp
 facts without the seeds, and reused by the next run with that fingerprint, never by a run of other
 code. The records are those of a sequential run: every trial runs in a clean state
 (:func:`~optforge.repro.runner.run_trial`) and is assembled in plan order.
+
+A reproduction that runs several seeds in one call (``batched=``) is scheduled as one trial per
+group of seeds (:func:`~optforge.repro.runner.batch_trials`); its result is split into the
+per-seed trials the record lists, which are what is kept for resuming, so a resumed run batches
+only the seeds still missing. Estimates are per seed: a trial's estimate is its seeds' times.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from optforge.repro.runner import (
     Request,
     Trial,
     TrialResult,
+    batch_trials,
     check_extras,
     environment_info,
     record_from_results,
@@ -80,6 +86,10 @@ class JobProgress:
     eta_s: float | None
     workers: int
     running: list[tuple[int, Trial, float]]  # (worker, trial, seconds since it started)
+
+
+def _n_seeds(trial: Trial) -> int:
+    return len(trial.batch) or 1
 
 
 @dataclass
@@ -148,6 +158,8 @@ def _functions(reproduction: Reproduction) -> list[Any]:
         if reproduction.experiment is not None
         else list(reproduction.methods.values())  # type: ignore[union-attr]
     )
+    if reproduction.batched is not None:
+        functions.append(reproduction.batched)
     out = []
     for function in functions:
         while isinstance(function, functools.partial):
@@ -257,8 +269,8 @@ class Schedule:
                 self.failed += 1
                 return
             seconds = time.monotonic() - start
-            self._observed.setdefault(_kind(trial), []).append(seconds)
-            self._per_arm.append(seconds / len(trial.arms))
+            self._observed.setdefault(_kind(trial), []).append(seconds / _n_seeds(trial))
+            self._per_arm.append(seconds / len(trial.arms) / _n_seeds(trial))
             if trial in self.prior:
                 self._calibration[0] += seconds
                 self._calibration[1] += self.prior[trial]
@@ -275,9 +287,9 @@ class Schedule:
         return (1, 0, -estimate, self._order[trial])
 
     def _estimate(self, trial: Trial) -> float | None:
-        observed = self._observed.get(_kind(trial))
+        observed = self._observed.get(_kind(trial))  # seconds per seed
         if observed:
-            return sum(observed) / len(observed)
+            return sum(observed) / len(observed) * _n_seeds(trial)
         if trial in self.prior:
             actual, prior = self._calibration
             return self.prior[trial] * (actual / prior if prior > 0 and actual > 0 else 1.0)
@@ -310,14 +322,14 @@ class Schedule:
         for trial in self._pending:
             estimate = self._estimate(trial)
             if estimate is None and arm_time is not None:
-                estimate = arm_time * len(trial.arms)
+                estimate = arm_time * len(trial.arms) * _n_seeds(trial)
             if estimate is None:
                 return None
             work += estimate
         for trial, (_, start) in self.running.items():
             estimate = self._estimate(trial)
             if estimate is None and arm_time is not None:
-                estimate = arm_time * len(trial.arms)
+                estimate = arm_time * len(trial.arms) * _n_seeds(trial)
             if estimate is None:
                 return None
             left = max(estimate - (now - start), 0.0)
@@ -397,16 +409,15 @@ class Job:
                     self.hooks.skipped(outcome)
                 continue
             kept = self._kept_trials(request, env)
-            results[id(outcome)] = {}
-            for trial in request.trials():
-                plans[trial] = outcome
-                if trial in kept:
-                    results[id(outcome)][trial] = kept[trial]
-                else:
-                    pending.append(trial)
-            outcome.resumed_trials = len(results[id(outcome)])
+            results[id(outcome)] = dict(kept)
+            todo = [t for t in request.trials() if t not in kept]
+            units = batch_trials(request.reproduction, todo)
+            for unit in units:
+                plans[unit] = outcome
+                pending.append(unit)
+            outcome.resumed_trials = len(kept)
             reference = latest or self._reference_record(request)
-            prior.update(_prior_times(reference, request) if reference else {})
+            prior.update(_prior_times(reference, units) if reference else {})
             if _has_process_cache(request.reproduction):
                 sticky.add(request.name)
             if not _portable(request.reproduction):
@@ -430,8 +441,9 @@ class Job:
                     outcome.error = f"{result.trial.label}: {result.error}"
                     self.schedule.drop(result.trial.name, result.trial.scale)
             elif outcome.error is None:
-                results[id(outcome)][result.trial] = result
-                self._keep(outcome.request, result, envs)
+                for part in result.split():  # a batched trial: one result per seed
+                    results[id(outcome)][part.trial] = part
+                    self._keep(outcome.request, part, envs)
             if self.hooks.trial_done:
                 self.hooks.trial_done(result)
             self._maybe_finish(outcome, results, spans, executors, envs)
@@ -510,6 +522,7 @@ class Job:
                 payload["wall_time_s"],
                 payload["peak_memory_mb"],
                 cpu_time_s=payload.get("cpu_time_s", 0.0),
+                batch_seeds=tuple(payload.get("batch_seeds", ())),
             )
         return out
 
@@ -532,6 +545,7 @@ class Job:
                 "wall_time_s": result.wall_time_s,
                 "cpu_time_s": result.cpu_time_s,
                 "peak_memory_mb": result.peak_memory_mb,
+                "batch_seeds": list(result.batch_seeds),
             },
         )
 
@@ -587,9 +601,10 @@ def committed_records_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-def _prior_times(record: Mapping[str, Any], request: Request) -> dict[Trial, float]:
-    """Each planned trial's time in ``record`` (its CPU time where recorded, which other load
-    does not inflate): same (method, seed), else the method's mean."""
+def _prior_times(record: Mapping[str, Any], units: Sequence[Trial]) -> dict[Trial, float]:
+    """Each trial's time in ``record`` (its CPU time where recorded, which other load does not
+    inflate): same (method, seed), else the method's mean; a batched trial's is the sum over its
+    seeds (the record's rows of a batched run hold each seed's even share)."""
     exact: dict[tuple[str, int], float] = {}
     by_method: dict[str, list[float]] = {}
     for entry in record.get("trials", []):
@@ -600,11 +615,11 @@ def _prior_times(record: Mapping[str, Any], request: Request) -> dict[Trial, flo
         except (KeyError, TypeError, ValueError):
             continue
     out = {}
-    for trial in request.trials():
-        if (trial.method, trial.seed) in exact:
-            out[trial] = exact[(trial.method, trial.seed)]
-        elif trial.method in by_method:
-            out[trial] = sum(by_method[trial.method]) / len(by_method[trial.method])
+    for trial in units:
+        if trial.method not in by_method:
+            continue
+        mean = sum(by_method[trial.method]) / len(by_method[trial.method])
+        out[trial] = sum(exact.get((trial.method, s), mean) for s in trial.batch or [trial.seed])
     return out
 
 

@@ -42,6 +42,24 @@ every executor (local, processes, Ray) computes the shared work once per seed::
         return {arm: evaluate(model, arm, config) for arm in arms}
 
     Reproduction(..., methods=["ours", "baseline"], experiment=run, ...)
+
+**One experiment, many seeds.** When the seeds of an arm can run as one computation (a
+vectorised ensemble: one stacked model per arm instead of one small model per seed), also declare
+``batched=run(config, seeds, device, arms) -> {seed: {arm: metrics}}``. The runner then runs the
+seeds in groups of ``seed_batch`` (``None``: all seeds of the run in one call) as one trial per
+(arms, group), and records one trial row per seed as usual, with the call's time split evenly and
+``batch_seeds`` naming the seeds that shared it; ``--seeds``, resume and the scheduler work per
+seed as before. ``arms`` are one method (a ``methods`` mapping) or all arms (with
+``experiment=``). Each seed must keep its own random streams (its own generators, not the global
+one), so a seed's metrics do not depend on the other seeds of its group beyond float reduction
+order::
+
+    def run_seeds(config, seeds, device, arms):
+        ensemble = train_stacked(config, seeds, device)  # weights [len(seeds), ...]
+        return {seed: {arm: evaluate(ensemble, i, arm) for arm in arms}
+                for i, seed in enumerate(seeds)}
+
+    Reproduction(..., methods={"sgd": run_one}, batched=run_seeds, seed_batch=None, ...)
 """
 
 from __future__ import annotations
@@ -63,6 +81,10 @@ Op = Literal[">=", ">", "<=", "<"]
 MethodFn = Callable[[Mapping[str, Any], int, str], Mapping[str, Any]]
 ExperimentFn = Callable[
     [Mapping[str, Any], int, str, Sequence[str]], Mapping[str, Mapping[str, Any]]
+]
+BatchedFn = Callable[
+    [Mapping[str, Any], Sequence[int], str, Sequence[str]],
+    Mapping[int, Mapping[str, Mapping[str, Any]]],
 ]
 
 
@@ -352,8 +374,19 @@ class Reproduction:
     plot_logy: bool = False
     summary: str = ""
     experiment: ExperimentFn | None = None
+    batched: BatchedFn | None = None
+    seed_batch: int | None = None
 
     def __post_init__(self) -> None:
+        if self.seed_batch is not None and (
+            isinstance(self.seed_batch, bool)
+            or not isinstance(self.seed_batch, int)
+            or self.seed_batch < 1
+        ):
+            raise ValueError(
+                f"reproduction {self.name!r}: seed_batch must be a positive int or None, got "
+                f"{self.seed_batch!r}"
+            )
         missing = [s for s in SCALES if s not in self.configs]
         if missing:
             raise ValueError(f"reproduction {self.name!r}: configs missing scales {missing}")
@@ -395,6 +428,20 @@ class Reproduction:
         if missing:
             raise RuntimeError(f"reproduction {self.name!r}: the experiment returned no {missing}")
         return {arm: dict(out[arm]) for arm in arms}
+
+    def run_seeds(
+        self, arms: Sequence[str], config: Mapping[str, Any], seeds: Sequence[int], device: str
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """Metrics of ``arms`` on several seeds in one ``batched`` call: seed → arm → metrics."""
+        if self.batched is None:
+            raise RuntimeError(f"reproduction {self.name!r} declares no batched= function")
+        out = self.batched(config, tuple(seeds), device, tuple(arms))
+        missing = [(s, a) for s in seeds for a in arms if a not in out.get(s, {})]
+        if missing:
+            raise RuntimeError(
+                f"reproduction {self.name!r}: the batched run returned no (seed, arm) {missing}"
+            )
+        return {s: {arm: dict(out[s][arm]) for arm in arms} for s in seeds}
 
     def claims_at(self, scale: str) -> list[Claim]:
         return [c for c in self.claims if scale in c.scales]

@@ -2,7 +2,9 @@
 
 A trial is the unit an executor runs: one method on one seed, or, for a reproduction declared as
 one experiment with many arms, the experiment on one seed (all arms at once, so work the arms
-share is done once per seed whatever the executor). :func:`run_trial` runs one in a clean state
+share is done once per seed whatever the executor), or for a reproduction declared ``batched``
+those arms on a group of seeds in one call (:func:`batch_trials`; :meth:`TrialResult.split` gives
+the per-seed results the record is built from). :func:`run_trial` runs one in a clean state
 (the trial's seed and thread count, the default dtype, no denormal flushing, grad mode on), so its
 metrics do not depend on which trials ran before it in the same process: a parallel run gives the
 records of a sequential one, bit for bit where the reproduction is deterministic.
@@ -19,7 +21,9 @@ The record schema (one JSON object per run, never edited afterwards)::
                    effective_batch_size, world_size, executor, workers, wall_time_s,
                    trial_time_s, trial_cpu_s, resumed_trials, peak_memory_mb},
       "metrics": {method: {seed (str): {metric: float | [float] | null}}},
-      "trials": [{method, arms, seed, wall_time_s, cpu_time_s, peak_memory_mb}],
+      "trials": [{method, arms, seed, wall_time_s, cpu_time_s, peak_memory_mb,
+                  batch_seeds (only for a seed run in a batched trial: the trial's seeds,
+                  whose wall and CPU time are split evenly over them)}],
       "claims": [{name, statement, description, op, threshold, value, held, ...}],
       "all_held": bool
     }
@@ -43,7 +47,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +64,11 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Trial:
-    """Some arms on one seed: the unit an executor runs (picklable, looked up by name)."""
+    """Some arms on one seed: the unit an executor runs (picklable, looked up by name).
+
+    ``batch`` (a reproduction with ``batched=``): the seeds run together in one call, ``seed``
+    being the first; empty for a trial of one seed as planned by :func:`plan_trials`.
+    """
 
     name: str
     arms: tuple[str, ...]
@@ -68,6 +76,7 @@ class Trial:
     seed: int
     device: str
     threads: int
+    batch: tuple[int, ...] = ()
 
     @property
     def method(self) -> str:
@@ -78,6 +87,8 @@ class Trial:
     def label(self) -> str:
         """``name [scale] method seed N`` for progress lines (an experiment: its arm count)."""
         what = self.arms[0] if len(self.arms) == 1 else f"{len(self.arms)} arms"
+        if len(self.batch) > 1:
+            return f"{self.name} [{self.scale}] {what} {len(self.batch)} seeds from {self.seed}"
         return f"{self.name} [{self.scale}] {what} seed {self.seed}"
 
 
@@ -89,6 +100,26 @@ class TrialResult:
     peak_memory_mb: float
     error: str | None = None  # set by run_trial_captured when the trial raised
     cpu_time_s: float = 0.0  # CPU time of the trial's process (insensitive to other load)
+    by_seed: dict[int, dict[str, dict[str, Any]]] | None = None  # a batched trial's metrics
+    batch_seeds: tuple[int, ...] = ()  # a per-seed part of a batched trial: the trial's seeds
+
+    def split(self) -> list[TrialResult]:
+        """The per-seed results of a batched trial (one per seed, its wall and CPU time split
+        evenly, ``batch_seeds`` set), in seed order; ``[self]`` for any other result."""
+        if not self.trial.batch or self.error is not None or self.by_seed is None:
+            return [self]
+        n = len(self.trial.batch)
+        return [
+            TrialResult(
+                replace(self.trial, seed=seed, batch=()),
+                self.by_seed[seed],
+                self.wall_time_s / n,
+                self.peak_memory_mb,
+                cpu_time_s=self.cpu_time_s / n,
+                batch_seeds=self.trial.batch,
+            )
+            for seed in self.trial.batch
+        ]
 
 
 def plan_trials(
@@ -111,6 +142,24 @@ def plan_trials(
     ]
 
 
+def batch_trials(reproduction: Reproduction, trials: Sequence[Trial]) -> list[Trial]:
+    """The units to run for ``trials`` (per-seed trials of :func:`plan_trials`): themselves, or
+    for a reproduction with ``batched=`` one trial per arms and group of up to ``seed_batch``
+    seeds (all of them when ``None``), in plan order."""
+    if reproduction.batched is None:
+        return list(trials)
+    groups: dict[Trial, list[int]] = {}
+    for trial in trials:
+        groups.setdefault(replace(trial, seed=0, batch=()), []).append(trial.seed)
+    units = []
+    for key, seeds in groups.items():
+        size = reproduction.seed_batch or len(seeds)
+        for i in range(0, len(seeds), size):
+            chunk = tuple(seeds[i : i + size])
+            units.append(replace(key, seed=chunk[0], batch=chunk))
+    return units
+
+
 def run_trial(trial: Trial) -> TrialResult:
     """Run one trial in this process with the trial's seed, device and thread count.
 
@@ -128,13 +177,17 @@ def run_trial(trial: Trial) -> TrialResult:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
-    metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
+    metrics, by_seed = {}, None
+    if trial.batch:
+        by_seed = reproduction.run_seeds(trial.arms, config, trial.batch, trial.device)
+    else:
+        metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return TrialResult(trial, metrics, wall, peak_mb, cpu_time_s=cpu)
+    return TrialResult(trial, metrics, wall, peak_mb, cpu_time_s=cpu, by_seed=by_seed)
 
 
 def _lookup(name: str) -> Reproduction:
@@ -213,11 +266,12 @@ def run_reproduction(
     check_extras(reproduction)
     executor = executor or LocalExecutor()
     request = Request(reproduction, scale, n_seeds, device, threads)
-    trials = request.trials()
     start = time.perf_counter()
-    results = executor.map(run_trial, trials, on_done=on_trial_done)
+    results = executor.map(run_trial, request.units(), on_done=on_trial_done)
     wall = time.perf_counter() - start
-    return record_from_results(request, results, executor.name, executor.workers, wall)
+    per_seed = {part.trial: part for result in results for part in result.split()}
+    ordered = [per_seed[trial] for trial in request.trials()]
+    return record_from_results(request, ordered, executor.name, executor.workers, wall)
 
 
 # -- many reproductions as one job ------------------------------------------------------------
@@ -242,7 +296,12 @@ class Request:
         return self.reproduction.seed_list(self.scale, self.n_seeds)
 
     def trials(self) -> list[Trial]:
+        """One trial per (arms, seed): what the record lists."""
         return plan_trials(self.reproduction, self.scale, self.seeds, self.device, self.threads)
+
+    def units(self) -> list[Trial]:
+        """What an executor runs: :meth:`trials`, seeds grouped where the reproduction batches."""
+        return batch_trials(self.reproduction, self.trials())
 
 
 def record_from_results(
@@ -287,6 +346,7 @@ def record_from_results(
                 "wall_time_s": r.wall_time_s,
                 "cpu_time_s": r.cpu_time_s,
                 "peak_memory_mb": r.peak_memory_mb,
+                **({"batch_seeds": list(r.batch_seeds)} if r.batch_seeds else {}),
             }
             for r in results
         ],

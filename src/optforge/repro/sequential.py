@@ -114,7 +114,7 @@ def run_until_decided(
         metrics: dict[str, dict[int, dict[str, Any]]] = {
             m: {} for m in reproduction.methods_at(scale)
         }
-        for result in reuse.last:
+        for result in (part for r in reuse.last for part in r.split()):  # split: seed batches
             for arm, arm_metrics in result.metrics.items():
                 metrics[arm][result.trial.seed] = arm_metrics
         results = Results(metrics)

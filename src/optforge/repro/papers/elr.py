@@ -24,7 +24,7 @@ an ``elr+`` arm (two networks, cross targets from the other network's EMA, mixup
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -170,14 +170,7 @@ def _train(config: Mapping[str, Any], seed: int, device: str, loss: str, noise: 
     n, c = x_tr.shape[0], d["num_classes"]
     model = _mlp(config, x_tr.shape[1], c, seed).to(device)
     opt = _optimizer(config, model)
-    if loss == "elr":
-        criterion: nn.Module = ELRLoss(n, c, lam=config["lam"], beta=config["beta"]).to(device)
-    elif loss == "gce":
-        criterion = GCELoss(q=config["gce_q"])
-    elif loss == "sce":
-        criterion = SCELoss(config["sce_alpha"], config["sce_beta"], config["sce_log_clamp"])
-    else:
-        criterion = nn.CrossEntropyLoss()
+    criterion = _criterion(config, loss, n, c, device)
     order = torch.Generator().manual_seed(1000 + seed)
     curve: dict[str, list[float]] = {"epoch": [], "test_acc_curve": [], "noisy_fit_curve": []}
     for epoch in range(1, config["epochs"] + 1):
@@ -202,6 +195,134 @@ def _train(config: Mapping[str, Any], seed: int, device: str, loss: str, noise: 
     out = _summary(d, curve, pred)
     if loss == "elr":
         out.update(_detection(criterion.suspected_noisy(y_noisy).cpu(), d["flipped"]))
+    return out
+
+
+def _criterion(config: Mapping[str, Any], loss: str, n: int, c: int, device: str) -> nn.Module:
+    if loss == "elr":
+        return ELRLoss(n, c, lam=config["lam"], beta=config["beta"]).to(device)
+    if loss == "gce":
+        return GCELoss(q=config["gce_q"])
+    if loss == "sce":
+        return SCELoss(config["sce_alpha"], config["sce_beta"], config["sce_log_clamp"])
+    return nn.CrossEntropyLoss()
+
+
+def _stacked_mlp(
+    config: Mapping[str, Any], in_dim: int, num_classes: int, seeds: Sequence[int], device: str
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Each seed's ``_mlp`` (same init): the hidden layers as stacked leaves
+    ``[(Wᵀ [S, in, out], b [S, out])]`` (row ``s`` = seed ``s``; weights stored transposed, so the
+    forward multiplies by the same values as ``nn.Linear``'s ``weight.t()`` and autograd writes
+    the weight gradient without a transposing copy) and the output layer as one ``(W, b)`` leaf
+    pair per seed (kept apart: a stacked ``[S, 10]`` bias takes a different vector/scalar path in
+    Adam than a lone ``[10]`` bias and rounds differently)."""
+    models = [
+        [m for m in _mlp(config, in_dim, num_classes, seed) if isinstance(m, nn.Linear)]
+        for seed in seeds
+    ]
+
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device).requires_grad_()
+
+    hidden = [
+        (
+            leaf(torch.stack([m[k].weight.t() for m in models])),
+            leaf(torch.stack([m[k].bias for m in models])),
+        )
+        for k in range(len(models[0]) - 1)
+    ]
+    output = [(leaf(m[-1].weight), leaf(m[-1].bias)) for m in models]
+    return hidden, output
+
+
+def _stacked_forward(
+    hidden: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    output: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """``x [S, N, in]`` through every seed's MLP: each hidden layer as one ``baddbmm`` (the
+    batched ``addmm`` that ``nn.Linear`` runs) + ReLU, the output layer as ``addmm`` per seed,
+    as ``nn.Linear`` does. Logits ``[S, N, C]``."""
+    for w, b in hidden:
+        x = torch.relu(torch.baddbmm(b.unsqueeze(1), x, w))
+    return torch.stack([torch.addmm(b, x[i], w.t()) for i, (w, b) in enumerate(output)])
+
+
+def _exact_stacking(hidden: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether an elementwise optimizer step on the stacked hidden leaves equals the per-seed
+    step bit for bit: every seed's row must start on a SIMD-vector boundary (a multiple of 64
+    elements), so each element takes the same vector/scalar path as in its own tensor."""
+    return all(t[0].numel() % 64 == 0 for layer in hidden for t in layer)
+
+
+def _train_ensemble(
+    config: Mapping[str, Any], seeds: Sequence[int], device: str, loss: str, noise: str
+) -> dict[int, dict]:
+    """``_train`` for several seeds as one vectorised ensemble.
+
+    Every seed keeps its own data split, label noise, init (``_mlp`` from its seed), epoch order
+    (generator ``1000 + seed``) and loss module (its own ELR target table); the seeds' MLPs are
+    stacked and run with batched matmuls, the loss is the library's, called per seed on that
+    seed's logits, and the optimizer (elementwise) steps the stacked leaves. The summed loss
+    gives each seed exactly its own gradient, so a seed's metrics are those of ``_train``.
+    """
+    data = [_data(config, seed, noise) for seed in seeds]
+    shapes = {tuple(d["x_train"].shape) for d in data}
+    if len(shapes) != 1:  # the ensemble needs equal training-set sizes
+        return {seed: _train(config, seed, device, loss, noise) for seed in seeds}
+    x_tr = torch.stack([d["x_train"] for d in data]).to(device)
+    y_noisy = torch.stack([d["y_noisy"] for d in data]).to(device)
+    x_te = torch.stack([d["x_test"] for d in data]).to(device)
+    y_te = torch.stack([d["y_test"] for d in data]).to(device)
+    n, c = x_tr.shape[1], data[0]["num_classes"]
+    hidden, output = _stacked_mlp(config, x_tr.shape[2], c, seeds, device)
+    if not _exact_stacking(hidden):
+        return {seed: _train(config, seed, device, loss, noise) for seed in seeds}
+    params = [t for layer in [*hidden, *output] for t in layer]
+    if config["optimizer"] == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config["lr"], fused=True)
+    else:
+        opt = torch.optim.SGD(params, lr=config["lr"], momentum=config["momentum"])
+    criteria = [_criterion(config, loss, n, c, device) for _ in seeds]
+    orders = [torch.Generator().manual_seed(1000 + seed) for seed in seeds]
+    rows = torch.arange(len(seeds), device=device)[:, None]
+    curves: list[dict[str, list[float]]] = [
+        {"epoch": [], "test_acc_curve": [], "noisy_fit_curve": []} for _ in seeds
+    ]
+
+    @torch.no_grad()
+    def accuracy(x: torch.Tensor, y: torch.Tensor) -> list[float]:
+        hit = (_stacked_forward(hidden, output, x).argmax(2) == y).float()
+        return [float(h.mean()) for h in hit]
+
+    for epoch in range(1, config["epochs"] + 1):
+        batches = [_batches(n, config["batch_size"], order, device) for order in orders]
+        for parts in zip(*batches, strict=True):
+            idx = torch.stack(parts)
+            logits = _stacked_forward(hidden, output, x_tr[rows, idx])
+            y = y_noisy[rows, idx]
+            terms = [
+                criterion(logits[i], y[i], idx[i]) if loss == "elr" else criterion(logits[i], y[i])
+                for i, criterion in enumerate(criteria)
+            ]
+            opt.zero_grad(set_to_none=True)
+            torch.stack(terms).sum().backward()
+            opt.step()
+        if epoch % config["eval_every"] == 0 or epoch == config["epochs"]:
+            test_acc, fit = accuracy(x_te, y_te), accuracy(x_tr, y_noisy)
+            for i, curve in enumerate(curves):
+                curve["epoch"].append(float(epoch))
+                curve["test_acc_curve"].append(test_acc[i])
+                curve["noisy_fit_curve"].append(fit[i])
+    with torch.no_grad():
+        preds = _stacked_forward(hidden, output, x_tr).argmax(2).cpu()
+    out = {}
+    for i, seed in enumerate(seeds):
+        out[seed] = _summary(data[i], curves[i], preds[i])
+        if loss == "elr":
+            flagged = criteria[i].suspected_noisy(y_noisy[i]).cpu()
+            out[seed].update(_detection(flagged, data[i]["flipped"]))
     return out
 
 
@@ -284,6 +405,23 @@ METHODS = {
     for noise in ("sym", "asym")
     for loss in ("elr", "ce", "gce", "sce", "elr+")
 }
+
+
+def _train_seeds(
+    config: Mapping[str, Any], seeds: Sequence[int], device: str, arms: Sequence[str]
+) -> dict[int, dict[str, dict]]:
+    """The reproduction's ``batched`` run: each single-network arm's seeds as one ensemble
+    (``_train_ensemble``, the same metrics as ``_train``); ELR+ (full scale) runs per seed."""
+    out: dict[int, dict[str, dict]] = {seed: {} for seed in seeds}
+    for arm in arms:
+        loss, noise = arm.split("/")
+        if loss == "elr+":
+            results = {seed: METHODS[arm](config, seed, device) for seed in seeds}
+        else:
+            results = _train_ensemble(config, seeds, device, loss, noise)
+        for seed, metrics in results.items():
+            out[seed][arm] = metrics
+    return out
 
 
 CLAIMS = [
@@ -430,6 +568,8 @@ register(
         spec="elr.md",
         configs=CONFIGS,
         methods=METHODS,
+        batched=_train_seeds,
+        seed_batch=None,
         claims=CLAIMS,
         seeds={"smoke": 1, "quick": 5, "full": 3},
         seed_base=100,

@@ -176,9 +176,11 @@ class GhostScoreGradients:
             entry[2].append(d.reshape(n, -1, d.shape[-1]))
         for *_, store in recorder.entries:
             store.clear()
-        # a module called several times: the calls are concatenated in time
+        # a module called several times: the calls are concatenated in time (a single call is
+        # kept as it is: no copy)
         self.layers = [
-            (m, torch.cat(xs, dim=1), torch.cat(ds, dim=1)) for m, xs, ds in layers.values()
+            (m, *(t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in (xs, ds)))
+            for m, xs, ds in layers.values()
         ]
         self.n = n
 

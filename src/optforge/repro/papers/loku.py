@@ -274,6 +274,64 @@ def _new_model(config: Mapping[str, Any], vocab_size: int, seed: int, device: st
     )
 
 
+def _llama_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """``model(input_ids=input_ids).logits`` of the tiny ``LlamaForCausalLM`` (no attention
+    mask, no cache), with the same operations in the same order as ``transformers``' own forward
+    (equal bit for bit, forward and backward: ``tests/unlearning/test_loku_repro_forward.py``)
+    but without its per-call machinery (output capture, mask and cache objects), which costs
+    about as much as the tiny model itself. Used for the base and oracle training only."""
+    import torch.nn.functional as F
+
+    def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return norm.weight * h.to(x.dtype)
+
+    def rotate_half(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    inner = model.model
+    b, t = input_ids.shape
+    h = inner.embed_tokens(input_ids)
+    cos, sin = inner.rotary_emb(h, position_ids=torch.arange(t, device=h.device).unsqueeze(0))
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    for layer in inner.layers:
+        att, mlp = layer.self_attn, layer.mlp
+        x = rms_norm(h, layer.input_layernorm)
+        heads = (b, t, -1, att.head_dim)
+        q = F.linear(x, att.q_proj.weight).view(heads).transpose(1, 2)
+        k = F.linear(x, att.k_proj.weight).view(heads).transpose(1, 2)
+        v = F.linear(x, att.v_proj.weight).view(heads).transpose(1, 2)
+        q = (q * cos) + (rotate_half(q) * sin)
+        k = (k * cos) + (rotate_half(k) * sin)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None, dropout_p=0.0, scale=att.scaling, is_causal=True
+        )
+        o = o.reshape(b, -1, t, v.shape[-1]).transpose(1, 2).contiguous()
+        h = h + F.linear(o.reshape(b, t, -1).contiguous(), att.o_proj.weight)
+        x = rms_norm(h, layer.post_attention_layernorm)
+        gate = F.silu(F.linear(x, mlp.gate_proj.weight))
+        h = h + F.linear(gate * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight)
+    return F.linear(rms_norm(h, inner.norm), model.lm_head.weight)
+
+
+def _plain_llama(model) -> bool:
+    """Whether :func:`_llama_logits` computes ``model``'s forward: the configuration
+    :func:`_new_model` builds (no biases, SiLU, default RoPE, one KV head per head, SDPA)."""
+    c = model.config
+    return (
+        type(model).__name__ == "LlamaForCausalLM"
+        and not c.attention_bias
+        and not c.mlp_bias
+        and c.hidden_act == "silu"
+        and c.num_key_value_heads == c.num_attention_heads
+        and c.rope_parameters.get("rope_type", "default") == "default"
+        and c._attn_implementation == "sdpa"
+        and c.attention_dropout == 0.0
+    )
+
+
 def _train_lm(
     config: Mapping[str, Any], train: Mapping[str, torch.Tensor], vocab_size: int, seed: int,
     device: str,
@@ -285,7 +343,10 @@ def _train_lm(
     model = _new_model(config, vocab_size, seed, device)
     gen = torch.Generator().manual_seed(10_000 + seed)
     steps_per_epoch = -(-len(train["input_ids"]) // config["base_batch"])
-    opt = torch.optim.AdamW(model.parameters(), lr=config["base_lr"], weight_decay=0.01)
+    # foreach: one kernel per op for all tensors (same update as the per-tensor loop, bit for bit)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=config["base_lr"], weight_decay=0.01, foreach=True
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt,
         max_lr=config["base_lr"],
@@ -293,9 +354,14 @@ def _train_lm(
         pct_start=0.1,
     )
     model.train()
+    plain = _plain_llama(model)
     for _ in range(config["base_epochs"]):
         for batch in _batches(train, config["base_batch"], gen, device):
-            loss = -gradient_ascent_loss(causal_lm_logits(model, batch), batch["labels"])
+            if plain:
+                logits = _llama_logits(model, batch["input_ids"])
+            else:
+                logits = causal_lm_logits(model, batch)
+            loss = -gradient_ascent_loss(logits, batch["labels"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -438,8 +504,13 @@ def _unlearn(
         if param == "fila":
             fisher_retain = _batches(retain_pool, bs, gen, device)[: len(forget_batches)]
             initialize_fila(model, forget_batches, fisher_retain, FilaConfig())
+    # Unlearner's default optimizer (AdamW, weight decay 0) with foreach kernels (bit-identical)
+    params = [p for p in model.parameters() if p.requires_grad]
     unlearner = Unlearner(
-        model, forget_loss=forget_loss, retain_loss="nll" if retain else "none", lr=lr
+        model,
+        forget_loss=forget_loss,
+        retain_loss="nll" if retain else "none",
+        optimizer=torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True),
     )
     curves: dict[str, list[float]] = {"epoch": [0.0]}
     for key, val in base_metrics.items():

@@ -45,6 +45,7 @@ def grid_log_partition(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     energy_sign: EnergySign = "logdensity",
+    chunk_size: int | None = 8192,
 ) -> Tensor:
     """Exact-up-to-quadrature ``log Z = log ∫ exp f`` on a regular grid in 1-D or 2-D.
 
@@ -60,11 +61,17 @@ def grid_log_partition(
         dtype: dtype of the grid points (default ``torch.get_default_dtype()``, to match the
             energy's parameters); the log-sum-exp is accumulated in float64.
         energy_sign: ``"logdensity"`` or ``"energy"``.
+        chunk_size: grid points per call of ``energy`` (``None``: all ``m^d`` in one call). The
+            energy must act row by row (no batch statistics); chunks keep the activations of
+            an MLP energy in cache (a 300 × 300 grid ~2.7× faster on CPU than one call) and
+            bound its memory.
 
     Returns:
         The scalar ``log Z`` (no gradient).
     """
     check_positive_int("m", m)
+    if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size)
     pairs = [tuple(lims)] if isinstance(lims[0], (int, float)) else [tuple(p) for p in lims]
     d = dim if dim is not None else len(pairs)
     if d not in (1, 2):
@@ -80,8 +87,10 @@ def grid_log_partition(
         axes.append(torch.linspace(lo + h / 2, hi - h / 2, m, device=device, dtype=dtype))
         log_vol += math.log(h)
     pts = torch.cartesian_prod(*axes).reshape(-1, d)
+    chunks = [pts] if chunk_size is None else pts.split(chunk_size)
     with torch.no_grad():
-        f = _energy_sign(energy_sign) * _eval_energy(energy, pts, "grid")
+        f = torch.cat([_eval_energy(energy, c, "grid") for c in chunks])
+        f = _energy_sign(energy_sign) * f
     return torch.logsumexp(f.to(torch.float64), 0) + log_vol
 
 

@@ -144,16 +144,20 @@ def _evaluate(
     delta = delta.cpu()
     xp = x + delta
     xmix = torch.where(mask[:, None], xp, x)
+    # the clean arm's mix is its protected set (δ = 0): the same deterministic estimate and fits
+    same = torch.equal(xmix, xp)
+    ber = _ber(xp, y, config)
     out: dict[str, Any] = {
-        "ber": _ber(xp, y, config),
-        "ber_mix": _ber(xmix, y, config),
+        "ber": ber,
+        "ber_mix": ber if same else _ber(xmix, y, config),
         "max_abs_delta": float(delta.abs().max()),
         "in_box": float(bool((xp >= 0).all() and (xp <= 1).all())),
         "protected_fraction": float(mask.float().mean()),
     }
     for learner in config["learners"]:
-        out[f"acc_{learner}"] = _fit_score(learner, xp, y, seed, config)
-        out[f"acc_mix_{learner}"] = _fit_score(learner, xmix, y, seed, config)
+        acc = _fit_score(learner, xp, y, seed, config)
+        out[f"acc_{learner}"] = acc
+        out[f"acc_mix_{learner}"] = acc if same else _fit_score(learner, xmix, y, seed, config)
     return out
 
 
@@ -225,20 +229,46 @@ def _retrainer(config: Mapping[str, Any], seed: int, device: str) -> Callable:
     def refresh(xp: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         counter[0] += 1
         model = _mlp(10_000 * seed + counter[0], device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        # foreach=True: the same Adam arithmetic as the per-tensor loop (bit-identical)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
         gen = torch.Generator().manual_seed(seed + counter[0])
-        loss_fn = nn.CrossEntropyLoss()
         n = xp.shape[0]
         for _ in range(config["feat_epochs"]):
             for idx in torch.randperm(n, generator=gen).split(128):
                 idx = idx.to(device)
-                opt.zero_grad()
-                loss_fn(model(xp[idx]), y[idx]).backward()
+                _set_cross_entropy_grads(model, xp[idx], y[idx])
                 opt.step()
         model.eval().requires_grad_(False)
         return model[:-1]  # drop the head: penultimate features
 
     return refresh
+
+
+def _set_cross_entropy_grads(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The gradients of ``CrossEntropyLoss()(model(x), y)`` into ``.grad``, back-propagated by hand.
+
+    ``model`` is ``Linear → ReLU → … → Linear``. The ops are the ones autograd runs (same
+    kernels, operands and order: the gradients are bit-identical, ``test_bayes_repro_grads``
+    checks it) without the graph's per-op overhead, most of a step of this small MLP.
+    """
+    aten = torch.ops.aten
+    linears = list(model)[::2]
+    with torch.no_grad():
+        inputs, h = [], x.detach()
+        for i, layer in enumerate(linears):
+            inputs.append(h)
+            h = nn.functional.linear(h, layer.weight, layer.bias)
+            if i < len(linears) - 1:
+                h = torch.relu(h)
+        logp = torch.log_softmax(h, 1)
+        loss, total_weight = aten.nll_loss_forward(logp, y, None, 1, -100)  # mean reduction
+        g = aten.nll_loss_backward(torch.ones_like(loss), logp, y, None, 1, -100, total_weight)
+        g = aten._log_softmax_backward_data(g, logp, 1, logp.dtype)
+        for i in range(len(linears) - 1, -1, -1):
+            layer, a = linears[i], inputs[i]
+            layer.weight.grad, layer.bias.grad = g.t().mm(a), g.sum(0)
+            if i:
+                g = aten.threshold_backward(g.mm(layer.weight), a, 0)  # ReLU's backward
 
 
 def _run_beo_feature(

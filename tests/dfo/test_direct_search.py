@@ -67,3 +67,26 @@ def test_x0_type_errors():
         minimize(lambda x: 0.0, torch.zeros(2, dtype=torch.int64), budget=5)
     with pytest.raises(TypeError, match="x0"):
         minimize(lambda x: 0.0, np.array(["a", "b"]), budget=5)
+
+
+def test_tell_does_not_rekey_the_whole_batch(monkeypatch) -> None:
+    """The cache keys of a batch's points are computed once per batch (issue #34): a ``tell``
+    used to recompute the key of every point of the batch (2n per evaluation with a "2n" poll),
+    which cost more than the black box on the directional-dfo reproduction's P1."""
+    from optforge.dfo import CDSMConfig, direct_search
+
+    n, budget = 40, 300
+    keys: list[int] = []
+    original = direct_search._key
+
+    def counting(p):
+        keys.append(1)
+        return original(p)
+
+    monkeypatch.setattr(direct_search, "_key", counting)
+    opt = CDSM(torch.zeros(n, dtype=F64), CDSMConfig(r0=0.5, poll="2n"), budget=budget, generator=0)
+    while (x := opt.ask()) is not None:
+        opt.tell(x, float(((x - 0.3) ** 2).sum()))
+    assert opt.n_evals == budget
+    # a few per evaluation (the told point, x0's check) and one per point of each opened batch
+    assert len(keys) <= 3 * budget + 2 * n * (opt.n_iters + 2)

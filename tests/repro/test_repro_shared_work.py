@@ -115,3 +115,43 @@ def test_altmin_sweeps_are_timed_on_one_thread_whatever_the_runs_threads(monkeyp
         assert seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_scaling_k_times_every_sweep_it_runs(monkeypatch) -> None:
+    """R2 builds the solvers' patterns before the timed rounds (``prepare``), so it runs no
+    untimed sweep: every half-step call is inside a timed round (``reps`` per solver and k), and
+    the counted flops are those of the timed sweeps (issue #34)."""
+    from optforge.matrix.altmin import ExactNormalEquations, SketchPreconditionedCG
+
+    calls = {"exact": 0, "sketch": 0}
+    exact_call, sketch_call = ExactNormalEquations.__call__, SketchPreconditionedCG.__call__
+
+    def count(name, call):
+        def wrapped(self, *args, **kwargs):
+            calls[name] += 1
+            return call(self, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(ExactNormalEquations, "__call__", count("exact", exact_call))
+    monkeypatch.setattr(SketchPreconditionedCG, "__call__", count("sketch", sketch_call))
+    ks, reps = [4, 16], 2
+    config = {"dtype": "float64", "r2": {"n": 80, "p": 1.0, "ks": ks, "reps": reps}}
+    out = altmin_experiments.run_scaling_k(config, 100, "cpu")
+    assert calls == {"exact": 2 * reps * len(ks), "sketch": 2 * reps * len(ks)}
+    n_obs = 80 * 80
+    for i, k in enumerate(ks):  # the solvers' analytic counts (q = 3 PCG steps, s = 4k)
+        assert out["flops_exact"][i] == 2 * (n_obs * k * k + 80 * k**3 / 3)
+        assert out["flops_sketch"][i] == 2 * (n_obs * k * 6 + 80 * (4 * k) * k * k)
+
+
+def test_altmin_runs_one_trial_per_arm_and_seed() -> None:
+    """The arms of altmin-completion share no work worth sharing: each arm and seed is its own
+    trial, so the timed R2 arm alone is the reproduction's longest trial (issue #34)."""
+    from optforge.repro.registry import get
+    from optforge.repro.runner import plan_trials
+
+    reproduction = get("altmin-completion")
+    trials = plan_trials(reproduction, "quick", [100, 101])
+    assert len(trials) == 2 * len(reproduction.methods_at("quick"))
+    assert all(len(t.arms) == 1 for t in trials)

@@ -239,8 +239,8 @@ class DirectSearchBase(ABC):
         value = self._check_value(value, first=key == _key(self.x0))
         self._record(y, key, value)
         in_batch = False
-        for i, p in enumerate(self._batch):
-            if _key(p) == key:
+        for i, batch_key in enumerate(self._batch_keys):
+            if batch_key == key:
                 self._batch_values[i] = value
                 in_batch = True
         if not in_batch and value < self.fx:
@@ -333,6 +333,7 @@ class DirectSearchBase(ABC):
                 continue
             setattr(self, k, copy.deepcopy(v))
         self.generator.set_state(state["generator_state"])
+        self._batch_keys = [_key(p) for p in self._batch]  # also for states saved before them
         self._clock = time.perf_counter()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -342,6 +343,7 @@ class DirectSearchBase(ABC):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._batch_keys = [_key(p) for p in self._batch]
         self._clock = time.perf_counter()
 
     # ----------------------------------------------------------------- to implement
@@ -387,7 +389,7 @@ class DirectSearchBase(ABC):
             return None
         for i, p in enumerate(self._batch):
             if self._batch_values[i] is None and not self._batch_asked[i]:
-                key = _key(p)
+                key = self._batch_keys[i]
                 self._batch_asked[i] = True
                 if key in self._outstanding:
                     continue
@@ -405,10 +407,11 @@ class DirectSearchBase(ABC):
         if not points:
             raise RuntimeError("_next_batch must return at least one point")
         self._batch = [p.to(self.x0) for p in points]
+        # the points' cache keys, computed once per batch (every tell compares against them)
+        self._batch_keys = [_key(p) for p in self._batch]
         self._batch_values = []
         self._batch_asked = [False] * len(self._batch)
-        for p in self._batch:
-            key = _key(p)
+        for p, key in zip(self._batch, self._batch_keys, strict=True):
             if not self._in_bounds(p):
                 self._batch_values.append(math.inf)
             else:

@@ -71,7 +71,13 @@ def _one_thread(device: str) -> Iterator[None]:
 
 
 def _sweep(solver, u0: torch.Tensor, rows, cols, vals, n: int):
-    """One AltMin sweep (V- then U-half-step) from ``u0``; returns the counted flops."""
+    """One AltMin sweep (V- then U-half-step) from ``u0``; returns the counted flops.
+
+    The solver's patterns of both half-steps are built here, before any sweep, so that no
+    timed sweep includes a build and no untimed sweep is needed to build them."""
+    k = u0.shape[1]
+    solver.prepare(rows, cols, vals, n, n, k)
+    solver.prepare(cols, rows, vals, n, n, k)
 
     def sweep() -> float:
         v = torch.linalg.qr(solver(u0, rows, cols, vals, n)).Q
@@ -80,6 +86,19 @@ def _sweep(solver, u0: torch.Tensor, rows, cols, vals, n: int):
         return flops + solver.last_flops
 
     return sweep
+
+
+def _recording(sweeps: Mapping[Any, Any]) -> tuple[dict[Any, Any], dict[Any, float]]:
+    """The sweeps, each keeping the counted flops of its last call (the same every call)."""
+    flops: dict[Any, float] = {}
+
+    def keep(name: Any, sweep: Any) -> Any:
+        def call() -> None:
+            flops[name] = sweep()
+
+        return call
+
+    return {name: keep(name, sweep) for name, sweep in sweeps.items()}, flops
 
 
 def run_scaling_k(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
@@ -94,23 +113,26 @@ def run_scaling_k(config: Mapping[str, Any], seed: int, device: str) -> dict[str
     times: dict[str, list[float]] = {"exact": [], "sketch": []}
     # One exact solver for every k: its Ω-patterns depend on the pattern (and the backend), not
     # on k, so they are built once instead of once per k (the sketch solver's patterns carry a
-    # CountSketch of size 4k drawn from the seed's generator: one solver per k, as before). The
-    # patterns are built by the untimed first sweep, so no timed round includes a build.
+    # CountSketch of size 4k drawn from the seed's generator: one solver per k). The patterns
+    # are built by `_sweep` before the timed rounds, so no timed round includes a build; the
+    # counted flops are those of the timed sweeps (issue #34: the untimed sweep that used to
+    # build the patterns and count the flops is gone).
     exact = ExactNormalEquations()
     for k in ks:
         g = torch.Generator(device=device).manual_seed(1000 + seed)
         u0 = torch.linalg.qr(torch.randn(n, k, generator=g, device=device, dtype=vals.dtype)).Q
-        sweeps = {
-            "exact": _sweep(exact, u0, rows, cols, vals, n),
-            "sketch": _sweep(
-                SketchPreconditionedCG(max_iter=3, generator=g), u0, rows, cols, vals, n
-            ),
-        }
-        for name, sweep in sweeps.items():
-            flops[name].append(sweep())  # also builds the solver's pattern (once per fit)
+        sweeps, counted = _recording(
+            {
+                "exact": _sweep(exact, u0, rows, cols, vals, n),
+                "sketch": _sweep(
+                    SketchPreconditionedCG(max_iter=3, generator=g), u0, rows, cols, vals, n
+                ),
+            }
+        )
         with _one_thread(device):
             medians = time_interleaved(sweeps, device, repeats=c["reps"], warmup=0)
         for name in sweeps:
+            flops[name].append(counted[name])
             times[name].append(medians[name])
     i4, i16 = ks.index(4), ks.index(16)
     for name in ("exact", "sketch"):
@@ -166,8 +188,7 @@ def run_scaling_omega(config: Mapping[str, Any], seed: int, device: str) -> dict
         final.append(float(errors[-1]))
         u0 = torch.linalg.qr(torch.randn(n, k, generator=g, device=device, dtype=vals.dtype)).Q
         solver = SketchPreconditionedCG(generator=g, backend="sparse")
-        sweeps[n] = _sweep(solver, u0, rows, cols, vals, n)
-        sweeps[n]()  # builds the solver's patterns (once per fit)
+        sweeps[n] = _sweep(solver, u0, rows, cols, vals, n)  # builds the solver's patterns
     with _one_thread(device):
         medians = time_interleaved(sweeps, device, repeats=c["reps"], warmup=0)
     per_sweep = [medians[n] for n in c["ns"]]

@@ -85,3 +85,48 @@ def test_gaussian_limit_of_mmse_formula():
     assert denoising_mmse(delta, k, "standard") == pytest.approx(
         s2 * delta / (s2 + delta), rel=0.02
     )
+
+
+def test_continuation_solves_every_step_of_the_path_at_once(monkeypatch) -> None:
+    """The analytic continuation outside the support solves the cubic at all 48 steps of its
+    path in one batched call (issue #34: was one call per step), with the same result as
+    following the path one solve at a time."""
+    from optforge.matrix.gamp_rie.spectrum import WishartGOESpectrum
+
+    spec = WishartGOESpectrum(kappa=0.5)
+    x = np.array([-1.5, 7.0, 9.0])  # outside the support at Δ = 0.1
+    original = WishartGOESpectrum._roots
+    calls: list[int] = []
+
+    def counting(self, z, delta):
+        calls.append(np.asarray(z).size)
+        return original(self, z, delta)
+
+    monkeypatch.setattr(WishartGOESpectrum, "_roots", counting)
+    g = spec._continue(x, 0.1)
+    assert calls == [48 * x.size]
+    # reference: the path followed one solve per step
+    big = 1e3 * (1.0 + 1.0 / spec.kappa + np.sqrt(0.1) + np.abs(x).max())
+    etas = np.geomspace(big, 1e-13, 48)
+    roots = original(spec, x - 1j * etas[0], 0.1)
+    rows = np.arange(x.size)
+    current = roots[rows, np.argmin(np.abs(roots - 1.0 / (x - 1j * etas[0])[:, None]), 1)]
+    for eta in etas[1:]:
+        roots = original(spec, x - 1j * eta, 0.1)
+        current = roots[rows, np.argmin(np.abs(roots - current[:, None]), 1)]
+    assert np.array_equal(g, current)
+
+
+@pytest.mark.parametrize("kappa", [0.25, 0.5, 2.0])
+def test_support_edges_are_the_polynomial_objects_roots_bit_for_bit(kappa) -> None:
+    """The support's discriminant is built with the polynomial functions directly (issue #34:
+    one ``Polynomial`` object per operation cost more than the roots); the roots are exactly
+    those of the ``Polynomial`` expression."""
+    from optforge.matrix.gamp_rie.spectrum import _discriminant_roots
+
+    P = np.polynomial.Polynomial
+    for delta in np.geomspace(1e-6, 10.0, 25):
+        k = kappa
+        a, b, c, e = P([delta]), P([-k * delta, -1.0]), P([1 - k, k]), P([-k])
+        disc = 18 * a * b * c * e - 4 * b**3 * e + b**2 * c**2 - 4 * a * c**3 - 27 * a**2 * e**2
+        assert np.array_equal(_discriminant_roots(float(delta), k), disc.roots())

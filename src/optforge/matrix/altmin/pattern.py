@@ -421,7 +421,10 @@ def _group_by_column(
         ):
             return grouped
     long_rows, long_cols = rows.long(), cols.long()
-    order = torch.argsort(long_cols * n_rows + long_rows)
+    keys = long_cols * n_rows + long_rows
+    if n_cols * n_rows <= 2**31 - 1:  # 32-bit keys sort faster (same order: keys are unique)
+        keys = keys.int()
+    order = torch.argsort(keys)
     index, group, values = long_rows[order], long_cols[order], vals[order]
     counts = torch.bincount(group, minlength=n_cols)
     crow = torch.zeros(n_cols + 1, dtype=torch.long, device=rows.device)

@@ -136,6 +136,19 @@ class SketchPreconditionedCG:
         s = self.sketch_size(k) if callable(self.sketch_size) else self.sketch_size
         return check_positive_int("sketch_size", int(s))
 
+    def prepare(
+        self, rows: Tensor, cols: Tensor, vals: Tensor, n_cols: int, n_rows: int, k: int
+    ) -> None:
+        """Build the pattern (with its CountSketch's buckets, drawn from ``generator``) that a
+        call with these ``rows``/``cols``/``vals`` and a factor ``U`` of shape ``(n_rows, k)``
+        uses, ahead of the call (e.g. outside a timed region); the call then finds it built.
+        No effect for the padded paths (SRHT, Gaussian, ``backend="padded"``)."""
+        if self.sketch != "countsketch" or self.backend == "padded":
+            return
+        s = self.size_for(k)
+        backend = resolve_backend(self.backend, rows.numel(), n_cols, n_rows)
+        self._patterns.get(rows, cols, vals, n_cols, n_rows, backend, s, self.generator)
+
     def __call__(
         self,
         U: Tensor,

@@ -46,6 +46,8 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
+from numpy.polynomial import polynomial as npp
+from numpy.polynomial import polyutils as pu
 from torch import Tensor
 
 from optforge._core import check_nonnegative, check_positive
@@ -121,14 +123,17 @@ class WishartGOESpectrum:
         """Follow the physical root from ``x − iL`` (``g ≈ 1/z``) down to ``x − i·1e-13``."""
         big = 1e3 * (1.0 + 1.0 / self.kappa + math.sqrt(delta) + np.abs(x).max())
         etas = np.geomspace(big, 1e-13, 48)
-        roots = self._roots(x - 1j * etas[0], delta)
-        current = roots[
-            np.arange(x.size), np.argmin(np.abs(roots - 1.0 / (x - 1j * etas[0])[:, None]), 1)
-        ]
-        for eta in etas[1:]:
-            roots = self._roots(x - 1j * eta, delta)
+        # The roots at every step of the path do not depend on the path's picks: one batched
+        # solve for all 48 steps (each point's companion matrix is solved on its own, so the
+        # roots are the same as 48 separate solves).
+        path = self._roots((x[None, :] - 1j * etas[:, None]).ravel(), delta)
+        path = path.reshape(etas.size, x.size, -1)
+        rows = np.arange(x.size)
+        roots = path[0]
+        current = roots[rows, np.argmin(np.abs(roots - 1.0 / (x - 1j * etas[0])[:, None]), 1)]
+        for roots in path[1:]:
             pick = np.argmin(np.abs(roots - current[:, None]), axis=1)
-            current = roots[np.arange(x.size), pick]
+            current = roots[rows, pick]
         return current
 
     def density(self, x: np.ndarray | Tensor | float, delta: float) -> np.ndarray:
@@ -154,10 +159,7 @@ class WishartGOESpectrum:
         if delta == 0.0:
             lo, hi = (1 - 1 / math.sqrt(k)) ** 2, (1 + 1 / math.sqrt(k)) ** 2
             return ((lo, hi),)
-        P = np.polynomial.Polynomial
-        a, b, c, e = P([delta]), P([-k * delta, -1.0]), P([1 - k, k]), P([-k])
-        disc = 18 * a * b * c * e - 4 * b**3 * e + b**2 * c**2 - 4 * a * c**3 - 27 * a**2 * e**2
-        roots = disc.roots()
+        roots = _discriminant_roots(delta, k)
         scale = 1.0 + np.abs(roots)
         real = np.sort(roots.real[np.abs(roots.imag) <= 1e-6 * scale])
         intervals: list[tuple[float, float]] = []
@@ -220,6 +222,28 @@ def denoising_mmse(
     if units == "paper":
         return float(kappa) * _mmse_std(float(kappa), float(delta) / kappa)
     raise ValueError(f"units must be 'paper' or 'standard', got {units!r}")
+
+
+_WINDOW = np.array([-1.0, 1.0])
+
+
+def _discriminant_roots(delta: float, k: float) -> np.ndarray:
+    """Roots in z of the discriminant ``18abce − 4b³e + b²c² − 4ac³ − 27a²e²`` of the cubic
+    ``a g³ + b g² + c g + e`` with ``a = Δ``, ``b = −(z + κΔ)``, ``c = 1 − κ + κz``, ``e = −κ``.
+
+    The same operations, in the same order, as with ``np.polynomial.Polynomial`` objects (whose
+    operators call these functions; the roots are bit-identical), without building an object
+    per operation (issue #34: the support is recomputed for every new Δ).
+    """
+    mul, power = npp.polymul, npp.polypow
+    a, b, c, e = [delta], [-k * delta, -1.0], [1 - k, k], [-k]
+    t1 = mul(mul(mul(mul(18, a), b), c), e)
+    t2 = mul(mul(4, power(b, 3)), e)
+    t3 = mul(power(b, 2), power(c, 2))
+    t4 = mul(mul(4, a), power(c, 3))
+    t5 = mul(mul(27, power(a, 2)), power(e, 2))
+    disc = npp.polysub(npp.polysub(npp.polyadd(npp.polysub(t1, t2), t3), t4), t5)
+    return pu.mapdomain(npp.polyroots(disc), _WINDOW, _WINDOW)  # Polynomial.roots' mapping
 
 
 @lru_cache(maxsize=65536)

@@ -48,8 +48,14 @@ def _models():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).to(F64)
     wide_seq = nn.Sequential(nn.Linear(3, 40), nn.Tanh(), nn.Linear(40, 30)).to(F64)
+    # one-position Linear layers done together: no bias, a frozen bias, a trainable bias
+    mixed = nn.Sequential(
+        nn.Linear(4, 6, bias=False), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2)
+    ).to(F64)
+    mixed[2].bias.requires_grad_(False)
     return {
         "mlp": (mlp, torch.randn(5, 4, dtype=F64)),
+        "mlp_mixed_bias": (mixed, torch.randn(5, 4, dtype=F64)),
         # long T, narrow layers: per-example layer gradients; short T, wide layers: T×T Grams
         "linear_seq_long": (
             nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 2)).to(F64),

@@ -170,6 +170,34 @@ def test_recorder_keeps_the_losses_for_a_later_backward():
     assert torch.equal(again, sq)
 
 
+def test_recorder_wraps_forward_only_inside_the_context_and_restores_it():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    own_forward = net[2].forward  # an instance-level forward someone else installed
+    net[2].forward = lambda inp: own_forward(inp)
+    patched = net[2].forward
+    net[0].register_forward_hook(lambda m, i, o: o * 2.0)  # a user hook changing the output
+    net[0].register_forward_pre_hook(lambda m, i: (i[0] + 1.0,))  # and the input
+
+    def losses():
+        return net(x).pow(2).sum(1)
+
+    ghost = per_example_grad_sqnorms(net, losses)
+    assert "forward" not in net[0].__dict__ and net[2].__dict__["forward"] is patched
+    rows = []
+    for i in range(x.shape[0]):
+        grads = torch.autograd.grad(net(x[i : i + 1]).pow(2).sum(), list(net.parameters()))
+        rows.append(sum(g.pow(2).sum() for g in grads))
+    torch.testing.assert_close(ghost.double(), torch.stack(rows), rtol=1e-5, atol=1e-8)
+    rec = GhostNormRecorder.for_model(net)
+    with pytest.raises(RuntimeError, match="boom"), rec:
+        assert "forward" in net[0].__dict__
+        raise RuntimeError("boom")
+    assert "forward" not in net[0].__dict__ and net[2].__dict__["forward"] is patched
+    assert not rec.handles
+
+
 def test_layer_helpers():
     gen = torch.Generator().manual_seed(0)
     lin = nn.Linear(4, 3).double()

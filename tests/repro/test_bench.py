@@ -32,6 +32,7 @@ OPTIMIZERS = (
     "adagrad",
     "adadagrad",
     "adadagrad_ip",
+    "adadagrad_callable",
     "adadagrad_per_example",
     "sven",
     "sven_jacobian",

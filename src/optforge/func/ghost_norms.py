@@ -119,10 +119,11 @@ def per_example_grad_sqnorms(
 
 
 class GhostNormRecorder:
-    """Forward hooks that keep each supported module's input and output, then ghost norms.
+    """Records each supported module's input and output (its ``forward`` wrapped while the
+    context is open, restored on exit), then ghost norms.
 
     Use it as a context manager around the forward pass, then call :meth:`sqnorms` with the
-    per-example losses. Only modules with a trainable parameter are hooked.
+    per-example losses. Only modules with a trainable parameter are recorded.
 
     Args:
         modules: The modules to record (e.g. ``list(model.modules())``); unsupported ones are
@@ -139,19 +140,22 @@ class GhostNormRecorder:
         self, modules: Iterable[nn.Module], params: Iterable[nn.Parameter] | None = None
     ) -> None:
         self.entries: list[tuple[str, nn.Module, list[tuple[Tensor, Tensor]]]] = []
+        self._hooks: list[Callable[..., None]] = []
         covered: dict[int, str] = {}
         for module in modules:
             kind = ghost_kind(module)
             if kind is None:
                 continue
-            for p in module.parameters(recurse=False):
+            for p in _own_params(module):
                 if id(p) in covered:
                     raise UnsupportedModuleError(
                         "ghost norms do not support parameters shared between modules (tied "
                         "embeddings)"
                     )
                 covered[id(p)] = kind
-            self.entries.append((kind, module, []))
+            store: list[tuple[Tensor, Tensor]] = []
+            self.entries.append((kind, module, store))
+            self._hooks.append(_store_hook(store))
         if params is not None:
             missing = [p for p in params if id(p) not in covered]
             if missing:
@@ -169,14 +173,23 @@ class GhostNormRecorder:
         return cls(list(model.modules()), params=[p for p in model.parameters() if p.requires_grad])
 
     def __enter__(self) -> GhostNormRecorder:
-        for _, module, store in self.entries:
-            if any(p.requires_grad for p in module.parameters(recurse=False)):
-                self.handles.append(module.register_forward_hook(_store_hook(store)))
+        # Each recorded module's ``forward`` is wrapped for the duration of the context (an
+        # instance attribute shadowing the class's method, restored on exit): cheaper than a
+        # forward hook (no hook dispatch in ``Module.__call__``, nothing to register), and it
+        # sees exactly the input and output of ``forward`` (inside any user hooks).
+        for (_, module, _), hook in zip(self.entries, self._hooks, strict=True):
+            if any(p.requires_grad for p in _own_params(module)):
+                own = module.__dict__.get("forward", _MISSING)
+                module.__dict__["forward"] = _recording(module.forward, hook, module)
+                self.handles.append((module, own))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self.handles:
-            h.remove()
+        for module, own in reversed(self.handles):
+            if own is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
         self.handles.clear()
 
     def sqnorms(self, losses: Tensor, *, retain_graph: bool = False) -> Tensor:
@@ -267,6 +280,27 @@ def layer_grad_sqnorms(module: nn.Module, inputs: Tensor, output_grads: Tensor) 
         return torch.zeros(n, dtype=torch.float32, device=output_grads.device)
     kind, x, d = _factors(kind, module, inputs.detach(), output_grads.detach(), n)
     return _module_sqnorm(kind, module, x, d)
+
+
+def _own_params(module: nn.Module) -> list[Tensor]:
+    """``module.parameters(recurse=False)`` without the generator machinery."""
+    return [p for p in module._parameters.values() if p is not None]
+
+
+_MISSING = object()
+
+
+def _recording(
+    forward: Callable[..., Any], hook: Callable[..., None], module: nn.Module
+) -> Callable[..., Any]:
+    """``forward`` that also hands its input and output to ``hook`` (as a forward hook)."""
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        hook(module, args if args else tuple(kwargs.values()), out)
+        return out
+
+    return recorded
 
 
 def _store_hook(store: list[tuple[Tensor, Tensor]]) -> Callable[..., None]:
@@ -374,6 +408,8 @@ class GhostGradients:
     def __init__(self, layers: list[tuple[str, nn.Module, Tensor, Tensor]], n: int) -> None:
         self.layers = layers
         self.n = n
+        self._dense_cache: _Dense | bool | None = False  # False: not looked at yet
+        self._matrices: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> its [N, d] x and d
 
     @classmethod
     def capture(
@@ -404,46 +440,72 @@ class GhostGradients:
             shape = getattr(losses, "shape", type(losses).__name__)
             raise ValueError(f"losses must be a 1-D tensor of per-example losses, got {shape}")
         n = losses.shape[0]
-        calls = [(kind, m, x, y) for kind, m, store in recorder.entries for x, y in store]
+        # the recorded modules that ran, each with its calls (in call order)
+        ran = [(kind, m, list(store)) for kind, m, store in recorder.entries if store]
         for *_, store in recorder.entries:
             store.clear()
-        if not calls:
+        if not ran:
             raise ValueError(
                 "no supported module with trainable parameters ran in the forward pass"
             )
-        params = list(params)
-        for _, _, x, y in calls:  # batch-first check before the backward
-            for t in (x, y):
-                if t.dim() < 2 or t.shape[0] != n:
-                    raise UnsupportedModuleError(
-                        f"ghost norms need batch-first activations; a module saw shape "
-                        f"{tuple(t.shape)} for a batch of {n}"
-                    )
+        outs: list[Tensor] = []
+        for _, _, calls in ran:  # batch-first check before the backward
+            for x, y in calls:
+                for t in (x, y):
+                    if t.dim() < 2 or t.shape[0] != n:
+                        raise UnsupportedModuleError(
+                            f"ghost norms need batch-first activations; a module saw shape "
+                            f"{tuple(t.shape)} for a batch of {n}"
+                        )
+                outs.append(y)
         with torch.enable_grad():
             total = losses.sum()
-        outs = [y for *_, y in calls]
-        grads = torch.autograd.grad(
-            total, outs + params, allow_unused=True, retain_graph=retain_graph
-        )
-        grouped: dict[int, tuple[str, nn.Module, list[Tensor], list[Tensor]]] = {}
-        for (kind, module, x, y), d in zip(calls, grads[: len(outs)], strict=True):
-            d = torch.zeros_like(y) if d is None else d.detach()
-            math_kind, x, d = _factors(kind, module, x, d, n)
-            entry = grouped.setdefault(id(module), (math_kind, module, [], []))
-            entry[2].append(x)
-            entry[3].append(d)
-        layers = [
-            (kind, module, *(t[0] if len(t) == 1 else torch.cat(t, dim=1) for t in (xs, ds)))
-            for kind, module, xs, ds in grouped.values()
-        ]
-        return cls(layers, n), tuple(grads[len(outs) :])
+        n_outs = len(outs)
+        outs.extend(params)
+        grads = torch.autograd.grad(total, outs, allow_unused=True, retain_graph=retain_graph)
+        # a module called several times: its per-sample grad is the sum over calls (concat in T)
+        layers = []
+        matrices: dict[int, tuple[Tensor, Tensor]] = {}  # [N, d] originals of one-call layers
+        i = 0
+        for kind, module, calls in ran:
+            xs, ds = [], []
+            for x, y in calls:
+                d = grads[i]
+                i += 1
+                if d is None:
+                    d = torch.zeros_like(y)
+                elif d.requires_grad:
+                    d = d.detach()
+                if len(calls) == 1 and kind == "linear" and x.dim() == 2 and d.dim() == 2:
+                    matrices[len(layers)] = (x, d)
+                math_kind, x, d = _factors(kind, module, x, d, n)
+                xs.append(x)
+                ds.append(d)
+            if len(xs) == 1:
+                layers.append((math_kind, module, xs[0], ds[0]))
+            else:
+                layers.append((math_kind, module, torch.cat(xs, dim=1), torch.cat(ds, dim=1)))
+        ghost = cls(layers, n)
+        ghost._matrices = matrices
+        return ghost, tuple(grads[n_outs:])
 
     # -- per-example quantities ------------------------------------------------------------
 
     def sqnorms(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        """``[N]`` squared norms ``‖g_i‖²`` over the recorded modules' trainable parameters."""
+        """``[N]`` squared norms ``‖g_i‖²`` over the recorded modules' trainable parameters.
+
+        Linear layers with one position (``T = 1``) and a trainable weight contribute
+        ``‖a_i‖²‖δ_i‖² (+ ‖δ_i‖²`` with a trainable bias); two or more of them (same dtype) are
+        done together: one concatenation of their inputs and output gradients, one square, one
+        matrix product with a 0/1 matrix giving every layer's ``‖a_i‖²`` and ``‖δ_i‖²``, the
+        products in float64."""
         acc: Tensor | None = None
-        for kind, module, x, d in self.layers:
+        dense = self._dense()
+        if dense is not None:
+            acc = _dense_sqnorms(dense)
+        for i, (kind, module, x, d) in enumerate(self.layers):
+            if dense is not None and i in dense.index:
+                continue
             w, b = (module.weight, module.bias) if kind == "linear" else (None, None)
             if w is not None and x.shape[1] == 1 and w.requires_grad:  # ‖a_i‖²‖δ_i‖² (+‖δ_i‖²)
                 x, d = _as_float(x), _as_float(d)
@@ -460,12 +522,56 @@ class GhostGradients:
         assert acc is not None
         return acc.to(dtype)
 
+    def _dense(self) -> _Dense | None:
+        """The one-position Linear layers with a trainable weight, concatenated (two or more of
+        one float dtype; computed once per object)."""
+        if self._dense_cache is not False:
+            return self._dense_cache  # type: ignore[return-value]
+        picked: list[int] = []
+        layers = []
+        dtype = None
+        for i, layer in enumerate(self.layers):
+            kind, module, x, d = layer
+            if (
+                kind == "linear"
+                and x.shape[1] == 1
+                and module.weight.requires_grad
+                and x.dtype == d.dtype
+                and (dtype is None or x.dtype == dtype)
+                and x.dtype in (torch.float32, torch.float64)
+            ):
+                picked.append(i)
+                layers.append(layer)
+                dtype = x.dtype
+        dense = None
+        if len(picked) >= 2:
+            n = self.n
+            xs, ds = [], []
+            for i, (_, _, x, d) in zip(picked, layers, strict=True):
+                x, d = self._matrices.get(i) or (x.reshape(n, -1), d.reshape(n, -1))
+                xs.append(x)
+                ds.append(d)
+            x_widths = tuple(t.shape[1] for t in xs)
+            d_widths = tuple(t.shape[1] for t in ds)
+            bias = tuple(m.bias is not None and m.bias.requires_grad for _, m, _, _ in layers)
+            flat = torch.cat(xs + ds, dim=1)
+            dense = _Dense(tuple(picked), layers, flat, bias, x_widths, d_widths)
+        self._dense_cache = dense
+        return dense
+
     def inner(self, vectors: dict[Tensor, Tensor], dtype: torch.dtype = torch.float64) -> Tensor:
         """``[N]`` inner products ``⟨g_i, v⟩``; ``vectors`` maps a parameter to its part of
         ``v`` (same shape; parameters not in it count as zero)."""
         by_id = {id(p): v for p, v in vectors.items()}
         acc = torch.zeros(self.n, dtype=dtype, device=self._device)
-        for kind, module, x, d in self.layers:
+        dense = self._dense()
+        if dense is not None and dense.flat.dtype == dtype:
+            done = _dense_inner(dense, by_id, acc)
+        else:
+            done = set()
+        for i, (kind, module, x, d) in enumerate(self.layers):
+            if i in done:
+                continue
             parts = {
                 name: by_id[id(p)].detach() for name, p in _trainable(module) if id(p) in by_id
             }
@@ -496,6 +602,93 @@ class GhostGradients:
     @property
     def _device(self) -> torch.device:
         return self.layers[0][3].device
+
+
+class _Dense:
+    """One-position Linear layers side by side: ``flat = [a_1 … a_L | δ_1 … δ_L]``, ``[N, ·]``."""
+
+    __slots__ = ("bias", "d_widths", "flat", "index", "layers", "x_widths")
+
+    def __init__(
+        self,
+        index: tuple[int, ...],
+        layers: list[tuple[str, nn.Module, Tensor, Tensor]],
+        flat: Tensor,
+        bias: tuple[bool, ...],
+        x_widths: tuple[int, ...],
+        d_widths: tuple[int, ...],
+    ) -> None:
+        self.index, self.layers, self.flat, self.bias = index, layers, flat, bias
+        self.x_widths, self.d_widths = x_widths, d_widths
+
+
+_SEGMENTS: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
+
+
+def _segments(dense: _Dense) -> tuple[Tensor, Tensor]:
+    """The 0/1 matrix summing ``flat``'s columns per block (``[Σ widths, 2L]``) and the bias
+    flags ``[L]`` (float64), cached per layout."""
+    flat = dense.flat
+    key = (dense.x_widths, dense.d_widths, dense.bias, flat.dtype, flat.device)
+    hit = _SEGMENTS.get(key)
+    if hit is None:
+        widths = dense.x_widths + dense.d_widths
+        block = torch.repeat_interleave(torch.arange(len(widths)), torch.tensor(widths))
+        seg = F.one_hot(block, len(widths)).to(dtype=flat.dtype, device=flat.device)
+        bias = torch.tensor(dense.bias, dtype=torch.float64, device=flat.device)
+        if len(_SEGMENTS) >= 64:
+            _SEGMENTS.clear()
+        hit = _SEGMENTS[key] = (seg, bias)
+    return hit
+
+
+def _dense_sqnorms(dense: _Dense) -> Tensor:
+    """``Σ_l (‖a_{l,i}‖² + [bias_l]) ‖δ_{l,i}‖²`` in float64, ``[N]``."""
+    seg, bias = _segments(dense)
+    blocks = (dense.flat.square() @ seg).double()  # [N, 2L]: ‖a_l‖², then ‖δ_l‖²
+    n_layers = len(dense.bias)
+    return ((blocks[:, :n_layers] + bias) * blocks[:, n_layers:]).sum(dim=1)
+
+
+def _dense_inner(dense: _Dense, by_id: dict[int, Tensor], acc: Tensor) -> set[int]:
+    """Adds ``Σ_l δ_{l,i}ᵀ V_l a_{l,i} + δ_{l,i}·v_l`` of the dense layers whose every trainable
+    parameter has its part in ``by_id`` (the others are left to the per-layer path) to ``acc``;
+    returns the indices done."""
+    n = acc.shape[0]
+    flat = dense.flat
+    offsets = [0]
+    for w in dense.x_widths + dense.d_widths:
+        offsets.append(offsets[-1] + w)
+    n_layers = len(dense.bias)
+    rows: list[Tensor] = []
+    x_cols: list[Tensor] = []
+    d_cols: list[Tensor] = []
+    biases: list[Tensor] = []
+    done: set[int] = set()
+    for j, (index, (_, module, _, _)) in enumerate(zip(dense.index, dense.layers, strict=True)):
+        v_w = by_id.get(id(module.weight))
+        has_bias = dense.bias[j]
+        v_b = by_id.get(id(module.bias)) if has_bias else None
+        if v_w is None or (has_bias and v_b is None):
+            continue
+        x = flat[:, offsets[j] : offsets[j + 1]]
+        d = flat[:, offsets[n_layers + j] : offsets[n_layers + j + 1]]
+        rows.append(d @ v_w.detach().to(flat.dtype).reshape(d.shape[1], x.shape[1]))
+        x_cols.append(x)
+        if v_b is not None:
+            d_cols.append(d)
+            biases.append(v_b.detach().to(flat.dtype).reshape(-1))
+        done.add(index)
+    if not rows:
+        return done
+    x_all = x_cols[0] if len(x_cols) == 1 else torch.cat(x_cols, dim=1)
+    dv = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+    out = (dv * x_all).sum(dim=1)
+    if biases:
+        d_all = d_cols[0] if len(d_cols) == 1 else torch.cat(d_cols, dim=1)
+        out = torch.addmv(out, d_all, torch.cat(biases))
+    acc += out.to(acc.dtype).reshape(n)
+    return done
 
 
 def _trainable(module: nn.Module) -> list[tuple[str, Tensor]]:

@@ -140,3 +140,15 @@ def test_test_steps_refuse_dtensor_parameters_before_touching_anything(cls, repl
     assert model.weight.grad is None and replicated_param.grad is None
     assert opt.controller.state_dict()["step"] == 0
     assert torch.equal(replicated_param.detach().full_tensor(), before)
+
+
+def test_single_parameter_model_keeps_its_statistics_after_the_gradient_is_written():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1, bias=False).to(F64)
+    x, y = torch.randn(6, 4, dtype=F64), torch.randn(6, 1, dtype=F64)
+    exact, _ = batch_grad_stats(model, nn.MSELoss(), x, y)
+    opt = AdAdaGrad(model.parameters(), initial_batch_size=6)
+    opt.backward(model, nn.MSELoss(), x, y)
+    assert opt.last_stats_method == "ghost"
+    torch.testing.assert_close(opt._pending.mean, exact.mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(model.weight.grad.reshape(-1), exact.mean, rtol=1e-12, atol=1e-14)

@@ -187,13 +187,14 @@ class AdaptiveBatch(torch.optim.Optimizer):
         self.last_stats_method = "per_example" if stats.coordinatewise else "ghost"
         with torch.no_grad():
             if local is not None:  # ghost, one process: the batch gradient, per parameter
-                params, sums = local
-                means = torch._foreach_div(sums, float(stats.count))
+                params, means = local  # Σ_i G_i, ours (fresh from autograd): divided in place
+                torch._foreach_div_(means, float(stats.count))
             else:
                 params = [p for p in model.parameters() if p.requires_grad]
                 means = list(torch.split(stats.mean, [p.numel() for p in params]))
             for p, g in zip(params, means, strict=True):
-                g = g.view_as(p).to(p.dtype)
+                if g.shape != p.shape or g.dtype != p.dtype:
+                    g = g.view_as(p).to(p.dtype)
                 if p.grad is None:
                     p.grad = g if local is not None else g.clone()
                 else:

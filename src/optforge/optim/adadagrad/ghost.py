@@ -15,7 +15,9 @@ its inputs and output gradients, from which
 :math:`\lVert G_i\rVert^2` and :math:`\langle G_i, \bar G\rangle` follow exactly
 (:class:`~optforge.func.GhostGradients`; sequences included). The per-example losses
 :math:`\ell_i` = ``loss_fn(out_i, y_i)`` (a batch of one, as in the ``torch.func`` path) come from
-``torch.func.vmap`` over ``loss_fn`` only — the model runs once, batched.
+one ``reduction="none"`` call for the stock torch losses where that is exact
+(:mod:`~optforge.optim.adadagrad.example_losses`), else from ``torch.func.vmap`` over
+``loss_fn`` only — the model runs once, batched.
 
 Requirements: every trainable parameter lives in one of the supported modules (not shared) and
 the model treats the examples of a batch independently (batch-first, no BatchNorm in train
@@ -41,8 +43,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors
 
 from optforge.func import GhostGradients, GhostNormRecorder, UnsupportedModuleError
+from optforge.optim.adadagrad.example_losses import per_example_losses
 from optforge.optim.adadagrad.grad_stats import GradStats
 
 __all__ = ["ghost_grad_stats"]
@@ -87,12 +91,16 @@ def _ghost_grad_stats(
     process_group: Any = None,
     distributed: bool = False,
     params: list[Tensor] | None = None,
+    modules: list[nn.Module] | None = None,
 ) -> tuple[GradStats, Tensor, list[Tensor]]:
     """:func:`ghost_grad_stats` plus the local ``Σ_i G_i`` per trainable parameter
-    (``params``: the model's trainable parameters, if the caller has them already)."""
+    (``params``, ``modules``: the model's trainable parameters and ``list(model.modules())``,
+    if the caller has them already)."""
     if params is None:
         params = [p for p in model.parameters() if p.requires_grad]
-    recorder = GhostNormRecorder(list(model.modules()), params=params)
+    if modules is None:
+        modules = list(model.modules())
+    recorder = GhostNormRecorder(modules, params=params)
     b = int(inputs.shape[0])
     with torch.enable_grad(), recorder:
         out = model(inputs)
@@ -101,14 +109,29 @@ def _ghost_grad_stats(
                 "ghost norms need the model to return one batch-first tensor, got "
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
-        losses = _PER_EXAMPLE_LOSSES(out, targets, loss_fn)
-    ghost, grads = GhostGradients.capture(recorder, losses.reshape(-1), params)
-    sums = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-    total = torch.cat([g.reshape(-1) for g in sums]).to(dtype)
+        losses = per_example_losses(out, targets, loss_fn)
+        if losses is None:  # not a recognised stock loss: vmap over loss_fn
+            losses = _PER_EXAMPLE_LOSSES(out, targets, loss_fn)
+    if losses.dim() != 1:
+        losses = losses.reshape(-1)
+    ghost, grads = GhostGradients.capture(recorder, losses, params)
+    sums = list(grads)
+    for i, g in enumerate(sums):
+        if g is None:
+            sums[i] = torch.zeros_like(params[i])
+    # torch.cat of the flattened sums (in C++); a copy, never a view of ``sums`` (divided later)
+    total = _flatten_dense_tensors(sums) if len(sums) > 1 else sums[0].reshape(-1).clone()
+    if total.dtype != dtype:
+        total = total.to(dtype)
     # Σ‖G_i‖² − ‖Σ G_i‖²/b in float64 (type promotion), clamped at 0 against rounding
-    m2 = torch.sub(ghost.sqnorms(torch.float64).sum(), torch.dot(total, total), alpha=1.0 / b)
+    total_sq = torch.dot(total, total)
+    m2 = torch.sub(ghost.sqnorms(torch.float64).sum(), total_sq, alpha=1.0 / b)
     m2 = m2.clamp_min_(0.0).to(dtype)
+    # ‖g‖² as GradStats.grad_sq_norm computes it (the same dot of the same tensor), kept so the
+    # test does not redo it; on CPU only (a host read), one process only (the sum is local)
+    g2 = float(total_sq) / b**2 if not distributed and total.device.type == "cpu" else None
     stats = GradStats(b, total, m2)
+    stats._g2 = g2
     if distributed:
         stats = stats.all_reduce(process_group)
     if inner_product:  # a_i = ⟨G_i, ref⟩ = ⟨G_i, Σ_j G_j⟩ / b (local), global sum / count
@@ -123,6 +146,7 @@ def _ghost_grad_stats(
         ip_sum = a.sum().to(dtype)
         ip_m2 = (a - a.mean()).pow(2).sum().to(dtype)
         local = GradStats(b, total, m2, ref, ip_sum, ip_m2)
+        local._g2 = g2
         stats = local.all_reduce(process_group) if distributed else local
     return stats, losses.detach().mean(), sums
 

@@ -130,8 +130,9 @@ def _batch_grad_stats(
     ran on one process (``None`` otherwise)."""
     b = _check_batch(inputs, targets)
     check_choice("method", method, METHODS)
-    _check_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    modules = list(model.modules())  # one walk: the BatchNorm check, the parameters, the hooks
+    _check_model(model, modules)
+    trainable = _trainable_params(modules)
     if not trainable:
         raise ValueError("model: has no parameters that require grad")
     if dtype is None:
@@ -143,6 +144,7 @@ def _batch_grad_stats(
             stats, loss, sums = _ghost_grad_stats(
                 model, loss_fn, inputs, targets, inner_product=inner_product, dtype=dtype,
                 process_group=process_group, distributed=sync, params=trainable,
+                modules=modules,
             )  # fmt: skip
             return stats, loss, None if sync else (trainable, sums)
         except UnsupportedModuleError:
@@ -178,9 +180,28 @@ def _batch_grad_stats(
 # -- private helpers ----------------------------------------------------------------------
 
 
-def _check_model(model: nn.Module) -> None:
+def _trainable_params(modules: list[nn.Module]) -> list[Tensor]:
+    """``[p for p in model.parameters() if p.requires_grad]`` from ``list(model.modules())``
+    (the same order: modules in turn, each parameter once)."""
+    seen: set[int] = set()
+    out: list[Tensor] = []
+    for module in modules:
+        for p in module._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                if p.requires_grad:
+                    out.append(p)
+    return out
+
+
+def _check_model(model: nn.Module, modules: list[nn.Module] | None = None) -> None:
+    batchnorm = nn.modules.batchnorm._BatchNorm
+    if modules is not None and not any(
+        isinstance(m, batchnorm) and m.training for m in modules
+    ):  # the common case without named_modules' names
+        return
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+        if isinstance(module, batchnorm) and module.training:
             raise ValueError(
                 f"model: BatchNorm module {name or type(module).__name__!r} is in train mode, "
                 "which mixes the examples of a batch, so per-example gradients are ill-defined; "

@@ -42,6 +42,9 @@ def test_aten_ops_of_a_converted_layer():
     assert sum(wta.values()) <= 28
     assert sum(crs.values()) <= 2 * linear
     assert wta["aten::item"] == wta["aten::topk"] == wta["aten::multinomial"] == 0
+    # a 3-D input adds one flattening view in the forward and one in the backward pass
+    x3 = torch.randn(8, 64, 64)
+    assert sum(aten_op_counts(_step(WTACRSLinear(64, 128, ratio=0.3), x3)).values()) <= 30
 
 
 def test_compiles_without_graph_breaks():

@@ -35,6 +35,8 @@ The package, one idea per module:
 * :mod:`~optforge.nn.wta_crs.convert` — :func:`convert_model` / :func:`convert_linear` for HF,
   PEFT LoRA and plain models, :func:`revert_linear`, and :class:`ConversionSpec` /
   :func:`apply_conversion` to re-apply a recorded conversion to a reloaded model;
+* :mod:`~optforge.nn.wta_crs.recompute` — SwiGLU MLP and RMSNorm that recompute their
+  elementwise tensors in the backward pass (``convert_model(..., recompute=True)``);
 * :mod:`~optforge.nn.wta_crs.measure` — saved bytes, peak memory, aten op counts, host syncs.
 
 Example:
@@ -68,6 +70,7 @@ from optforge.nn.wta_crs.measure import (
     peak_memory_bytes,
     saved_tensor_bytes,
 )
+from optforge.nn.wta_crs.recompute import RecomputeRMSNorm, SwiGLUMLP, swiglu
 from optforge.nn.wta_crs.sampling import (
     approx_matmul,
     n_winners,
@@ -83,7 +86,9 @@ __all__ = [
     "ConversionSpec",
     "ConversionStep",
     "GradNormCache",
+    "RecomputeRMSNorm",
     "SampleShare",
+    "SwiGLUMLP",
     "WTACRSLinear",
     "WTACRSLinearFunction",
     "apply_conversion",
@@ -101,4 +106,5 @@ __all__ = [
     "sample_rows",
     "sample_size",
     "saved_tensor_bytes",
+    "swiglu",
 ]

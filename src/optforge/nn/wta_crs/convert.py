@@ -11,7 +11,9 @@ into :class:`~optforge.nn.WTACRSLinear` layers in place, and back.
   "LoRA + WTA-CRS": sample the input saved for ``A``'s gradient).
 * :func:`convert_model` is the one call for a whole model: every trainable linear of the
   attention and MLP blocks (:data:`ALL_TARGETS`) plus ``nn.ReLU`` → :class:`~optforge.nn.MaskedReLU`
-  (1-bit masks, where the activation is a ReLU).
+  (1-bit masks, where the activation is a ReLU); with ``recompute=True`` also the SwiGLU MLPs and
+  RMSNorms of Llama-style blocks by versions that recompute their elementwise tensors in the
+  backward pass (:mod:`optforge.nn.wta_crs.recompute`).
 
 * Re-applying a saved conversion: every call records what it converted (the resolved layer
   names and the options) as a :class:`ConversionSpec` on the model, and, for a Hugging Face
@@ -37,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import warnings
@@ -53,6 +56,7 @@ from optforge.nn.wta_crs.layer import (
     WTACRSLinear,
     check_layer_config,
 )
+from optforge.nn.wta_crs.recompute import recomputable, replacement
 
 __all__ = [
     "ALL_TARGETS",
@@ -186,6 +190,8 @@ class ConversionStep:
             and ``generator`` when it was an int seed).
         runtime: Options that were objects (a ``GradNormCache``, a ``torch.Generator``): not
             recorded; give them again to :func:`apply_conversion`.
+        recomputed: Names of the SwiGLU MLPs / RMSNorms replaced by their recomputing versions
+            (``convert_model(recompute=True)``).
     """
 
     ratio: float
@@ -194,10 +200,11 @@ class ConversionStep:
     share_inputs: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
     runtime: tuple[str, ...] = ()
+    recomputed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {
+        """A JSON-serialisable dict (``recomputed`` only when not empty)."""
+        out = {
             "ratio": self.ratio,
             "layers": list(self.layers),
             "relus": list(self.relus),
@@ -205,6 +212,9 @@ class ConversionStep:
             "options": dict(self.options),
             "runtime": list(self.runtime),
         }
+        if self.recomputed:
+            out["recomputed"] = list(self.recomputed)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ConversionStep:
@@ -212,12 +222,13 @@ class ConversionStep:
         if not isinstance(data, Mapping):
             raise TypeError(f"a conversion step must be a mapping, got {type(data).__name__}")
         unknown = sorted(
-            set(data) - {"ratio", "layers", "relus", "share_inputs", "options", "runtime"}
+            set(data)
+            - {"ratio", "layers", "relus", "share_inputs", "options", "runtime", "recomputed"}
         )
         if unknown or "ratio" not in data or "layers" not in data:
             raise ValueError(
                 f"a conversion step needs 'ratio' and 'layers' (and optionally 'relus', "
-                f"'share_inputs', 'options', 'runtime'), got keys {sorted(data)}"
+                f"'share_inputs', 'options', 'runtime', 'recomputed'), got keys {sorted(data)}"
             )
         options = dict(data.get("options", {}))
         bad = sorted(set(options) - {*_RECORDED, "generator"})
@@ -234,6 +245,7 @@ class ConversionStep:
             share_inputs=_check_bool("share_inputs", data.get("share_inputs", True)),
             options=options,
             runtime=runtime,
+            recomputed=_names("recomputed", data.get("recomputed", ())),
         )
 
 
@@ -318,7 +330,12 @@ def _selection(
 
 
 def _step_for(
-    ratio: float, layers: list[str], relus: list[str], share_inputs: bool, config: dict
+    ratio: float,
+    layers: list[str],
+    relus: list[str],
+    share_inputs: bool,
+    config: dict,
+    recomputed: Sequence[str] = (),
 ) -> ConversionStep:
     options = {k: config[k] for k in _RECORDED if k in config}
     runtime = []
@@ -336,6 +353,7 @@ def _step_for(
         share_inputs=share,
         options=options,
         runtime=tuple(runtime),
+        recomputed=tuple(recomputed),
     )
 
 
@@ -370,7 +388,7 @@ def _record(model: nn.Module, spec: ConversionSpec | None) -> None:
 
 
 def _append(model: nn.Module, step: ConversionStep) -> None:
-    if step.layers or step.relus:
+    if step.layers or step.relus or step.recomputed:
         previous = conversion_spec(model) or ConversionSpec()
         _record(model, ConversionSpec((*previous.steps, step)))
 
@@ -378,6 +396,11 @@ def _append(model: nn.Module, step: ConversionStep) -> None:
 def _replace_relus(model: nn.Module, names: Sequence[str]) -> None:
     for name in names:
         _set_submodule(model, name, MaskedReLU())
+
+
+def _replace_recomputed(model: nn.Module, names: Sequence[str]) -> None:
+    for name in names:
+        _set_submodule(model, name, replacement(model.get_submodule(name)))
 
 
 def _convert(
@@ -501,6 +524,7 @@ def convert_model(
     exclude: Selector = _DEFAULT_EXCLUDE,
     masks: bool = True,
     share_inputs: bool = True,
+    recompute: bool = False,
     **config: Any,
 ) -> list[str]:
     """One call for a whole model: every trainable attention/MLP linear, plus 1-bit ReLU masks.
@@ -517,17 +541,25 @@ def convert_model(
         exclude: As :func:`convert_linear`.
         masks: Also replace ``nn.ReLU`` modules by 1-bit-mask ReLUs.
         share_inputs: As :func:`convert_linear`.
+        recompute: Also replace the SwiGLU MLPs and RMSNorms of Llama-style blocks
+            (:data:`~optforge.nn.wta_crs.recompute.SWIGLU_CLASSES`,
+            :data:`~optforge.nn.wta_crs.recompute.RMSNORM_CLASSES`) by versions that keep
+            ``gate``/``up`` (not ``silu(gate)``) and the norm's input (not its normalised
+            output): exact, bitwise-equal gradients, one elementwise pass more per backward.
         **config: Further :class:`WTACRSLinear` options.
 
     Returns:
-        The names of the replaced modules (linears first, then ReLUs).
+        The names of the replaced modules (linears first, then ReLUs, then recomputed modules).
     """
     _check_bool("masks", masks)
+    _check_bool("recompute", recompute)
     names = _convert_checked(model, ratio, include, exclude, share_inputs, True, config)
     relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n] if masks else []
     _replace_relus(model, relus)
-    _append(model, _step_for(ratio, names, relus, share_inputs, config))
-    return names + relus
+    recomputed = [n for n, m in model.named_modules() if n and recomputable(m)] if recompute else []
+    _replace_recomputed(model, recomputed)
+    _append(model, _step_for(ratio, names, relus, share_inputs, config, recomputed))
+    return names + relus + recomputed
 
 
 def apply_conversion(
@@ -581,6 +613,14 @@ def apply_conversion(
                         f"spec names {name!r} as a plain {kind}, but it is a "
                         f"{type(module).__name__}{done}"
                     )
+        for name in step.recomputed:
+            module = modules.get(name)
+            if module is None or not recomputable(module):
+                found = "missing" if module is None else f"a {type(module).__name__}"
+                raise ValueError(
+                    f"spec names {name!r} as a SwiGLU MLP / RMSNorm to recompute, but it is "
+                    f"{found} in {type(model).__name__}"
+                )
         check_layer_config({"ratio": step.ratio, **step.options, **runtime})
         missing = [k for k in step.runtime if k not in runtime]
         if missing:
@@ -595,7 +635,8 @@ def apply_conversion(
         config = {**step.options, **{k: v for k, v in runtime.items() if k in step.runtime}}
         _convert(model, step.ratio, step.layers, step.share_inputs, config)
         _replace_relus(model, step.relus)
-        out += [*step.layers, *step.relus]
+        _replace_recomputed(model, step.recomputed)
+        out += [*step.layers, *step.relus, *step.recomputed]
     previous = conversion_spec(model) or ConversionSpec()
     _record(model, ConversionSpec((*previous.steps, *spec.steps)))
     return out
@@ -627,7 +668,7 @@ def _resolve_spec(model: nn.Module, spec: object) -> ConversionSpec:
 def revert_linear(model: nn.Module) -> list[str]:
     """Turn every :class:`WTACRSLinear` of ``model`` back into an ``nn.Linear`` (shared params).
 
-    The recorded spec keeps only its ReLU replacements (they are not reverted).
+    The recorded spec keeps only its ReLU and recompute replacements (they are not reverted).
 
     Args:
         model: The model to modify in place.
@@ -643,9 +684,7 @@ def revert_linear(model: nn.Module) -> list[str]:
     spec = conversion_spec(model)
     if spec is not None:
         steps = tuple(
-            ConversionStep(s.ratio, (), s.relus, s.share_inputs, s.options, s.runtime)
-            for s in spec.steps
-            if s.relus
+            dataclasses.replace(s, layers=()) for s in spec.steps if s.relus or s.recomputed
         )
         _record(model, ConversionSpec(steps))
     return names

@@ -30,9 +30,31 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-__all__ = ["WTACRSLinearFunction"]
+__all__ = ["ROW_SOURCE_ATTR", "RowSource", "WTACRSLinearFunction"]
 
 _HALF = (torch.float16, torch.bfloat16)
+
+#: Attribute of an activation tensor holding a :class:`RowSource` for it (set by its producer).
+ROW_SOURCE_ATTR = "_optforge_row_source"
+
+
+class RowSource:
+    """How to recompute rows of an activation from tensors its producer keeps anyway.
+
+    ``rows(*tensors, idx)`` must return ``activation.reshape(-1, d)[idx]``. A producer that
+    saves ``tensors`` for its own backward pass (e.g. an RMSNorm keeping its input) attaches one
+    to its output (attribute :data:`ROW_SOURCE_ATTR`); a WTA-CRS layer reading that output then
+    saves a reference to those tensors instead of a copy of its ``k`` sampled rows.
+    ``version`` is the activation's ``_version`` when it was made: a layer uses the source only
+    while the activation is unchanged (an in-place edit makes it store its rows again).
+    """
+
+    def __init__(
+        self, tensors: tuple[Tensor, ...], rows: Callable[..., Tensor], version: int
+    ) -> None:
+        self.tensors = tensors
+        self.rows = rows
+        self.version = version
 
 
 class WTACRSLinearFunction(torch.autograd.Function):
@@ -44,7 +66,8 @@ class WTACRSLinearFunction(torch.autograd.Function):
         bias: ``(d_out,)`` or ``None``.
         idx: int64 ``(k,)`` indices into the flattened rows of ``x``.
         weights: fp32 ``(k,)`` importance weights.
-        rows: ``(k, d_in)`` the sampled rows ``x.reshape(-1, d_in)[idx]`` (unweighted).
+        rows: ``(k, d_in)`` the sampled rows ``x.reshape(-1, d_in)[idx]`` (unweighted), or a
+            :class:`RowSource` that recomputes them in the backward pass.
         record: ``None`` or a callable receiving ``∇Z`` as ``(N, d_out)`` in the backward.
     """
 
@@ -56,10 +79,15 @@ class WTACRSLinearFunction(torch.autograd.Function):
         bias: Tensor | None,
         idx: Tensor,
         weights: Tensor,
-        rows: Tensor,
+        rows: Tensor | RowSource,
         record: Callable[[Tensor], None] | None,
     ) -> Tensor:
-        ctx.save_for_backward(rows, idx, weights, weight)
+        if isinstance(rows, RowSource):
+            ctx.save_for_backward(idx, weights, weight, *rows.tensors)
+            ctx.row_fn = rows.rows
+        else:
+            ctx.save_for_backward(idx, weights, weight, rows)
+            ctx.row_fn = None
         ctx.has_bias = bias is not None
         ctx.record = record
         return F.linear(x, weight, bias)
@@ -67,12 +95,13 @@ class WTACRSLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        rows, idx, weights, weight = ctx.saved_tensors
+        idx, weights, weight, *kept = ctx.saved_tensors
         grad = grad_out if grad_out.dim() == 2 else grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.matmul(grad_out, weight)
         if ctx.needs_input_grad[1]:
+            rows = kept[0] if ctx.row_fn is None else ctx.row_fn(*kept, idx)
             picked = grad.index_select(0, idx).t()
             if picked.dtype in _HALF:  # fp32 products: a 1/(s q) weight may exceed fp16's range
                 grad_w = torch.mm(picked.float() * weights, rows.float()).to(weight.dtype)

@@ -39,14 +39,14 @@ from optforge._core import (
     make_generator,
 )
 from optforge.nn.wta_crs.cache import GradNormCache
-from optforge.nn.wta_crs.function import WTACRSLinearFunction
+from optforge.nn.wta_crs.function import ROW_SOURCE_ATTR, RowSource, WTACRSLinearFunction
 from optforge.nn.wta_crs.sampling import sample_rows, sample_size
 
 __all__ = ["LAYER_OPTIONS", "SampleShare", "WTACRSLinear", "check_layer_config"]
 
 Method = Literal["wta", "crs", "exact"]
 _METHODS = ("wta", "crs", "exact")
-Sample = tuple[Tensor, Tensor, Tensor]
+Sample = tuple[Tensor, Tensor, Tensor | RowSource]
 
 
 class SampleShare:
@@ -267,6 +267,16 @@ class WTACRSLinear(nn.Linear):
                 f"shape {tuple(input.shape)}"
             )
         self._check_input(input)
+        k = self.sample_count(input)
+        if k is None:
+            return F.linear(input, self.weight, self.bias)
+        record = self.recorder(input)
+        with torch.no_grad():
+            idx, weights, rows = self._sample(input, k)
+        return WTACRSLinearFunction.apply(input, self.weight, self.bias, idx, weights, rows, record)
+
+    def sample_count(self, input: Tensor) -> int | None:
+        """``k`` if a call on ``input`` samples rows; ``None`` when it is plain ``nn.Linear``."""
         n_rows = input.numel() // max(input.shape[-1], 1)
         k = sample_size(n_rows, self.ratio, self.min_k)
         if (
@@ -276,13 +286,14 @@ class WTACRSLinear(nn.Linear):
             or not torch.is_grad_enabled()
             or not self.weight.requires_grad
         ):
-            return F.linear(input, self.weight, self.bias)
-        record = None
-        if self.grad_norm_cache is not None:
-            record = self.grad_norm_cache.recorder(self._cache_key, input.shape, input.device)
-        with torch.no_grad():
-            idx, weights, rows = self._sample(input, k)
-        return WTACRSLinearFunction.apply(input, self.weight, self.bias, idx, weights, rows, record)
+            return None
+        return k
+
+    def recorder(self, input: Tensor) -> Any:
+        """The gradient-norm cache's callback for this input (``None`` without a cache)."""
+        if self.grad_norm_cache is None:
+            return None
+        return self.grad_norm_cache.recorder(self._cache_key, input.shape, input.device)
 
     def _check_input(self, input: Tensor) -> None:
         """Shape, device and dtype against the weight: metadata only, no host synchronisation.
@@ -310,10 +321,32 @@ class WTACRSLinear(nn.Linear):
             if hit is not None:
                 return hit
         rows = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
+        idx, weights = self._draw_rows(rows, input, k)
+        compiling = torch.compiler.is_compiling()
+        source = None if compiling else getattr(input, ROW_SOURCE_ATTR, None)
+        if isinstance(source, RowSource) and source.version == input._version:
+            # the rows are recomputed in the backward pass from tensors kept anyway
+            sample: Sample = (idx, weights, source)
+        else:
+            sample = (idx, weights, rows.index_select(0, idx))
+        if share is not None:
+            share.put(input, key, sample)
+        return sample
+
+    def draw(self, input: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Indices and importance weights of ``k`` of ``input``'s flattened rows (no rows kept).
+
+        The layer's own draw (scores ``‖x_i‖``, times the cached gradient norms with a cache),
+        without the shared sample; call under ``torch.no_grad()``.
+        """
+        rows = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
+        return self._draw_rows(rows, input, k)
+
+    def _draw_rows(self, rows: Tensor, input: Tensor, k: int) -> tuple[Tensor, Tensor]:
         scale = None
         if self.grad_norm_cache is not None:
             scale = self.grad_norm_cache.scale(self._cache_key, input.shape, input.device)
-        idx, weights = sample_rows(
+        return sample_rows(
             rows,
             k,
             method="crs" if self.method == "crs" else "wta",
@@ -321,10 +354,6 @@ class WTACRSLinear(nn.Linear):
             generator=self.generator,
             scale=scale,
         )
-        sample = (idx, weights, rows.index_select(0, idx))
-        if share is not None:
-            share.put(input, key, sample)
-        return sample
 
     def extra_repr(self) -> str:
         extra = f", det_ratio={self.det_ratio}" if self.det_ratio is not None else ""

@@ -24,8 +24,10 @@ Arms:
 * ``memory`` — saved-activation bytes (``torch.autograd.graph.saved_tensors_hooks``,
   parameters excluded) of one training step of a linear-dominated model (embedding → 4 residual
   blocks ``x + fc2(relu(fc1(x)))``, d = 128, MLP 512 → head), full vs WTA-CRS at 0.3 / 0.1 with
-  the 1-bit-mask ReLU, and of the tiny Llama: all seven projections at 0.3, the paper's four
-  (o/gate/up/down) at 0.3, and the floor (all seven keeping almost no row). At full scale on a
+  the 1-bit-mask ReLU, and of the tiny Llama (eager attention as trained, and HF's default
+  SDPA): all seven projections at 0.3, the paper's four (o/gate/up/down) at 0.3, and the floor
+  (all seven keeping almost no row), each also with ``convert_model(recompute=True)`` (SwiGLU
+  and RMSNorm keep gate/up and their inputs, recomputing silu and x̂; exact). At full scale on a
   GPU the same model (d = 1024, 8 blocks) reports ``torch.cuda.max_memory_allocated`` per step
   and the largest batch fitting a fixed budget for ``nn.Linear``, ``torch.utils.checkpoint`` per
   block, and WTA-CRS at 0.3 / 0.1.
@@ -120,7 +122,7 @@ _CACHE_FLOOR = 0.1  # GradNormCache's default
 
 
 # --------------------------------------------------------------------------- tiny Llama training
-def _llama(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
+def _llama(config: Mapping[str, Any], seed: int, device: str, attn: str = "eager") -> nn.Module:
     return tiny_llama(
         seed=seed,
         device=device,
@@ -131,7 +133,7 @@ def _llama(config: Mapping[str, Any], seed: int, device: str) -> nn.Module:
         num_attention_heads=config["heads"],
         num_key_value_heads=config["heads"],
         max_position_embeddings=64,
-        attn_implementation="eager",
+        attn_implementation=attn,
     )
 
 
@@ -382,9 +384,11 @@ def _largest_batch(config, variant: str, device: str, budget: int) -> float:
     return float(best)
 
 
-def _llama_saved(config: Mapping[str, Any], seed: int, device: str, convert) -> int:
+def _llama_saved(
+    config: Mapping[str, Any], seed: int, device: str, convert, attn: str = "eager"
+) -> int:
     ids = _batch(_TRAIN, _TRAIN["batch_size"], torch.Generator().manual_seed(seed)).to(device)
-    model = _llama(config, seed, device)
+    model = _llama(config, seed, device, attn)
     convert(model)
     return saved_tensor_bytes(
         lambda: model(input_ids=ids, labels=ids).loss, exclude=model.parameters()
@@ -414,16 +418,23 @@ def _memory(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]
         budget = int(config["budget_gib"] * 2**30)
         for variant in ("full", "checkpoint", "wta-0.3", "wta-0.1"):
             out[f"max_batch_{variant}"] = _largest_batch(config, variant, device, budget)
-    # Reality check: a Llama keeps RMSNorm/SiLU/gating/attention tensors alive.
+    # Reality check: a Llama keeps RMSNorm/SiLU/gating/attention tensors alive; `recompute`
+    # keeps gate/up instead of silu(gate) and each RMSNorm's input instead of x̂ (exact).
+    # Eager attention (what the training arms use) and HF's default SDPA.
     llama = {
         "full": lambda m: None,
         "wta-0.3": lambda m: convert_model(m, 0.3),
         "paper-0.3": lambda m: convert_linear(m, 0.3, include=DEFAULT_TARGETS),
         "floor": lambda m: convert_model(m, 1e-3, min_k=1),
+        "recompute-only": lambda m: convert_model(m, 1.0, recompute=True),
+        "wta-0.3-recompute": lambda m: convert_model(m, 0.3, recompute=True),
+        "floor-recompute": lambda m: convert_model(m, 1e-3, min_k=1, recompute=True),
     }
-    saved = {v: _llama_saved(config, seed, device, fn) for v, fn in llama.items()}
-    for v in ("wta-0.3", "paper-0.3", "floor"):
-        out[f"llama_saved_ratio_{v}"] = saved[v] / saved["full"]
+    for attn, prefix in (("eager", "llama_saved_ratio"), ("sdpa", "llama_sdpa_saved_ratio")):
+        saved = {v: _llama_saved(config, seed, device, fn, attn) for v, fn in llama.items()}
+        for v in llama:
+            if v != "full":
+                out[f"{prefix}_{v}"] = saved[v] / saved["full"]
     return out
 
 

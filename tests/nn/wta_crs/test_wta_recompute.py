@@ -11,22 +11,11 @@ from optforge.nn import (
     saved_tensor_bytes,
 )
 from optforge.nn.wta_crs import RecomputeRMSNorm, SwiGLUMLP, swiglu
-from optforge.repro.llm import tiny_llama
 
 transformers = pytest.importorskip("transformers")
 llama = pytest.importorskip("transformers.models.llama.modeling_llama")
 
-
-def _llama():
-    return tiny_llama(
-        seed=0,
-        vocab_size=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
+from test_wta_convert import _llama  # noqa: E402  (the tiny Llama the WTA-CRS tests share)
 
 
 def _grads(model, ids):

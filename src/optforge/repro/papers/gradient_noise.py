@@ -85,12 +85,9 @@ def _train(
     init: str = "poor",
 ) -> dict[str, Any]:
     """Train the deep MLP with ``optimizer`` and noise η = ``config[eta_key]`` (none if None)."""
-    torch.set_flush_denormal(True)
-    eta = 0.0 if eta_key is None else config[eta_key]
-    steps_key = "kaiming_steps" if init == "kaiming" else "steps"
-    steps_key = "adam_steps" if optimizer == "adam" else steps_key
-    data = digits_split(n_train=config["n_train"], center=True)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in data)
+    eta, steps_key, (x_train, y_train, x_test, y_test) = _setup(
+        config, device, optimizer=optimizer, eta_key=eta_key, init=init
+    )
     model = _mlp(config, seed, init).to(device)
     if optimizer == "sgd":
         base: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
@@ -152,6 +149,19 @@ def _metrics(
     }
 
 
+def _setup(
+    config: Mapping[str, Any], device: str, *, optimizer: str, eta_key: str | None, init: str
+) -> tuple[float, str, tuple[Tensor, ...]]:
+    """An arm's η, the config key of its step count, and digits (train x, y, test x, y) on
+    ``device``; turns on denormal flushing (as every arm runs)."""
+    torch.set_flush_denormal(True)
+    eta = 0.0 if eta_key is None else config[eta_key]
+    steps_key = "kaiming_steps" if init == "kaiming" else "steps"
+    steps_key = "adam_steps" if optimizer == "adam" else steps_key
+    data = digits_split(n_train=config["n_train"], center=True)
+    return eta, steps_key, tuple(t.to(device) for t in data)
+
+
 def _mlp(config: Mapping[str, Any], seed: int, init: str) -> nn.Sequential:
     """The deep MLP, re-initialised from ``seed``: the poor N(0, init_std²) init or Kaiming."""
     model = mlp([64] + [config["width"]] * config["depth"] + [10])
@@ -192,12 +202,9 @@ def train_ensemble(
     ``1000 + seed`` (one flat draw of P numbers: the same numbers as the single model's draw),
     and one SGD/Adam step on ``theta`` (elementwise, so per seed).
     """
-    torch.set_flush_denormal(True)
-    eta = 0.0 if eta_key is None else config[eta_key]
-    steps_key = "kaiming_steps" if init == "kaiming" else "steps"
-    steps_key = "adam_steps" if optimizer == "adam" else steps_key
-    data = digits_split(n_train=config["n_train"], center=True)
-    x_train, y_train, x_test, y_test = (t.to(device) for t in data)
+    eta, steps_key, (x_train, y_train, x_test, y_test) = _setup(
+        config, device, optimizer=optimizer, eta_key=eta_key, init=init
+    )
     models = [_mlp(config, seed, init) for seed in seeds]
     shapes = [p.shape for p in models[0].parameters()]
     sizes = [shape.numel() for shape in shapes]

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from optforge.repro.executors import Executor, LocalExecutor, ProcessesExecutor, usable_cores
-from optforge.repro.registry import Reproduction, get
+from optforge.repro.registry import Reproduction, get, registered_by
 from optforge.repro.runner import (
     Request,
     Trial,
@@ -169,16 +169,15 @@ def _functions(reproduction: Reproduction) -> list[Any]:
 
 
 def _portable(reproduction: Reproduction) -> bool:
-    """Whether a fresh worker process finds this reproduction by name (a paper module's)."""
+    """Whether a fresh worker process finds this reproduction by name: it was registered by a
+    paper module, which every process imports when it discovers the papers. Its functions may
+    live anywhere (a closure, a shared module such as ``repro.altmin_experiments``): they are
+    never pickled, a worker calls its own registry's copy."""
     try:
         registered = get(reproduction.name) is reproduction
     except KeyError:
         return False
-    return registered and all(
-        (getattr(f, "__module__", None) or "").startswith("optforge.repro.papers.")
-        and "<locals>" not in getattr(f, "__qualname__", "<locals>")
-        for f in _functions(reproduction)
-    )
+    return registered and registered_by(reproduction.name).startswith("optforge.repro.papers.")
 
 
 def _has_process_cache(reproduction: Reproduction) -> bool:

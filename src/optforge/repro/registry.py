@@ -68,6 +68,7 @@ import importlib
 import itertools
 import math
 import pkgutil
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -451,13 +452,24 @@ _REGISTRY: dict[str, Reproduction] = {}
 _DISCOVERED = False
 
 
+_REGISTERED_BY: dict[str, str] = {}  # name → the module that called register()
+
+
 def register(reproduction: Reproduction) -> Reproduction:
     """Add a reproduction to the registry (names are unique)."""
     existing = _REGISTRY.get(reproduction.name)
     if existing is not None and existing is not reproduction:
         raise ValueError(f"a reproduction named {reproduction.name!r} is already registered")
     _REGISTRY[reproduction.name] = reproduction
+    _REGISTERED_BY[reproduction.name] = sys._getframe(1).f_globals.get("__name__", "")
     return reproduction
+
+
+def registered_by(name: str) -> str:
+    """The module whose code registered ``name`` ("" if none did): a reproduction registered by
+    a module of ``optforge.repro.papers`` is registered again by every process that discovers
+    the papers, so a worker process finds it by name."""
+    return _REGISTERED_BY.get(name, "")
 
 
 def _discover() -> None:

@@ -54,6 +54,7 @@ def _models():
     ).to(F64)
     mixed[2].bias.requires_grad_(False)
     return {
+        "linear": (nn.Linear(4, 3).to(F64), torch.randn(5, 4, dtype=F64)),
         "mlp": (mlp, torch.randn(5, 4, dtype=F64)),
         "mlp_mixed_bias": (mixed, torch.randn(5, 4, dtype=F64)),
         # long T, narrow layers: per-example layer gradients; short T, wide layers: T×T Grams
@@ -107,6 +108,7 @@ def test_ghost_quantities_equal_the_per_example_jacobian(name):
         torch.cat([g.reshape(-1) for g in grads]), J.sum(0), **tol
     )  # the ordinary gradient of Σℓ_i, same backward
     torch.testing.assert_close(ghost.sqnorms(), J.pow(2).sum(1), **tol)
+    torch.testing.assert_close(ghost.sqnorm_sum(), J.pow(2).sum(), **tol)
     torch.testing.assert_close(ghost.gram(), J @ J.T, **tol)
     v = torch.randn(J.shape[1], dtype=F64, generator=torch.Generator().manual_seed(3))
     parts = dict(zip(params, torch.split(v, [p.numel() for p in params]), strict=True))
@@ -116,6 +118,22 @@ def test_ghost_quantities_equal_the_per_example_jacobian(name):
     weighted = {id(p): g for p, g in ghost.weighted_grads(c)}
     flat = torch.cat([weighted[id(p)].reshape(-1) for p in params])
     torch.testing.assert_close(flat, c @ J, **tol)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_float32_sqnorm_sum_and_the_loss_sum(layers):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    if layers == 3:  # one-position Linear layers: biases added in float32 inside the addmm
+        model = nn.Sequential(
+            nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6, bias=False), nn.Tanh(), nn.Linear(6, 1)
+        )
+    x = torch.randn(7, 4)
+    ghost, _ = _capture(model, x)
+    total = ghost.sqnorm_sum()
+    assert total.dtype == F64 and total.dim() == 0
+    torch.testing.assert_close(total, ghost.sqnorms().sum(), rtol=1e-6, atol=0)
+    assert torch.equal(ghost.loss_sum, _losses(model, x).detach().sum())
 
 
 def test_both_sequence_gram_forms_run(monkeypatch):

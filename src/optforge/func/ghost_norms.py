@@ -34,7 +34,9 @@ tensor (``torch.nn.RMSNorm``, Llama's); its epsilon is read from ``variance_epsi
 Beyond norms, :class:`GhostGradients` keeps the per-example gradients of one backward in this
 factored form :math:`(X_i, D_i)` per layer and gives, without forming any :math:`g_i`:
 
-* :meth:`~GhostGradients.sqnorms`: :math:`\lVert g_i\rVert^2` (as above);
+* :meth:`~GhostGradients.sqnorms`: :math:`\lVert g_i\rVert^2` (as above), and
+  :meth:`~GhostGradients.sqnorm_sum` their sum :math:`\sum_i\lVert g_i\rVert^2` in fewer
+  kernels;
 * :meth:`~GhostGradients.inner`: :math:`\langle g_i, v\rangle` for a parameter-shaped
   :math:`v` (Linear: :math:`\sum_t D_{i,t}^\top V X_{i,t}`, Embedding:
   :math:`\sum_t\langle D_{i,t}, V_{\mathrm{id}_{i,t}}\rangle`, norms: a dot product);
@@ -383,6 +385,19 @@ def _module_sqnorm(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor
     return out
 
 
+def _layer_sqnorms(kind: str, module: nn.Module, x: Tensor, d: Tensor) -> Tensor:
+    """``[N]`` float64 squared norms of one layer's per-example gradients (factored form)."""
+    w, b = (module.weight, module.bias) if kind == "linear" else (None, None)
+    if w is not None and x.shape[1] == 1 and w.requires_grad:  # ‖a_i‖²‖δ_i‖² (+‖δ_i‖²)
+        x, d = _as_float(x), _as_float(d)
+        d_sq = d.square().sum(dim=(1, 2))
+        x_sq = x.square().sum(dim=(1, 2))
+        if b is not None and b.requires_grad:
+            return torch.addcmul(d_sq, d_sq, x_sq).to(torch.float64)
+        return (d_sq * x_sq).to(torch.float64)
+    return _module_sqnorm(kind, module, x, d).to(torch.float64)
+
+
 def _as_float(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -410,6 +425,7 @@ class GhostGradients:
         self.n = n
         self._dense_cache: _Dense | bool | None = False  # False: not looked at yet
         self._matrices: dict[int, tuple[Tensor, Tensor]] = {}  # layer -> its [N, d] x and d
+        self.loss_sum: Tensor | None = None  # Σ_i ℓ_i of :meth:`capture`'s backward (detached)
 
     @classmethod
     def capture(
@@ -430,7 +446,8 @@ class GhostGradients:
             retain_graph: keep the graph for a later backward.
 
         Returns:
-            ``(ghost, grads)``: ``grads`` aligned with ``params`` (``None`` if unused).
+            ``(ghost, grads)``: ``grads`` aligned with ``params`` (``None`` if unused);
+            ``ghost.loss_sum`` is the (detached) ``Σ_i ℓ_i`` of the backward.
 
         Raises:
             UnsupportedModuleError: activations that are not batch-first.
@@ -477,8 +494,10 @@ class GhostGradients:
                 elif d.requires_grad:
                     d = d.detach()
                 if len(calls) == 1 and kind == "linear" and x.dim() == 2 and d.dim() == 2:
-                    matrices[len(layers)] = (x, d)
-                math_kind, x, d = _factors(kind, module, x, d, n)
+                    matrices[len(layers)] = (x, d)  # batch-first checked above: [N, 1, d]
+                    math_kind, x, d = kind, x.unsqueeze(1), d.unsqueeze(1)
+                else:
+                    math_kind, x, d = _factors(kind, module, x, d, n)
                 xs.append(x)
                 ds.append(d)
             if len(xs) == 1:
@@ -487,6 +506,7 @@ class GhostGradients:
                 layers.append((math_kind, module, torch.cat(xs, dim=1), torch.cat(ds, dim=1)))
         ghost = cls(layers, n)
         ghost._matrices = matrices
+        ghost.loss_sum = total.detach()
         return ghost, tuple(grads[n_outs:])
 
     # -- per-example quantities ------------------------------------------------------------
@@ -504,28 +524,34 @@ class GhostGradients:
         if dense is not None:
             acc = _dense_sqnorms(dense)
         for i, (kind, module, x, d) in enumerate(self.layers):
-            if dense is not None and i in dense.index:
-                continue
-            w, b = (module.weight, module.bias) if kind == "linear" else (None, None)
-            if w is not None and x.shape[1] == 1 and w.requires_grad:  # ‖a_i‖²‖δ_i‖² (+‖δ_i‖²)
-                x, d = _as_float(x), _as_float(d)
-                d_sq = d.square().sum(dim=(1, 2))
-                x_sq = x.square().sum(dim=(1, 2))
-                if b is not None and b.requires_grad:
-                    term = torch.addcmul(d_sq, d_sq, x_sq)
-                else:
-                    term = d_sq * x_sq
-            else:
-                term = _module_sqnorm(kind, module, x, d)
-            term = term.to(torch.float64)
-            acc = term if acc is None else acc.add_(term)
+            if dense is None or i not in dense.index:
+                term = _layer_sqnorms(kind, module, x, d)
+                acc = term if acc is None else acc.add_(term)
         assert acc is not None
         return acc.to(dtype)
 
-    def _dense(self) -> _Dense | None:
-        """The one-position Linear layers with a trainable weight, concatenated (two or more of
-        one float dtype; computed once per object)."""
-        if self._dense_cache is not False:
+    def sqnorm_sum(self) -> Tensor:
+        """``Σ_i ‖g_i‖²`` (0-dim, float64): ``sqnorms().sum()`` up to float rounding, in fewer
+        kernels. The one-position Linear layers with a trainable weight (one or more) give
+        ``Σ_i Σ_l (‖a_{l,i}‖² + [bias_l]) ‖δ_{l,i}‖²`` as one dot product: the concatenated
+        inputs and output gradients squared, one ``addmm`` with a 0/1 matrix (the bias terms
+        added in the input dtype) giving ``(‖a_{l,i}‖² + [bias_l], ‖δ_{l,i}‖²)`` side by side,
+        then a float64 dot product of the two columns."""
+        dense = self._dense()
+        if dense is None:
+            dense = self._dense(min_layers=1)
+        acc = None if dense is None else _dense_sqnorm_sum(dense)
+        for i, (kind, module, x, d) in enumerate(self.layers):
+            if dense is None or i not in dense.index:
+                term = _layer_sqnorms(kind, module, x, d).sum()
+                acc = term if acc is None else acc + term
+        assert acc is not None
+        return acc
+
+    def _dense(self, min_layers: int = 2) -> _Dense | None:
+        """The one-position Linear layers with a trainable weight, concatenated (``min_layers``
+        or more of one float dtype; the default's result is computed once per object)."""
+        if min_layers == 2 and self._dense_cache is not False:
             return self._dense_cache  # type: ignore[return-value]
         picked: list[int] = []
         layers = []
@@ -544,7 +570,7 @@ class GhostGradients:
                 layers.append(layer)
                 dtype = x.dtype
         dense = None
-        if len(picked) >= 2:
+        if len(picked) >= min_layers:
             n = self.n
             xs, ds = [], []
             for i, (_, _, x, d) in zip(picked, layers, strict=True):
@@ -556,7 +582,8 @@ class GhostGradients:
             bias = tuple(m.bias is not None and m.bias.requires_grad for _, m, _, _ in layers)
             flat = torch.cat(xs + ds, dim=1)
             dense = _Dense(tuple(picked), layers, flat, bias, x_widths, d_widths)
-        self._dense_cache = dense
+        if min_layers == 2:
+            self._dense_cache = dense
         return dense
 
     def inner(self, vectors: dict[Tensor, Tensor], dtype: torch.dtype = torch.float64) -> Tensor:
@@ -648,6 +675,38 @@ def _dense_sqnorms(dense: _Dense) -> Tensor:
     blocks = (dense.flat.square() @ seg).double()  # [N, 2L]: ‖a_l‖², then ‖δ_l‖²
     n_layers = len(dense.bias)
     return ((blocks[:, :n_layers] + bias) * blocks[:, n_layers:]).sum(dim=1)
+
+
+_PAIRS: dict[tuple[Any, ...], tuple[Tensor, Tensor]] = {}
+
+
+def _pair_segments(dense: _Dense) -> tuple[Tensor, Tensor]:
+    """The 0/1 matrix summing ``flat``'s columns into ``(‖a_l‖², ‖δ_l‖²)`` pairs, layer by
+    layer (``[Σ widths, 2L]``, columns ``a_1, δ_1, a_2, δ_2, …``), and the row ``[2L]`` adding
+    each layer's bias flag to its ``‖a_l‖²`` (in ``flat``'s dtype), cached per layout."""
+    flat = dense.flat
+    key = (dense.x_widths, dense.d_widths, dense.bias, flat.dtype, flat.device)
+    hit = _PAIRS.get(key)
+    if hit is None:
+        n_layers = len(dense.bias)
+        widths = torch.tensor(dense.x_widths + dense.d_widths)
+        column = torch.cat([2 * torch.arange(n_layers), 2 * torch.arange(n_layers) + 1])
+        seg = F.one_hot(torch.repeat_interleave(column, widths), 2 * n_layers)
+        bias = torch.zeros(2 * n_layers)
+        bias[0::2] = torch.tensor(dense.bias, dtype=bias.dtype)
+        seg = seg.to(dtype=flat.dtype, device=flat.device)
+        if len(_PAIRS) >= 64:
+            _PAIRS.clear()
+        hit = _PAIRS[key] = (seg, bias.to(dtype=flat.dtype, device=flat.device))
+    return hit
+
+
+def _dense_sqnorm_sum(dense: _Dense) -> Tensor:
+    """``Σ_i Σ_l (‖a_{l,i}‖² + [bias_l]) ‖δ_{l,i}‖²``, 0-dim float64: one ``addmm`` and one dot
+    product of two strided columns."""
+    seg, bias = _pair_segments(dense)
+    pairs = torch.addmm(bias, dense.flat.square(), seg).double().view(-1, 2)
+    return torch.dot(pairs[:, 0], pairs[:, 1])
 
 
 def _dense_inner(dense: _Dense, by_id: dict[int, Tensor], acc: Tensor) -> set[int]:

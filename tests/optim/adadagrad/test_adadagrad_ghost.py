@@ -152,3 +152,21 @@ def test_single_parameter_model_keeps_its_statistics_after_the_gradient_is_writt
     assert opt.last_stats_method == "ghost"
     torch.testing.assert_close(opt._pending.mean, exact.mean, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(model.weight.grad.reshape(-1), exact.mean, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_statistics_kept_on_the_host_equal_the_tensors_and_the_per_example_ones():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)
+    )
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    stats, loss = batch_grad_stats(model, nn.MSELoss(), x, y, inner_product=True, method="ghost")
+    exact, _ = batch_grad_stats(model, nn.MSELoss(), x, y, inner_product=True)
+    # the mean loss: bitwise the mean of the per-example losses
+    assert torch.equal(loss, F.mse_loss(model(x), y, reduction="none").detach().reshape(-1).mean())
+    assert stats.m2.dtype == torch.float32 and stats.m2.dim() == 0
+    fresh = GradStats(stats.count, stats.sum, stats.m2, stats.ref, stats.ip_sum, stats.ip_m2)
+    for key in ("trace_variance", "grad_sq_norm", "orth_trace_variance"):  # cached == recomputed
+        assert getattr(stats, key) == getattr(fresh, key), key
+    for key in ("trace_variance", "grad_sq_norm", "ip_variance", "orth_trace_variance"):
+        torch.testing.assert_close(getattr(stats, key), getattr(exact, key), rtol=1e-4, atol=0)

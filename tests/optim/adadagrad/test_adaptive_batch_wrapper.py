@@ -67,6 +67,40 @@ def test_wraps_any_optimizer_with_its_update_unchanged() -> None:
     assert opt.batch_size > 2 and opt.last_test["tested"]
 
 
+def test_step_hooks_and_the_profiler_range_work_as_for_any_optimizer() -> None:
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    x, y = _data(40)
+    model = _mlp()
+    opt = AdAdaGrad(model.parameters(), lr=0.1, initial_batch_size=4)
+    calls: list[tuple[str, object]] = []
+
+    def step() -> None:
+        opt.zero_grad()
+        opt.backward(model, F.cross_entropy, x[:4], y[:4])
+        opt.step()
+
+    pre = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o.controller.step)))
+    post = opt.register_step_post_hook(lambda o, a, k: calls.append(("post", o.controller.step)))
+    glob = register_optimizer_step_post_hook(
+        lambda o, a, k: calls.append(("all", type(o).__name__))
+    )
+    try:
+        step()
+    finally:
+        glob.remove()
+    assert calls == [("pre", 0), ("all", "Adagrad"), ("post", 1), ("all", "AdAdaGrad")]
+    pre.remove()
+    post.remove()
+    step()  # no hook, no profiler: the wrapper is skipped, the step still counts
+    assert len(calls) == 4 and opt.controller.step == 2
+    with torch.profiler.profile() as prof:
+        step()
+    names = {e.name for e in prof.events()}
+    assert {"Optimizer.step#AdAdaGrad.step", "Optimizer.step#Adagrad.step"} <= names
+    assert opt.controller.step == 3
+
+
 def test_param_groups_and_state_are_the_base_optimizers_and_stay_live() -> None:
     model = _mlp()
     base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

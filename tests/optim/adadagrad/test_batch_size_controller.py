@@ -107,3 +107,25 @@ def test_bad_hyperparameters_name_the_argument(kwargs, name) -> None:
     for cls in (AdAdaGrad, AdAdaGradNorm):
         with pytest.raises(ValueError, match=name):
             cls(params, **kwargs)
+
+
+def test_test_parameters_changed_later_are_checked_at_the_next_test() -> None:
+    G = torch.from_numpy(HAND_G)
+    stats, ip_stats = GradStats.from_samples(G), GradStats.from_samples(G, ref=G.mean(0))
+    ctrl = AdaptiveBatchSize("norm", eta=0.5, initial_batch_size=2)
+    first = ctrl.proposal(stats)
+    ctrl.theta = -1.0  # not a parameter of the norm test: unused, as in norm_test
+    assert ctrl.proposal(stats) == first
+    for bad in (-1.0, float("nan"), True):
+        ctrl.eta = bad
+        with pytest.raises(ValueError, match="eta"):
+            ctrl.proposal(stats)
+    ctrl.eta = 0.5
+    assert ctrl.proposal(stats) == first
+    ctrl.test = "augmented_inner_product"  # now theta is used: checked although unchanged
+    with pytest.raises(ValueError, match="theta"):
+        ctrl.proposal(ip_stats)
+    ctrl.theta = 0.5
+    ctrl.load_state_dict({**ctrl.state_dict(), "nu": 0.0})
+    with pytest.raises(ValueError, match="nu"):
+        ctrl.proposal(ip_stats)

@@ -163,8 +163,13 @@ class AdaptiveBatch(torch.optim.Optimizer):
         mean loss (detached).
         """
         ctrl = self.controller
-        single = _check_batch(inputs, targets) < 2 and not _distributed(ctrl.process_group)
-        if single or not ctrl.should_test():
+        if _check_batch(inputs, targets) < 2:
+            sync = _distributed(ctrl.process_group)
+            test = sync and ctrl.should_test()
+        else:
+            test = ctrl.should_test()
+            sync = test and _distributed(ctrl.process_group)
+        if not test:
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             return loss.detach()
@@ -182,23 +187,31 @@ class AdaptiveBatch(torch.optim.Optimizer):
             inner_product=ctrl.needs_inner_product,
             chunk_size=chunk_size,
             process_group=ctrl.process_group,
+            distributed=sync,
             method=_method(ctrl, self.method if method is None else method),
+            checked=True,
         )
         self.last_stats_method = "per_example" if stats.coordinatewise else "ghost"
         with torch.no_grad():
             if local is not None:  # ghost, one process: the batch gradient, per parameter
                 params, means = local  # Σ_i G_i, ours (fresh from autograd): divided in place
-                torch._foreach_div_(means, float(stats.count))
+                count = float(stats.count)
+                for p, g in zip(params, means, strict=True):  # autograd's: p's shape and dtype
+                    g.div_(count)
+                    if p.grad is None:
+                        p.grad = g
+                    else:
+                        p.grad.add_(g)
             else:
                 params = [p for p in model.parameters() if p.requires_grad]
                 means = list(torch.split(stats.mean, [p.numel() for p in params]))
-            for p, g in zip(params, means, strict=True):
-                if g.shape != p.shape or g.dtype != p.dtype:
-                    g = g.view_as(p).to(p.dtype)
-                if p.grad is None:
-                    p.grad = g if local is not None else g.clone()
-                else:
-                    p.grad.add_(g)
+                for p, g in zip(params, means, strict=True):
+                    if g.shape != p.shape or g.dtype != p.dtype:
+                        g = g.view_as(p).to(p.dtype)
+                    if p.grad is None:
+                        p.grad = g.clone()
+                    else:
+                        p.grad.add_(g)
         self._pending = stats if self._pending is None else self._pending.merge(stats)
         return loss
 

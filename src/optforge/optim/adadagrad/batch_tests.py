@@ -61,29 +61,48 @@ TESTS: tuple[str, ...] = (
 def norm_test(stats: GradStats, eta: float, *, min_denominator: float = 1e-30) -> float:
     """Norm test proposal ``b̂ = S / (η² ‖g‖²)`` (Byrd, Chin, Nocedal, Wu 2012)."""
     check_positive("eta", eta)
-    return _ratio(stats.trace_variance, eta**2 * stats.grad_sq_norm, min_denominator)
+    return _norm(stats, eta, min_denominator)
 
 
 def inner_product_test(stats: GradStats, theta: float, *, min_denominator: float = 1e-30) -> float:
     """Inner-product test proposal ``b̂ = Var(a_i) / (θ² ‖g‖⁴)`` (Bollapragada et al. 2018)."""
     check_positive("theta", theta)
-    g2 = stats.grad_sq_norm
-    return _ratio(stats.ip_variance, theta**2 * g2 * g2, min_denominator)
+    return _inner_product(stats, theta, min_denominator)
 
 
 def orthogonality_test(stats: GradStats, nu: float, *, min_denominator: float = 1e-30) -> float:
     """Orthogonality test proposal ``b̂ = Σ_j Var(r_ij) / (ν² ‖g‖²)``."""
     check_positive("nu", nu)
-    return _ratio(stats.orth_trace_variance, nu**2 * stats.grad_sq_norm, min_denominator)
+    return _orthogonality(stats, nu, min_denominator)
 
 
 def augmented_inner_product_test(
     stats: GradStats, theta: float, nu: float, *, min_denominator: float = 1e-30
 ) -> float:
     """Augmented inner-product test: the max of the inner-product and orthogonality proposals."""
+    check_positive("theta", theta)
+    check_positive("nu", nu)
+    return _augmented(stats, theta, nu, min_denominator)
+
+
+# the proposals without the argument checks (the controller checks its values once)
+def _norm(stats: GradStats, eta: float, min_denominator: float) -> float:
+    return _ratio(stats.trace_variance, eta**2 * stats.grad_sq_norm, min_denominator)
+
+
+def _inner_product(stats: GradStats, theta: float, min_denominator: float) -> float:
+    g2 = stats.grad_sq_norm
+    return _ratio(stats.ip_variance, theta**2 * g2 * g2, min_denominator)
+
+
+def _orthogonality(stats: GradStats, nu: float, min_denominator: float) -> float:
+    return _ratio(stats.orth_trace_variance, nu**2 * stats.grad_sq_norm, min_denominator)
+
+
+def _augmented(stats: GradStats, theta: float, nu: float, min_denominator: float) -> float:
     return max(
-        inner_product_test(stats, theta, min_denominator=min_denominator),
-        orthogonality_test(stats, nu, min_denominator=min_denominator),
+        _inner_product(stats, theta, min_denominator),
+        _orthogonality(stats, nu, min_denominator),
     )
 
 

@@ -32,17 +32,23 @@ from optforge._core import check_choice, check_in_range, check_positive, check_p
 from optforge.optim.adadagrad.batch_tests import (
     TESTS,
     TestName,
-    augmented_inner_product_test,
+    _augmented,
+    _inner_product,
+    _norm,
+    _orthogonality,
     coordinate_norm_test,
-    inner_product_test,
-    norm_test,
-    orthogonality_test,
 )
 from optforge.optim.adadagrad.grad_stats import GradStats
 
 __all__ = ["AdaptiveBatchSize"]
 
 _IP_TESTS = ("inner_product", "orthogonality", "augmented_inner_product")
+_PARAMETERS = {
+    "norm": ("eta",),
+    "inner_product": ("theta",),
+    "orthogonality": ("nu",),
+    "augmented_inner_product": ("theta", "nu"),
+}
 
 
 class AdaptiveBatchSize:
@@ -67,6 +73,9 @@ class AdaptiveBatchSize:
     ``b ← min(b_max, max(b, ⌈b̂⌉))``: call :meth:`update` once per optimizer step with the
     batch's :class:`GradStats` (or ``None`` when no test ran).
     """
+
+    # (test, eta, theta, nu) when the test's parameters were last checked (see proposal)
+    _checked: tuple[Any, ...] = (None, None, None, None)
 
     def __init__(
         self,
@@ -129,16 +138,23 @@ class AdaptiveBatchSize:
 
     def proposal(self, stats: GradStats) -> float:
         """The raw proposal ``b̂`` (a float, possibly ``inf``) of the configured test."""
-        kw = {"min_denominator": self.min_denominator}
-        if self.test == "norm":
-            return norm_test(stats, self.eta, **kw)
-        if self.test == "inner_product":
-            return inner_product_test(stats, self.theta, **kw)
-        if self.test == "orthogonality":
-            return orthogonality_test(stats, self.nu, **kw)
-        if self.test == "augmented_inner_product":
-            return augmented_inner_product_test(stats, self.theta, self.nu, **kw)
-        return coordinate_norm_test(stats, self.eta, reduce=self.coord_reduce, q=self.q, **kw)
+        test, floor = self.test, self.min_denominator
+        if test == "coordinate_norm":
+            return coordinate_norm_test(stats, self.eta, reduce=self.coord_reduce, q=self.q,
+                                        min_denominator=floor)  # fmt: skip
+        # the test's parameters are checked as norm_test & co. check them, once per new value
+        values = (test, self.eta, self.theta, self.nu)
+        if any(new is not old for new, old in zip(values, self._checked, strict=True)):
+            for name in _PARAMETERS[test]:
+                check_positive(name, getattr(self, name))
+            self._checked = values
+        if test == "norm":
+            return _norm(stats, self.eta, floor)
+        if test == "inner_product":
+            return _inner_product(stats, self.theta, floor)
+        if test == "orthogonality":
+            return _orthogonality(stats, self.nu, floor)
+        return _augmented(stats, self.theta, self.nu, floor)
 
     def propose(self, stats: GradStats) -> int:
         """The next batch size ``min(b_max, max(b, ⌈b̂⌉))`` (pure: no state changes)."""

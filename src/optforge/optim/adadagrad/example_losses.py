@@ -100,7 +100,7 @@ def per_example_losses(out: Tensor, targets: Tensor, loss_fn: Any) -> Tensor | N
             return None
         none = fn(out, targets, reduction="none", **kwargs)
         # per-example values over the remaining dims (cross entropy: the class dim is gone)
-        return _reduce(none.reshape(b, -1), reduction)
+        return _reduce(none, reduction)
     # class-index targets: out [B, C, ...], targets [B, ...]
     if out.dim() < 2 or targets.shape != out.shape[:1] + out.shape[2:]:
         return None
@@ -123,8 +123,9 @@ def per_example_losses(out: Tensor, targets: Tensor, loss_fn: Any) -> Tensor | N
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
-    """``[B, n]`` → ``[B]``: the mean (or sum) over each row; no kernel when ``n == 1``."""
-    b, n = values.shape
-    if n == 1:
+    """``[B, ...]`` → ``[B]``: the mean (or sum) over each example; no kernel for one value."""
+    b = values.shape[0]
+    if values.numel() == b:
         return values.reshape(b)
+    values = values.reshape(b, -1)
     return values.sum(dim=1) if reduction == "sum" else values.mean(dim=1)

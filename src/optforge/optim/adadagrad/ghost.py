@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -102,7 +103,7 @@ def _ghost_grad_stats(
         modules = list(model.modules())
     recorder = GhostNormRecorder(modules, params=params)
     b = int(inputs.shape[0])
-    with torch.enable_grad(), recorder:
+    with _grad_enabled(), recorder:
         out = model(inputs)
         if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != b:
             raise UnsupportedModuleError(
@@ -123,15 +124,25 @@ def _ghost_grad_stats(
     total = _flatten_dense_tensors(sums) if len(sums) > 1 else sums[0].reshape(-1).clone()
     if total.dtype != dtype:
         total = total.to(dtype)
-    # Σ‖G_i‖² − ‖Σ G_i‖²/b in float64 (type promotion), clamped at 0 against rounding
+    # Σ‖G_i‖² − ‖Σ G_i‖²/b in float64, clamped at 0 against rounding
     total_sq = torch.dot(total, total)
-    m2 = torch.sub(ghost.sqnorms(torch.float64).sum(), total_sq, alpha=1.0 / b)
-    m2 = m2.clamp_min_(0.0).to(dtype)
-    # ‖g‖² as GradStats.grad_sq_norm computes it (the same dot of the same tensor), kept so the
-    # test does not redo it; on CPU only (a host read), one process only (the sum is local)
-    g2 = float(total_sq) / b**2 if not distributed and total.device.type == "cpu" else None
+    sq_sum = ghost.sqnorm_sum()
+    host = not distributed and total.device.type == "cpu"
+    if host:  # two CPU scalars read: the scalar arithmetic on the host, no kernels
+        total_sq_value = float(total_sq)
+        m2 = torch.scalar_tensor(max(float(sq_sum) - total_sq_value * (1.0 / b), 0.0), dtype=dtype)
+    else:
+        m2 = torch.sub(sq_sum, total_sq, alpha=1.0 / b).clamp_min_(0.0).to(dtype)
+    if host and losses.dtype in (torch.float32, torch.float64):
+        loss = ghost.loss_sum / b  # == losses.mean() bitwise on CPU (a sum, then a division)
+    else:
+        loss = losses.detach().mean()
+    # ‖g‖² as GradStats.grad_sq_norm computes it (the same dot of the same tensor) and m2's
+    # value, kept so the test does not redo them; on CPU, one process (the sums are local)
+    g2 = total_sq_value / b**2 if host else None
+    m2_sum = float(m2) if host else None
     stats = GradStats(b, total, m2)
-    stats._g2 = g2
+    stats._g2, stats._m2_sum = g2, m2_sum
     if distributed:
         stats = stats.all_reduce(process_group)
     if inner_product:  # a_i = ⟨G_i, ref⟩ = ⟨G_i, Σ_j G_j⟩ / b (local), global sum / count
@@ -146,9 +157,14 @@ def _ghost_grad_stats(
         ip_sum = a.sum().to(dtype)
         ip_m2 = (a - a.mean()).pow(2).sum().to(dtype)
         local = GradStats(b, total, m2, ref, ip_sum, ip_m2)
-        local._g2 = g2
+        local._g2, local._m2_sum = g2, m2_sum
         stats = local.all_reduce(process_group) if distributed else local
-    return stats, losses.detach().mean(), sums
+    return stats, loss, sums
+
+
+def _grad_enabled() -> Any:
+    """``torch.enable_grad()``, or nothing to do when grad mode is on already."""
+    return nullcontext() if torch.is_grad_enabled() else torch.enable_grad()
 
 
 def _one_loss(out: Tensor, y: Tensor, loss_fn: Any) -> Tensor:

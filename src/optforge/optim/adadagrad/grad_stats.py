@@ -62,6 +62,8 @@ class GradStats:
     ip_sum: Tensor | None = None
     ip_m2: Tensor | None = None
     _g2: float | None = field(default=None, init=False, repr=False, compare=False)
+    # float(m2.sum(dtype=float64)) when the producer has it on the host already (ghost, CPU)
+    _m2_sum: float | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_samples(cls, samples: Tensor, ref: Tensor | None = None) -> GradStats:
@@ -126,7 +128,7 @@ class GradStats:
     def trace_variance(self) -> float:
         """``S = Σ_j Var_j``, the trace of the sample covariance."""
         self._require(2)
-        return float(self.m2.sum(dtype=torch.float64)) / (self.count - 1)
+        return self._m2_total() / (self.count - 1)
 
     @property
     def grad_sq_norm(self) -> float:
@@ -154,7 +156,7 @@ class GradStats:
         ref_sq = float(torch.dot(ref, ref))
         if ref_sq == 0.0:
             return self.trace_variance
-        m2_total = float(self.m2.sum(dtype=torch.float64))
+        m2_total = self._m2_total()
         return max(m2_total - float(self.ip_m2) / ref_sq, 0.0) / (self.count - 1)
 
     # -- merging -----------------------------------------------------------------------------
@@ -215,6 +217,12 @@ class GradStats:
         if not has_ip:
             return GradStats(n_total, total, m2)
         return GradStats(n_total, total, m2.clone(), self.ref, ip_total.clone(), second[0].clone())
+
+    def _m2_total(self) -> float:
+        """``Σ_j m2_j`` in float64 (as a Python float)."""
+        if self._m2_sum is None:
+            return float(self.m2.sum(dtype=torch.float64))
+        return self._m2_sum
 
     def _require_coordinates(self) -> None:
         if not self.coordinatewise:

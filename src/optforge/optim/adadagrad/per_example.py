@@ -125,11 +125,16 @@ def _batch_grad_stats(
     process_group: Any = None,
     distributed: bool | None = None,
     method: str = "per_example",
+    checked: bool = False,
 ) -> tuple[GradStats, Tensor, tuple[list[Tensor], list[Tensor]] | None]:
     """:func:`batch_grad_stats`, plus ``(params, Σ_i G_i per parameter)`` when the ghost path
-    ran on one process (``None`` otherwise)."""
-    b = _check_batch(inputs, targets)
-    check_choice("method", method, METHODS)
+    ran on one process (``None`` otherwise). ``checked``: the caller has checked the batch
+    and ``method`` already."""
+    if checked:
+        b = int(inputs.shape[0])
+    else:
+        b = _check_batch(inputs, targets)
+        check_choice("method", method, METHODS)
     modules = list(model.modules())  # one walk: the BatchNorm check, the parameters, the hooks
     _check_model(model, modules)
     trainable = _trainable_params(modules)

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-__all__ = ["ROW_SOURCE_ATTR", "RowSource", "WTACRSLinearFunction"]
+__all__ = ["ROW_SOURCE_ATTR", "RowSource", "WTACRSLinearFunction", "sampled_weight_grad"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -102,13 +102,21 @@ class WTACRSLinearFunction(torch.autograd.Function):
             grad_x = torch.matmul(grad_out, weight)
         if ctx.needs_input_grad[1]:
             rows = kept[0] if ctx.row_fn is None else ctx.row_fn(*kept, idx)
-            picked = grad.index_select(0, idx).t()
-            if picked.dtype in _HALF:  # fp32 products: a 1/(s q) weight may exceed fp16's range
-                grad_w = torch.mm(picked.float() * weights, rows.float()).to(weight.dtype)
-            else:
-                grad_w = torch.mm(picked * weights, rows)
+            grad_w = sampled_weight_grad(grad, idx, weights, rows, weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         if ctx.record is not None:
             ctx.record(grad)
         return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def sampled_weight_grad(
+    grad: Tensor, idx: Tensor, weights: Tensor, rows: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """The WTA-CRS weight gradient ``grad[idx]ᵀ · diag(weights) · rows`` (``grad`` is
+    ``[N, out]``, ``rows`` the kept input rows ``[k, in]``), in ``dtype``; half-precision
+    products are taken in fp32 (a 1/(s q) weight may exceed fp16's range)."""
+    picked = grad.index_select(0, idx).t()
+    if picked.dtype in _HALF:
+        return torch.mm(picked.float() * weights, rows.float()).to(dtype)
+    return torch.mm(picked * weights, rows)

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from optforge.nn.wta_crs.function import ROW_SOURCE_ATTR, RowSource
+from optforge.nn.wta_crs.function import ROW_SOURCE_ATTR, RowSource, sampled_weight_grad
 from optforge.nn.wta_crs.layer import WTACRSLinear
 
 __all__ = [
@@ -90,9 +90,6 @@ class _SwiGLU(torch.autograd.Function):
         return grad_gate, grad_up
 
 
-_HALF = (torch.float16, torch.bfloat16)
-
-
 class _SwiGLUDown(torch.autograd.Function):
     """``down(silu(gate) · up)`` with a sampled ``∇W_down``: keeps ``gate``, ``up``, ``S``, ``w``.
 
@@ -136,11 +133,7 @@ class _SwiGLUDown(torch.autograd.Function):
             rows = F.silu(gate.reshape(-1, d_ff).index_select(0, idx)) * up.reshape(
                 -1, d_ff
             ).index_select(0, idx)
-            picked = grad.index_select(0, idx).t()
-            if picked.dtype in _HALF:  # fp32 products, as WTACRSLinearFunction
-                grad_w = torch.mm(picked.float() * weights, rows.float()).to(weight.dtype)
-            else:
-                grad_w = torch.mm(picked * weights, rows)
+            grad_w = sampled_weight_grad(grad, idx, weights, rows, weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_b = grad.sum(0)
         if ctx.record is not None:

@@ -166,6 +166,38 @@ def test_a_trial_does_not_inherit_global_torch_state_from_the_one_before(monkeyp
     assert after.metrics["b-reads"] == {"denormal_kept": 1.0, "dtype64": 0.0}
 
 
+def _native_pools(config, seed, device):
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return {"blas_threads": float(max(blas)), "omp_env": float(os.environ["OMP_NUM_THREADS"])}
+
+
+def test_a_trial_limits_numpy_blas_and_openmp_to_its_threads(monkeypatch):
+    """torch.set_num_threads does not size numpy's OpenBLAS: a one-thread trial in each of two
+    workers would run 2 x cores BLAS threads. Inside the trial every pool is limited; after
+    it the caller's limits and environment are back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    reproduction = Reproduction(
+        name="toy-pools",
+        title="t",
+        arxiv="0",
+        spec="none.md",
+        configs={"smoke": {}, "quick": {}, "full": {}},
+        methods={"m": _native_pools},
+        claims=[Claim("c", "s", lambda r: 1.0, ">=", 0.0)],
+    )
+    monkeypatch.setitem(registry_module._REGISTRY, "toy-pools", reproduction)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with threadpool_limits(limits=3, user_api="blas"):  # the caller's pools: 3 threads
+        result = run_trial(Trial("toy-pools", ("m",), "smoke", 1, "cpu", 1))
+        after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert result.metrics["m"] == {"blas_threads": 1.0, "omp_env": 1.0}
+    assert set(after) == {3}
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
 def _trials(name, durations, arms=("m",)):
     return [Trial(name, arms, "quick", seed, "cpu", 1) for seed in range(len(durations))]
 

@@ -39,6 +39,7 @@ import functools
 import hashlib
 import importlib
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -46,7 +47,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -178,16 +179,48 @@ def run_trial(trial: Trial) -> TrialResult:
         torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
     metrics, by_seed = {}, None
-    if trial.batch:
-        by_seed = reproduction.run_seeds(trial.arms, config, trial.batch, trial.device)
-    else:
-        metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
+    with native_threads(trial.threads):
+        if trial.batch:
+            by_seed = reproduction.run_seeds(trial.arms, config, trial.batch, trial.device)
+        else:
+            metrics = reproduction.run_arms(trial.arms, config, trial.seed, trial.device)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return TrialResult(trial, metrics, wall, peak_mb, cpu_time_s=cpu, by_seed=by_seed)
+
+
+#: Environment variables that size the thread pools of native libraries loaded later (OpenMP
+#: runtimes such as scikit-learn's libgomp, OpenBLAS, MKL read them when they load).
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def native_threads(threads: int) -> Iterator[None]:
+    """Limit the thread pools of numpy/scipy's BLAS and of OpenMP runtimes to ``threads``.
+
+    ``torch.set_num_threads`` sizes torch's own pool only; numpy's and scipy's OpenBLAS and
+    scikit-learn's OpenMP default to one thread per core, so two workers each running a trial
+    on "one thread" would spin 2 × cores threads (the extra ones busy-wait against the other
+    worker). The pools of libraries already loaded are limited with ``threadpoolctl`` (restored
+    on exit); those a trial loads later read the environment variables, set for the trial and
+    restored afterwards.
+    """
+    from threadpoolctl import threadpool_limits
+
+    saved = {key: os.environ.get(key) for key in _THREAD_ENV}
+    os.environ.update(dict.fromkeys(_THREAD_ENV, str(threads)))
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _lookup(name: str) -> Reproduction:

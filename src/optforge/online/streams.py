@@ -58,6 +58,8 @@ __all__ = [
     "SEA_KINDS",
     "LeastSquaresStream",
     "QuadraticStream",
+    "online_regret",
+    "play_online",
     "run_online",
     "sea_least_squares",
     "sea_means",
@@ -163,6 +165,11 @@ class QuadraticStream:
         """``∇f_t(x) = x − c_t``."""
         return x - self.centers[t]
 
+    def _loss_and_grad(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f_t(x), ∇f_t(x))`` from one difference (the values of :meth:`loss`, :meth:`grad`)."""
+        diff = x - self.centers[t]
+        return 0.5 * (diff**2).sum(dim=-1), diff
+
     def comparator(self, horizon: int | None = None) -> Tensor:
         """``argmin_{x∈𝒳} Σ_{t≤T} f_t(x) = Π(mean c_t)``, shape ``(*batch, d)``."""
         horizon = self.horizon if horizon is None else horizon
@@ -221,6 +228,23 @@ class LeastSquaresStream:
     def grad(self, t: int, x: Tensor) -> Tensor:
         residual = (self.features[t] * x).sum(dim=-1, keepdim=True) - self.targets[t].unsqueeze(-1)
         return residual * self.features[t]
+
+    def _loss_and_grad(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f_t(x), ∇f_t(x))`` from one residual (the values of :meth:`loss`, :meth:`grad`)."""
+        a = self.features[t]
+        residual = (a * x).sum(dim=-1, keepdim=True) - self.targets[t].unsqueeze(-1)
+        return 0.5 * residual.squeeze(-1) ** 2, residual * a
+
+    @classmethod
+    def stack(cls, streams: Sequence[LeastSquaresStream]) -> LeastSquaresStream:
+        """One stream with a batch dimension (dim 1) from streams of equal horizon and domain."""
+        if not streams:
+            raise ValueError("streams must not be empty")
+        return cls(
+            torch.stack([s.features for s in streams], dim=1),
+            torch.stack([s.targets for s in streams], dim=1),
+            streams[0].domain,
+        )
 
     def prefix_comparator_losses(self, checkpoints: Sequence[int]) -> Tensor:
         """``min_{x∈𝒳} Σ_{t≤T_k} f_t(x)``: ``Π^H(H^{-1}h)`` with ``H = AᵀA``, ``h = Aᵀb``."""
@@ -322,6 +346,8 @@ def run_online(
 ) -> dict[str, Any]:
     """Play ``learner`` against ``stream`` for ``stream.horizon`` rounds.
 
+    The same as :func:`play_online` followed by :func:`online_regret`.
+
     Args:
         learner: a fresh learner whose ``x0`` has the stream's ``(*batch, d)`` shape.
         stream: the losses.
@@ -333,18 +359,70 @@ def run_online(
         ``losses`` (``(T, *batch)``), and for quadratic streams ``dynamic_regret`` (against
         ``u_t = Π(μ_t)``), ``path_length``, ``sigma2`` and ``Sigma2``.
     """
-    horizon = stream.horizon
-    if checkpoints is None:
-        checkpoints = sorted({max(1, round(horizon * k / 20)) for k in range(1, 21)})
-    checkpoints = [int(c) for c in checkpoints]
-    if any(c < 1 or c > horizon for c in checkpoints):
-        raise ValueError(f"checkpoints must lie in [1, {horizon}]")
-    batch = learner.shape[:-1]
-    losses = torch.empty(horizon, *batch, dtype=learner.x0.dtype, device=learner.x0.device)
-    for t in range(horizon):
+    checkpoints = _check_checkpoints(stream.horizon, checkpoints)
+    return online_regret(stream, play_online(learner, stream), checkpoints=checkpoints)
+
+
+def play_online(learner: OnlineLearner, stream: QuadraticStream | LeastSquaresStream) -> Tensor:
+    """Play ``learner`` against ``stream`` for ``stream.horizon`` rounds; the losses ``f_t(x_t)``.
+
+    A learner started from ``x0`` of shape ``(*batch, d)`` plays a stream of the same batch
+    shape, e.g. the :meth:`QuadraticStream.stack` of independent streams (one per seed): each
+    batch entry's losses are those of its stream played alone.
+
+    Returns:
+        The losses, shape ``(T, *batch)``.
+    """
+    loss_and_grad = _round_fn(stream)
+    rounds = []
+    for t in range(stream.horizon):
         x = learner.predict()
-        losses[t] = stream.loss(t, x)
-        learner.update(stream.grad(t, x))
+        loss, grad = loss_and_grad(t, x)
+        rounds.append(loss)
+        learner.update(grad)
+    if not rounds:
+        return torch.empty(0, *learner.shape[:-1], dtype=learner.x0.dtype, device=learner.x0.device)
+    return torch.stack(rounds).to(learner.x0)
+
+
+def _round_fn(stream: Any) -> Any:
+    """``(t, x) → (f_t(x), ∇f_t(x))`` for the play loop: the values of ``stream.loss`` and
+    ``stream.grad`` with the per-round rows sliced once."""
+    if isinstance(stream, QuadraticStream):
+        rows = stream.centers.unbind(0)
+
+        def quadratic(t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+            diff = x - rows[t]
+            return 0.5 * diff.pow(2).sum(dim=-1), diff
+
+        return quadratic
+    if isinstance(stream, LeastSquaresStream):
+        features, targets = stream.features.unbind(0), stream.targets.unsqueeze(-1).unbind(0)
+
+        def least_squares(t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+            a = features[t]
+            residual = (a * x).sum(dim=-1, keepdim=True) - targets[t]
+            return 0.5 * residual.squeeze(-1).pow(2), residual * a
+
+        return least_squares
+    return lambda t, x: (stream.loss(t, x), stream.grad(t, x))
+
+
+def online_regret(
+    stream: QuadraticStream | LeastSquaresStream,
+    losses: Tensor,
+    *,
+    checkpoints: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Regret bookkeeping of the losses ``f_t(x_t)`` (shape ``(T, *batch)``) a learner paid on
+    ``stream``: the dict of :func:`run_online` (static regret against the exact comparator, the
+    regret curve at ``checkpoints``, and for quadratic streams the dynamic regret)."""
+    horizon = stream.horizon
+    checkpoints = _check_checkpoints(horizon, checkpoints)
+    batch = (stream.centers if isinstance(stream, QuadraticStream) else stream.features).shape
+    if not isinstance(losses, Tensor) or losses.shape != (horizon, *batch[1:-1]):
+        got = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+        raise ValueError(f"losses must have shape {(horizon, *batch[1:-1])}, got {got}")
     cum = losses.cumsum(dim=0)
     prefix_best = stream.prefix_comparator_losses(checkpoints)
     index = torch.tensor([c - 1 for c in checkpoints], device=cum.device)
@@ -355,7 +433,10 @@ def run_online(
         "checkpoints": checkpoints,
         "regret_curve": regret_curve,
     }
-    comparator_loss = stream.prefix_comparator_losses([horizon])[0]
+    if checkpoints[-1] == horizon:  # the same computation as the line below
+        comparator_loss = prefix_best[-1]
+    else:
+        comparator_loss = stream.prefix_comparator_losses([horizon])[0]
     result["comparator_loss"] = comparator_loss
     result["static_regret"] = cum[-1] - comparator_loss
     if isinstance(stream, QuadraticStream):
@@ -366,6 +447,15 @@ def run_online(
         result["sigma2"] = stream.sigma2()
         result["Sigma2"] = stream.Sigma2()
     return result
+
+
+def _check_checkpoints(horizon: int, checkpoints: Sequence[int] | None) -> list[int]:
+    if checkpoints is None:
+        checkpoints = sorted({max(1, round(horizon * k / 20)) for k in range(1, 21)})
+    checkpoints = [int(c) for c in checkpoints]
+    if any(c < 1 or c > horizon for c in checkpoints):
+        raise ValueError(f"checkpoints must lie in [1, {horizon}]")
+    return checkpoints
 
 
 def _sup_sq_distance(domain: Domain, point: Tensor) -> Tensor:

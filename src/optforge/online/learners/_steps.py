@@ -64,7 +64,8 @@ def _baseline_eta(learner: OGD | FTRL, t: int) -> Tensor | float:
         return learner.lr
     if learner.step == "strongly_convex":
         return 1.0 / (learner.strong_convexity * t)
-    g = learner.grad_max if learner.grad_bound is None else learner.grad_bound
-    if isinstance(g, Tensor):
-        g = torch.clamp(g, min=torch.finfo(learner.x0.dtype).tiny)
-    return learner.domain.diameter / (g * math.sqrt(max(t, 1)))
+    if learner.grad_bound is not None:
+        return learner.domain.diameter / (learner.grad_bound * math.sqrt(max(t, 1)))
+    g = torch.clamp(learner.grad_max, min=learner._tiny)
+    # = D / (g√t) as Tensor.__rdiv__ computes it, without its Python wrapper
+    return (g * math.sqrt(max(t, 1))).reciprocal() * learner.domain.diameter

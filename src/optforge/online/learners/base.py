@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -121,8 +122,15 @@ class OnlineLearner(ABC):
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}, expected {tuple(self.x0.shape)}"
             )
-        check_finite(name, value)
-        return value.detach().to(self.x0)
+        if value.requires_grad:
+            value = value.detach()
+        # one reduction in the usual case: a finite sum means finite entries; otherwise the full
+        # check decides (NaN/inf raise, a finite tensor whose sum overflowed passes)
+        if not value.is_floating_point() or not math.isfinite(float(value.sum())):
+            check_finite(name, value)
+        if value.dtype != self.x0.dtype or value.device != self.x0.device:
+            value = value.to(self.x0)
+        return value
 
     @abstractmethod
     def _predict(self) -> Tensor:

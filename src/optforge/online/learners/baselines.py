@@ -71,6 +71,7 @@ class OGD(OnlineLearner):
         )
         if step == "adaptive" and not math.isfinite(domain.diameter):
             raise ValueError("step='adaptive' needs a bounded domain; pass step='fixed' and lr")
+        self._tiny = torch.finfo(self.x0.dtype).tiny
         self.x = self.x0.clone()
         self.grad_max = torch.zeros(
             *self.x0.shape[:-1], 1, dtype=self.x0.dtype, device=self.x0.device
@@ -133,6 +134,7 @@ class FTRL(OnlineLearner):
             raise ValueError("step='adaptive' needs a bounded domain; pass step='fixed' and lr")
         if self._optimistic and step == "adaptive" and self.smoothness is None:
             _warn_no_smoothness(type(self).__name__)
+        self._tiny = torch.finfo(self.x0.dtype).tiny
         zeros1 = torch.zeros(*self.x0.shape[:-1], 1, dtype=self.x0.dtype, device=self.x0.device)
         self.grad_sum = torch.zeros_like(self.x0)
         self.hint_vec = torch.zeros_like(self.x0)
@@ -142,8 +144,8 @@ class FTRL(OnlineLearner):
         if self.step == "fixed":
             return self.lr
         if self._optimistic:  # the self-confident step of optimistic OMD (A)
-            denom = torch.clamp(self.delta + self.variation, min=torch.finfo(self.x0.dtype).tiny)
-            eta = self.domain.diameter / denom.sqrt()
+            denom = torch.clamp(self.delta + self.variation, min=self._tiny)
+            eta = denom.sqrt().reciprocal() * self.domain.diameter  # = D / √denom (__rdiv__)
             if self.smoothness is not None:
                 eta = torch.clamp(eta, max=1.0 / (4.0 * self.smoothness))
             return eta

@@ -123,6 +123,7 @@ class OptimisticEnsemble(OnlineLearner):
             meta_delta = (float(check_positive("grad_bound", grad_bound)) * domain.diameter) ** 2
         self.meta_delta = float(check_positive("meta_delta", meta_delta))
         self.meta = OptimisticOMD(weights0, Simplex(n), mirror="entropic", delta=self.meta_delta)
+        self._next_base: Tensor | None = None
 
     @property
     def weights(self) -> Tensor:
@@ -133,7 +134,9 @@ class OptimisticEnsemble(OnlineLearner):
         return self.domain.project(self.xhat - self._etas * hint.unsqueeze(-2))
 
     def _predict(self) -> Tensor:
-        self._base = self._base_points(self.hint_vec)
+        # the base points for this round's hint were already computed by the last update
+        base, self._next_base = self._next_base, None
+        self._base = self._base_points(self.hint_vec) if base is None else base
         return (self.meta.predict().unsqueeze(-1) * self._base).sum(dim=-2)
 
     def _update(self, x: Tensor, grad: Tensor, hint: Tensor | None) -> None:
@@ -143,6 +146,7 @@ class OptimisticEnsemble(OnlineLearner):
         next_base = self._base_points(self.hint_vec)
         meta_hint = (next_base * self.hint_vec.unsqueeze(-2)).sum(dim=-1)
         self.meta.update(losses, hint=meta_hint)
+        self._next_base = next_base
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -154,3 +158,4 @@ class OptimisticEnsemble(OnlineLearner):
             raise ValueError("state_dict is missing ['meta']")
         super().load_state_dict(state)
         self.meta.load_state_dict(state["meta"])
+        self._next_base = None

@@ -119,6 +119,7 @@ class OptimisticOMD(OnlineLearner):
             *self.x0.shape[:-1], 1, dtype=self.x0.dtype, device=self.x0.device
         )
         self._eta: Tensor | float | None = None
+        self._tiny = torch.finfo(self.x0.dtype).tiny
 
     def step_size(self) -> Tensor | float:
         """η_t for the coming round (uses rounds ``s ≤ t − 1`` only)."""
@@ -128,8 +129,8 @@ class OptimisticOMD(OnlineLearner):
         if self.step == "strongly_convex":
             extra = 0.0 if self.smoothness is None else 8.0 * self.smoothness
             return 2.0 / (self.strong_convexity * t + extra)
-        denom = torch.clamp(self.delta + self.variation, min=torch.finfo(self.x0.dtype).tiny).sqrt()
-        eta = self.radius / denom
+        denom = torch.clamp(self.delta + self.variation, min=self._tiny).sqrt()
+        eta = denom.reciprocal() * self.radius  # = self.radius / denom (Tensor.__rdiv__)
         if self.smoothness is not None:
             eta = torch.clamp(eta, max=1.0 / (4.0 * self.smoothness))
         return eta

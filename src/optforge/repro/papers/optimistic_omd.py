@@ -15,6 +15,9 @@ switch every 500) where OGD's decaying step fails.
 
 The ``reference`` arm is not a learner: it logs the bound shapes √σ²_{1:T} (= σ√T) for the σ = 1
 stochastic stream and √Σ²_{1:T} for the alternating stream, for the regret-vs-T plot.
+
+The runner plays all seeds of a run as one batch (:func:`run_seeds`, ``batched=``): the rounds
+are Python-bound, and each seed's metrics are bit-identical to :func:`run`'s.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from optforge.online import (
     OGD,
     ONS,
     Ball,
+    LeastSquaresStream,
     OptimisticEnsemble,
     OptimisticFTRL,
     OptimisticOGD,
     OptimisticONS,
     QuadraticStream,
     ensemble_step_sizes,
+    online_regret,
+    play_online,
     run_online,
     sea_least_squares,
     sea_means,
@@ -44,7 +50,7 @@ from optforge.online import (
 )
 from optforge.repro.registry import Claim, Reproduction, Results, register
 
-__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run"]
+__all__ = ["ARMS", "CLAIMS", "CONFIGS", "run", "run_seeds"]
 
 _ENVS = (
     ("stochastic", 1.0),
@@ -144,6 +150,52 @@ def run(
     return out
 
 
+def run_seeds(
+    config: Mapping[str, Any], seeds: Sequence[int], device: str, arms: Sequence[str]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """The reproduction's ``batched`` run: :func:`run` on several seeds at once.
+
+    Every learner plays the seeds' streams (each drawn as in :func:`run`, from the seed's own
+    generators) as one batch: ``x0`` gets a leading seed dimension and the streams are stacked
+    along it (the learners treat batch entries independently). The regret bookkeeping is done
+    per seed on that seed's losses and stream, with the shapes of :func:`run`, so each seed's
+    metrics are bit-identical to :func:`run`'s (``tests/online/test_online_seed_batch.py``).
+    """
+    seeds = tuple(seeds)
+    per_seed: dict[str, list[Any]] = {}
+
+    def shared(name: str) -> list[Any]:
+        if name not in per_seed:
+            per_seed[name] = [_STREAMS[name](config, seed, device) for seed in seeds]
+        return per_seed[name]
+
+    out: dict[int, dict[str, dict[str, Any]]] = {seed: {} for seed in seeds}
+    for arm in arms:
+        seed_everything(seeds[0])
+        if arm == "ensemble":
+            results = _ensemble_seeds(config, seeds, device)
+        elif arm == "reference":
+            reference = _reference(config, device)  # the same for every seed
+            results = [
+                {k: list(v) if isinstance(v, list) else v for k, v in reference.items()}
+                for _ in seeds
+            ]
+        else:
+            on_quadratic, on_ls = _LEARNERS[arm]
+            results = [{} for _ in seeds]
+            if on_quadratic is not None:
+                quadratic = _quadratic_seeds(on_quadratic, shared("quadratic"), config)
+                for res, metrics in zip(results, quadratic, strict=True):
+                    res.update(metrics)
+            if on_ls is not None:
+                ls = _ls_seeds(on_ls, shared("ls"), config)
+                for res, metrics in zip(results, ls, strict=True):
+                    res.update(metrics)
+        for seed, metrics in zip(seeds, results, strict=True):
+            out[seed][arm] = metrics
+    return out
+
+
 def _tag(kind: str, sigma: float) -> str:
     return f"{kind}_s{sigma:g}"
 
@@ -196,7 +248,29 @@ def _quadratic_metrics(
     device = stream.centers.device
     x0 = torch.zeros(len(config["envs"]), config["dim"], dtype=torch.float64, device=device)
     checkpoints = _checkpoints(config)
-    out = run_online(make(config, x0), stream, checkpoints=checkpoints)
+    return _quadratic_summary(run_online(make(config, x0), stream, checkpoints=checkpoints), config)
+
+
+def _quadratic_seeds(
+    make: Make, streams: Sequence[QuadraticStream], config: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """:func:`_quadratic_metrics` of every seed's stream, the seeds played as one batch."""
+    device = streams[0].centers.device
+    x0 = torch.zeros(
+        len(streams), len(config["envs"]), config["dim"], dtype=torch.float64, device=device
+    )
+    losses = play_online(make(config, x0), QuadraticStream.stack(streams))
+    checkpoints = _checkpoints(config)
+    return [
+        _quadratic_summary(
+            online_regret(stream, losses[:, i].contiguous(), checkpoints=checkpoints), config
+        )
+        for i, stream in enumerate(streams)
+    ]
+
+
+def _quadratic_summary(out: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    checkpoints = out["checkpoints"]
     short = checkpoints.index(config["t_short"])
     metrics: dict[str, Any] = {"T": [float(c) for c in checkpoints]}
     for i, (kind, sigma) in enumerate(config["envs"]):
@@ -222,6 +296,29 @@ def _ls_metrics(make: Make, streams: list[Any], config: Mapping[str, Any]) -> di
     return metrics
 
 
+def _ls_seeds(
+    make: Make, streams: Sequence[list[Any]], config: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """:func:`_ls_metrics` of every seed, all seeds and kinds played as one ``(S, K)`` batch."""
+    kinds = config["ls_kinds"]
+    device = streams[0][0].features.device
+    x0 = torch.zeros(len(streams), len(kinds), config["ls_dim"], dtype=torch.float64, device=device)
+    stacked = LeastSquaresStream.stack([LeastSquaresStream.stack(s) for s in streams])
+    losses = play_online(make(config, x0), stacked)
+    checkpoints = [config["ls_horizon"]]
+    return [
+        {
+            f"ls_{kind}_regret": float(
+                online_regret(stream, losses[:, i, k].contiguous(), checkpoints=checkpoints)[
+                    "static_regret"
+                ]
+            )
+            for k, (kind, stream) in enumerate(zip(kinds, seed_streams, strict=True))
+        }
+        for i, seed_streams in enumerate(streams)
+    ]
+
+
 def _ensemble(config: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
     """Dynamic regret of the ensemble, OGD and each fixed-step base learner on two streams.
 
@@ -236,6 +333,29 @@ def _ensemble(config: Mapping[str, Any], seed: int, device: str) -> dict[str, An
     )
     out = _dynamic_regrets(config, drift, "ens", device)
     out.update(_dynamic_regrets(config, _late_switch_stream(config, seed, device), "late", device))
+    return out
+
+
+def _ensemble_seeds(
+    config: Mapping[str, Any], seeds: Sequence[int], device: str
+) -> list[dict[str, Any]]:
+    """:func:`_ensemble` of every seed, the seeds played as one batch."""
+    horizon = config["ens_horizon"]
+    drift = [
+        sea_stream(
+            "drift",
+            dim=config["dim"],
+            horizon=horizon,
+            sigma=0.3,
+            seed=30_000 * seed,
+            device=device,
+        )
+        for seed in seeds
+    ]
+    late = [_late_switch_stream(config, seed, device) for seed in seeds]
+    out = _dynamic_regrets_seeds(config, drift, "ens", device)
+    for res, more in zip(out, _dynamic_regrets_seeds(config, late, "late", device), strict=True):
+        res.update(more)
     return out
 
 
@@ -259,35 +379,72 @@ def _late_switch_stream(config: Mapping[str, Any], seed: int, device: str) -> Qu
 def _dynamic_regrets(
     config: Mapping[str, Any], stream: QuadraticStream, prefix: str, device: str
 ) -> dict[str, Any]:
-    horizon = stream.horizon
-    x0 = torch.zeros(config["dim"], dtype=torch.float64, device=device)
+    return _dynamic_regrets_seeds(config, [stream], prefix, device, batched=False)[0]
+
+
+def _dynamic_regrets_seeds(
+    config: Mapping[str, Any],
+    streams: Sequence[QuadraticStream],
+    prefix: str,
+    device: str,
+    *,
+    batched: bool = True,
+) -> list[dict[str, Any]]:
+    """Dynamic regrets of the ensemble, OGD and the best base learner on each stream; with
+    ``batched`` the streams (one per seed) are played as one batch, else ``streams`` is one
+    stream played alone. The bookkeeping is per stream either way."""
+    horizon = streams[0].horizon
+    lead = (len(streams),) if batched else ()
+    x0 = torch.zeros(*lead, config["dim"], dtype=torch.float64, device=device)
+    stream = QuadraticStream.stack(streams) if batched else streams[0]
     grad_bound = 2.0 * config["radius"] + 0.3 * 3.0
     ens = OptimisticEnsemble(
         x0, _ball(config), horizon=horizon, grad_bound=grad_bound, smoothness=config["smoothness"]
     )
-    ens_out = run_online(ens, stream, checkpoints=[horizon])
-    ogd_out = run_online(OGD(x0, _ball(config)), stream, checkpoints=[horizon])
+    ens_losses = play_online(ens, stream)
+    ogd_losses = play_online(OGD(x0, _ball(config)), stream)
     etas = ensemble_step_sizes(horizon, 2.0 * config["radius"], grad_bound, config["smoothness"])
     n = len(etas)
+    lr = torch.tensor(etas, dtype=torch.float64, device=device)
     base = OptimisticOGD(
-        x0.expand(n, -1).clone(),
+        x0.unsqueeze(-2).expand(*lead, n, -1).clone(),
         _ball(config),
         step="fixed",
-        lr=torch.tensor(etas, dtype=torch.float64, device=device),
+        lr=lr.expand(*lead, n).clone(),
     )
-    batched = QuadraticStream(
-        stream.centers.unsqueeze(1).expand(-1, n, -1),
+    base_losses = play_online(base, _replicate(stream, n))
+    weights = ens.weights
+    out = []
+    for i, one in enumerate(streams):
+        pick = (lambda v, i=i: v[:, i].contiguous()) if batched else (lambda v: v)
+        ens_out = online_regret(one, pick(ens_losses), checkpoints=[horizon])
+        ogd_out = online_regret(one, pick(ogd_losses), checkpoints=[horizon])
+        base_dynamic = _dynamic_regret(_replicate(one, n), pick(base_losses))
+        out.append(
+            {
+                f"{prefix}_dynamic_regret": float(ens_out["dynamic_regret"]),
+                f"{prefix}_ogd_dynamic_regret": float(ogd_out["dynamic_regret"]),
+                f"{prefix}_best_base_dynamic_regret": float(base_dynamic.min()),
+                f"{prefix}_path_length": float(ens_out["path_length"]),
+                f"{prefix}_final_max_weight": float((weights[i] if batched else weights).max()),
+            }
+        )
+    return out
+
+
+def _dynamic_regret(stream: QuadraticStream, losses: torch.Tensor) -> torch.Tensor:
+    """``online_regret(stream, losses)["dynamic_regret"]`` (the same ops) without the rest."""
+    u = stream.minimizers()
+    return losses.cumsum(dim=0)[-1] - 0.5 * ((u - stream.centers) ** 2).sum(dim=-1).sum(dim=0)
+
+
+def _replicate(stream: QuadraticStream, n: int) -> QuadraticStream:
+    """``stream`` for ``n`` learners at once: a new batch dimension before the point's."""
+    return QuadraticStream(
+        stream.centers.unsqueeze(-2).expand(*stream.centers.shape[:-1], n, -1),
         stream.domain,
-        means=stream.means.unsqueeze(1).expand(-1, n, -1),
+        means=stream.means.unsqueeze(-2).expand(*stream.means.shape[:-1], n, -1),
     )
-    base_out = run_online(base, batched, checkpoints=[horizon])
-    return {
-        f"{prefix}_dynamic_regret": float(ens_out["dynamic_regret"]),
-        f"{prefix}_ogd_dynamic_regret": float(ogd_out["dynamic_regret"]),
-        f"{prefix}_best_base_dynamic_regret": float(base_out["dynamic_regret"].min()),
-        f"{prefix}_path_length": float(ens_out["path_length"]),
-        f"{prefix}_final_max_weight": float(ens.weights.max()),
-    }
 
 
 def _reference(config: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -496,6 +653,8 @@ register(
         seed_base=100,
         methods=list(ARMS),
         experiment=run,
+        batched=run_seeds,
+        seed_batch=None,  # every seed in one batch: the rounds are Python-bound, not FLOP-bound
         claims=CLAIMS,
         plot_x="T",
         plot_y=("regret_stochastic", "regret_alternating"),

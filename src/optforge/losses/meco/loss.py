@@ -83,6 +83,7 @@ from optforge.losses.meco.energy import (
     _energy_sign,
     _eval_energy,
     _log_weights,
+    _signed,
     _weighted_mean,
 )
 from optforge.losses.meco.noise import _check_noise, _noise_log_prob, _sample_device, _sample_noise
@@ -207,15 +208,17 @@ class MECOLoss(nn.Module):
         x_weights: Tensor | None,
         z_weights: Tensor | None,
     ) -> Tensor:
-        f_x = self._sign * _eval_energy(energy, x_data, "x_data")
-        f_z = self._sign * _eval_energy(energy, z_noise, "z_noise")
+        f_x = _signed(self._sign, _eval_energy(energy, x_data, "x_data"))
+        f_z = _signed(self._sign, _eval_energy(energy, z_noise, "z_noise"))
         log_q = _noise_log_prob(self.noise, z_noise)
         log_w = f_z - log_q.to(f_z.dtype)
         log_omega_z = _log_weights(z_weights, z_noise.shape[0], f_z, "z_weights")
-        log_g = torch.logsumexp(log_w + log_omega_z, dim=0)
+        log_w_omega = log_w + log_omega_z
+        log_g = torch.logsumexp(log_w_omega, dim=0)
         data_term = _weighted_mean(f_x, x_weights, "x_weights")
 
-        self._record_ess(log_w.detach() + log_omega_z)
+        # log_w.detach() + log_omega_z and its logsumexp are these same ops on the same values
+        self._record_ess(log_w_omega.detach(), log_g.detach())
         self._update_log_u(energy, z_noise, log_q, log_omega_z, log_g.detach())
         self._last_data_term = data_term.detach()
         log_u = self.log_u.to(device=log_g.device, dtype=log_g.dtype)
@@ -274,7 +277,7 @@ class MECOLoss(nn.Module):
         self, energy: Energy, z: Tensor, log_q: Tensor, log_omega: Tensor, log_g: Tensor
     ) -> None:
         log_g = log_g.to(torch.float64)
-        first = int(self.num_steps) == 0 or not bool(torch.isfinite(self.log_u))
+        first = int(self.num_steps) == 0 or not math.isfinite(float(self.log_u))
         if first or self.gamma == 1.0:
             new = log_g
         else:
@@ -286,7 +289,7 @@ class MECOLoss(nn.Module):
                 else:
                     new = storm
         self.log_u = new.detach().to(self.log_u.device)
-        self.num_steps += 1
+        self.num_steps.add_(1)
         if self.estimator == "storm":
             assert isinstance(energy, nn.Module)
             self._prev_params = {k: p.detach().clone() for k, p in energy.named_parameters()}
@@ -310,9 +313,12 @@ class MECOLoss(nn.Module):
             return None
         return torch.log(val) + m
 
-    def _record_ess(self, log_w: Tensor) -> None:
+    def _record_ess(self, log_w: Tensor, lse: Tensor | None = None) -> None:
+        # lse: torch.logsumexp(log_w, 0) when the caller has it already (the same value)
         n = log_w.shape[0]
-        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+        if lse is None:
+            lse = torch.logsumexp(log_w, 0)
+        ess = float(torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)))
         self.last_ess = ess
         if ess < ESS_WARN_FRACTION * n and not self._warned_ess:
             self._warned_ess = True

@@ -32,6 +32,7 @@ from optforge.losses.meco.energy import (
     _check_weights,
     _energy_sign,
     _eval_energy,
+    _signed,
     _weighted_mean,
 )
 from optforge.losses.meco.noise import _check_noise, _noise_log_prob, _sample_device, _sample_noise
@@ -93,9 +94,12 @@ class NCELoss(nn.Module):
 
     def logits(self, energy: Energy, x: Tensor, name: str = "x") -> Tensor:
         """The classifier logit ``G(x) = f(x) - c - log q(x) - log ν``."""
-        f = self._sign * _eval_energy(energy, x, name)
+        f = _signed(self._sign, _eval_energy(energy, x, name))
         log_q = _noise_log_prob(self.noise, x).to(f.dtype)
-        return f - self.log_normalizer.to(f.dtype) - log_q - math.log(self.nu)
+        g = f - self.log_normalizer.to(f.dtype) - log_q
+        # x - 0.0 is x bitwise (and passes the gradient unchanged): skipped for nu = 1
+        log_nu = math.log(self.nu)
+        return g if log_nu == 0.0 else g - log_nu
 
     def forward(
         self,
@@ -151,7 +155,8 @@ class NCELoss(nn.Module):
     ) -> Tensor:
         data = _weighted_mean(nn.functional.softplus(-g_x), x_weights, "x_weights")
         noise = _weighted_mean(nn.functional.softplus(g_z), z_weights, "z_weights")
-        return data + self.nu * noise
+        # 1.0 * noise is noise bitwise: skipped for nu = 1
+        return data + (noise if self.nu == 1.0 else self.nu * noise)
 
     def _sample(self, n: int, like: Tensor) -> Tensor:
         if self._generator is None:

@@ -25,7 +25,7 @@ __all__ = ["fit_gaussian_noise"]
 
 
 def fit_gaussian_noise(
-    x: Tensor, scale: float = 1.0, jitter: float = 1e-6
+    x: Tensor, scale: float = 1.0, jitter: float = 1e-6, *, validate_args: bool | None = None
 ) -> torch.distributions.MultivariateNormal:
     """A Gaussian noise distribution fitted to data (mean and covariance, inflated by ``scale``).
 
@@ -33,6 +33,9 @@ def fit_gaussian_noise(
         x: data ``(n, d)``.
         scale: multiplies the covariance (``> 1`` widens the noise).
         jitter: added to the diagonal for numerical safety.
+        validate_args: passed to ``MultivariateNormal`` (``None``: torch's default). ``False``
+            skips torch's argument check on every ``log_prob`` call (the same values; the
+            losses check their samples for NaN/inf themselves).
 
     Returns:
         ``torch.distributions.MultivariateNormal`` on ``x``'s device and dtype.
@@ -44,7 +47,9 @@ def fit_gaussian_noise(
     mean = x.mean(0)
     cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1]) * scale
     cov = cov + jitter * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+    return torch.distributions.MultivariateNormal(
+        mean, covariance_matrix=cov, validate_args=validate_args
+    )
 
 
 def _check_noise(noise: Any) -> None:

@@ -25,13 +25,13 @@ the full batch within a couple of steps.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import BatchSampler, RandomSampler
 
 from optforge.data import AdaptiveBatchSampler
@@ -154,6 +154,128 @@ def _train(
     }
 
 
+def _train_constant_ensemble(
+    config: Mapping[str, Any],
+    seeds: Sequence[int],
+    device: str,
+    *,
+    kind: str,
+    lr_key: str,
+    batch_size: int,
+) -> dict[int, dict[str, Any]]:
+    """The ``adagrad(b=B)`` arm (``optimizer="adagrad"`` of :func:`_train`) for several seeds as
+    one stacked model: each seed keeps its own init (:func:`_model`), its own batch stream
+    (:func:`_constant_batches`) and its own ``torch.optim.Adagrad`` state.
+
+    The seeds' weights and biases are stacked leaves ``[S, out, in]`` and ``[S, out]`` (one
+    ``baddbmm`` per layer on the seeds' batches ``[S, B, in]``; every seed's batch has the same
+    size, as the constant batches cut each epoch the same way). The loss is the sum over seeds
+    of each seed's mean cross-entropy, so each seed's gradient is its own. One
+    ``torch.optim.Adagrad`` (lr ``config[lr_key]``) steps all leaves; its update is elementwise,
+    so every seed's trajectory is :func:`_train`'s (``tests/repro/test_adadagrad_ensemble.py``
+    checks the metrics bit for bit; the full quick run was checked the same way)."""
+    lr = config[lr_key]
+    x_train, y_train, x_test, y_test = (t.to(device) for t in digits_split(n_train=N_TRAIN))
+    models = [_model(kind, seed).to(device) for seed in seeds]
+    layers = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
+    n_layers = len(layers[0])
+    weights = [
+        torch.stack([layer[j].weight.detach() for layer in layers]).requires_grad_()
+        for j in range(n_layers)
+    ]
+    biases = [
+        torch.stack([layer[j].bias.detach() for layer in layers]).requires_grad_()
+        for j in range(n_layers)
+    ]
+    opt = torch.optim.Adagrad([*weights, *biases], lr=lr)
+    streams = [_constant_batches(batch_size, seed) for seed in seeds]
+    n_seeds = len(seeds)
+    budget = int(config["epochs"]) * N_TRAIN
+
+    def forward(x: Tensor) -> Tensor:
+        # x [S, B, in] -> logits [S, B, out]; tanh between layers as in mlp(activation=Tanh)
+        for j in range(n_layers):
+            if j:
+                x = torch.tanh(x)
+            x = torch.baddbmm(biases[j].unsqueeze(1), x, weights[j].transpose(1, 2))
+        return x
+
+    def seed_forward(i: int, x: Tensor) -> Tensor:
+        for j in range(n_layers):
+            if j:
+                x = torch.tanh(x)
+            x = F.linear(x, weights[j][i], biases[j][i])
+        return x
+
+    def train_losses() -> list[float]:
+        with torch.no_grad():
+            return [
+                float(F.cross_entropy(seed_forward(i, x_train), y_train)) for i in range(n_seeds)
+            ]
+
+    seen, steps, next_log = 0, 0, 0
+    log_x: list[float] = []
+    log_loss: list[list[float]] = []
+    log_steps: list[float] = []
+    while True:
+        if seen >= next_log:
+            log_x.append(float(next_log))
+            log_loss.append(train_losses())
+            log_steps.append(float(steps))
+            next_log += config["log_every"]
+        if seen >= budget:
+            break
+        idx_lists = [next(stream)[: budget - seen] for stream in streams]
+        idx = torch.tensor(idx_lists, device=device)  # [S, B]: one batch size for every seed
+        logits = forward(x_train[idx])
+        losses = F.cross_entropy(
+            logits.flatten(0, 1), y_train[idx].flatten(), reduction="none"
+        ).view(n_seeds, -1)
+        opt.zero_grad()
+        losses.mean(1).sum().backward()
+        opt.step()
+        steps += 1
+        seen += len(idx_lists[0])
+    out: dict[int, dict[str, Any]] = {}
+    with torch.no_grad():
+        for i, seed in enumerate(seeds):
+            test_acc = float((seed_forward(i, x_test).argmax(1) == y_test).float().mean())
+            trace = [float(batch_size)] * len(log_x)
+            out[seed] = {
+                "test_acc": test_acc,
+                "final_train_loss": log_loss[-1][i],
+                "steps": float(steps),
+                "samples": float(seen),
+                "initial_batch_size": trace[0],
+                "final_batch_size": trace[-1],
+                "batch_size_at_half": trace[len(trace) // 2],
+                "monotone": float(trace == sorted(trace)),
+                "samples_seen": list(log_x),
+                "train_loss": [row[i] for row in log_loss],
+                "batch_size": trace,
+                "optimizer_steps": list(log_steps),
+            }
+    return out
+
+
+def _train_seeds(
+    config: Mapping[str, Any], seeds: Sequence[int], device: str, arms: Sequence[str]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """The reproduction's ``batched`` run: the constant-batch Adagrad arms as one stacked model
+    per arm (:func:`_train_constant_ensemble`); the adaptive arms (their batch sizes differ per
+    seed) run :func:`_train` seed by seed."""
+    out: dict[int, dict[str, dict[str, Any]]] = {seed: {} for seed in seeds}
+    for arm in arms:
+        ensemble = _ENSEMBLES.get(arm)
+        if ensemble is None:
+            for seed in seeds:
+                out[seed][arm] = METHODS[arm](config, seed, device)
+        else:
+            for seed, metrics in ensemble(config, seeds, device).items():
+                out[seed][arm] = metrics
+    return out
+
+
 def _model(kind: str, seed: int) -> nn.Module:
     if kind == "logreg":
         model = nn.Linear(64, 10)
@@ -192,6 +314,20 @@ METHODS = {
     "mlp/adagrad(b=1437)": partial(_MLP, optimizer="adagrad", batch_size=N_TRAIN),
 }
 _CONSTANT = [f"adagrad(b={b})" for b in (2, 16, 128, N_TRAIN)]
+_ENSEMBLES = {
+    **{
+        f"adagrad(b={b})": partial(
+            _train_constant_ensemble, kind="logreg", lr_key="lr", batch_size=b
+        )
+        for b in (2, 16, 128, N_TRAIN)
+    },
+    **{
+        f"mlp/adagrad(b={b})": partial(
+            _train_constant_ensemble, kind="mlp", lr_key="mlp_lr", batch_size=b
+        )
+        for b in (16, N_TRAIN)
+    },
+}
 
 
 def _best_constant(r: Results) -> float:
@@ -305,6 +441,8 @@ register(
         seeds={"smoke": 1, "quick": 5, "full": 10},
         seed_base=100,
         methods=METHODS,
+        batched=_train_seeds,
+        seed_batch=None,
         claims=CLAIMS,
         plot_x="samples_seen",
         plot_y=("batch_size", "train_loss"),

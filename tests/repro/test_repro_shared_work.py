@@ -59,9 +59,10 @@ def test_loku_evaluates_base_and_oracle_once_per_seed(monkeypatch) -> None:
     assert all(0.0 <= out[a]["forget_quality"] <= 1.0 for a in arms)
 
 
-def test_loku_evaluation_runs_one_forward_per_batch() -> None:
-    """Accuracy and probability of one batch come from one forward of the model, and equal the
-    metrics of separate forwards."""
+def test_loku_evaluation_runs_one_forward_per_batch(monkeypatch) -> None:
+    """Accuracy and probability of one batch come from one forward of the model (the lean
+    Llama forward, ``_llama_logits``; the model's own forward is not called), and equal the
+    metrics of separate forwards of the model."""
     from optforge.repro.llm import tiny_llama
     from optforge.repro.papers import loku
     from optforge.unlearning.metrics import answer_accuracy, answer_probability
@@ -73,10 +74,13 @@ def test_loku_evaluation_runs_one_forward_per_batch() -> None:
         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
         max_position_embeddings=32, pad_token_id=0, bos_token_id=None, eos_token_id=1,
     ).eval()  # fmt: skip
-    calls = []
-    model.register_forward_hook(lambda *args: calls.append(1))
+    calls, hf_calls = [], []
+    lean = loku._llama_logits
+    monkeypatch.setattr(loku, "_llama_logits", lambda *a: calls.append(1) or lean(*a))
+    hook = model.register_forward_hook(lambda *args: hf_calls.append(1))
     metrics = loku._evaluate(model, data, "cpu")
-    assert len(calls) == 3  # forget, retain, world: one forward each
+    hook.remove()
+    assert len(calls) == 3 and not hf_calls  # forget, retain, world: one forward each
     for name in ("forget", "retain", "world"):
         batch = loku._answer_only(data[name])
         assert metrics[f"{name}_acc"] == float(answer_accuracy(model, batch).mean())

@@ -168,3 +168,18 @@ def test_tiny_lm_incremental_logits_match_the_full_forward(layers):
     assert model(input_ids=ids).past_key_values is None  # only with use_cache
     with pytest.raises(ValueError, match="attention_mask must have shape"):
         model(input_ids=ids[:, :1], attention_mask=mask, past_key_values=out.past_key_values)
+
+
+@pytest.mark.parametrize("prompt_mask", [False, True])
+def test_generate_without_eos_equals_the_masked_update_bit_for_bit(prompt_mask):
+    # issue #34: without an EOS token generate skips the live-mask operations; the result must
+    # equal the general path's, here run with an EOS id the 10-token policy never samples
+    prompts = torch.randint(10, (3, 4), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones_like(prompts)
+    if prompt_mask:
+        mask[0, :2] = 0  # left padding
+    no_eos = _trainer(max_new_tokens=4).generate(prompts, mask)
+    never = _trainer(max_new_tokens=4, eos_token_id=99, pad_token_id=0).generate(prompts, mask)
+    for a, b in zip(no_eos, never, strict=True):
+        assert a.dtype == b.dtype
+        assert torch.equal(a, b)

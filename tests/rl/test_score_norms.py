@@ -83,3 +83,25 @@ def test_base_model_without_lm_head_is_rejected():
     ids, attn, resp = _batch()
     with pytest.raises(TypeError, match="LM head"):
         score_sqnorms(transformers.LlamaModel(cfg), ids, attn, resp, method="logit")
+
+
+def test_recorded_forward_norms_equal_score_sqnorms_bit_for_bit():
+    """The oblr-po variance arm takes the ghost norms and the sequence log-probs (integer
+    response mask) from one recorded forward: the same bits as ``score_sqnorms`` and a separate
+    forward, and the same parameter gradients."""
+    from optforge.func import GhostNormRecorder
+    from optforge.rl.score_norms import GhostScoreGradients
+
+    model = _tiny(5)
+    ids, attn, resp = _batch(n=6)
+    with GhostNormRecorder.for_model(model) as rec:
+        seq = (token_logprobs(model, ids, attn) * resp).sum(dim=1)
+    w = GhostScoreGradients(rec, seq, retain_graph=True).sqnorms()
+    assert torch.equal(w, score_sqnorms(model, ids, attn, resp, method="ghost"))
+    params = list(model.parameters())
+    fresh = (token_logprobs(model, ids, attn) * resp).sum(dim=1)
+    assert torch.equal(seq, fresh)
+    a = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5, -0.3])
+    g_rec = torch.autograd.grad(-(a * seq).mean(), params)
+    g_fresh = torch.autograd.grad(-(a * fresh).mean(), params)
+    assert all(torch.equal(x, y) for x, y in zip(g_rec, g_fresh, strict=True))

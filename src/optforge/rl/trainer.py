@@ -220,6 +220,9 @@ class OBLRPOTrainer:
         # the whole sequence every time.
         cache_arg = _cache_argument(self.model)
         past = None
+        # without an EOS token no response stops: every new position is live (the same tensors
+        # as the masked update below, in fewer operations)
+        live_col = torch.ones((n, 1), dtype=ids.dtype, device=ids.device)
         for _ in range(self.max_new_tokens):
             if cache_arg is not None:
                 fed = ids if past is None else ids[:, -1:]
@@ -235,6 +238,12 @@ class OBLRPOTrainer:
             logits = _as_float(last) / self.temperature
             logp = torch.log_softmax(logits, dim=-1)
             tok = torch.multinomial(logp.exp(), 1, generator=self.generator).squeeze(1)
+            if self.eos_token_id is None:
+                ids = torch.cat([ids, tok[:, None]], dim=1)
+                attn = torch.cat([attn, live_col.to(attn.dtype)], dim=1)
+                resp = torch.cat([resp, live_col], dim=1)
+                logps = torch.cat([logps, logp.gather(1, tok[:, None])], dim=1)
+                continue
             live = ~done
             tok = torch.where(live, tok, torch.full_like(tok, self.pad_token_id))
             ids = torch.cat([ids, tok[:, None]], dim=1)

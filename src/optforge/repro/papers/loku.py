@@ -19,6 +19,7 @@ and world-fact answer accuracies (next-token argmax = the value token) are recor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -274,12 +275,17 @@ def _new_model(config: Mapping[str, Any], vocab_size: int, seed: int, device: st
     )
 
 
-def _llama_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """``model(input_ids=input_ids).logits`` of the tiny ``LlamaForCausalLM`` (no attention
-    mask, no cache), with the same operations in the same order as ``transformers``' own forward
-    (equal bit for bit, forward and backward: ``tests/unlearning/test_loku_repro_forward.py``)
-    but without its per-call machinery (output capture, mask and cache objects), which costs
-    about as much as the tiny model itself. Used for the base and oracle training only."""
+def _llama_logits(
+    model, input_ids: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """``model(input_ids=input_ids).logits`` of the tiny ``LlamaForCausalLM`` or of a ``peft``
+    LoRA model around it (no attention mask, no cache), with the same operations in the same
+    order as ``transformers``' and ``peft``'s own forwards (equal bit for bit, forward and
+    backward: ``tests/unlearning/test_loku_repro_forward.py``) but without their per-call
+    machinery (output capture, mask and cache objects, adapter dispatch), which costs about as
+    much as the tiny model itself. Only for models :func:`_lean_ok` accepts. ``rope``: the
+    rotary ``(cos, sin)`` of :func:`_rope` for this sequence length (computed here if ``None``;
+    the same values either way)."""
     import torch.nn.functional as F
 
     def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -291,29 +297,61 @@ def _llama_logits(model, input_ids: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
         return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
-    inner = model.model
+    lm = _llama_of(model)
+    inner = lm.model
     b, t = input_ids.shape
     h = inner.embed_tokens(input_ids)
-    cos, sin = inner.rotary_emb(h, position_ids=torch.arange(t, device=h.device).unsqueeze(0))
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    cos, sin = _rope(lm, t) if rope is None else rope
     for layer in inner.layers:
         att, mlp = layer.self_attn, layer.mlp
         x = rms_norm(h, layer.input_layernorm)
         heads = (b, t, -1, att.head_dim)
-        q = F.linear(x, att.q_proj.weight).view(heads).transpose(1, 2)
-        k = F.linear(x, att.k_proj.weight).view(heads).transpose(1, 2)
-        v = F.linear(x, att.v_proj.weight).view(heads).transpose(1, 2)
+        q = _linear(x, att.q_proj).view(heads).transpose(1, 2)
+        k = _linear(x, att.k_proj).view(heads).transpose(1, 2)
+        v = _linear(x, att.v_proj).view(heads).transpose(1, 2)
         q = (q * cos) + (rotate_half(q) * sin)
         k = (k * cos) + (rotate_half(k) * sin)
         o = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None, dropout_p=0.0, scale=att.scaling, is_causal=True
         )
         o = o.reshape(b, -1, t, v.shape[-1]).transpose(1, 2).contiguous()
-        h = h + F.linear(o.reshape(b, t, -1).contiguous(), att.o_proj.weight)
+        h = h + _linear(o.reshape(b, t, -1).contiguous(), att.o_proj)
         x = rms_norm(h, layer.post_attention_layernorm)
-        gate = F.silu(F.linear(x, mlp.gate_proj.weight))
-        h = h + F.linear(gate * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight)
-    return F.linear(rms_norm(h, inner.norm), model.lm_head.weight)
+        gate = F.silu(_linear(x, mlp.gate_proj))
+        h = h + _linear(gate * _linear(x, mlp.up_proj), mlp.down_proj)
+    return F.linear(rms_norm(h, inner.norm), lm.lm_head.weight)
+
+
+def _rope(lm, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary ``(cos, sin)`` of positions ``0 … t-1``, shaped for the heads, as the Llama
+    forward computes them (constants: no gradient, the same for every call)."""
+    inner = lm.model
+    weight = inner.embed_tokens.weight
+    cos, sin = inner.rotary_emb(
+        weight.new_empty(0), position_ids=torch.arange(t, device=weight.device).unsqueeze(0)
+    )
+    return cos.unsqueeze(1), sin.unsqueeze(1)
+
+
+def _linear(x: torch.Tensor, module) -> torch.Tensor:
+    """A bias-free ``nn.Linear``, or a vanilla ``peft`` LoRA layer around one with its forward's
+    operations: ``W x + B(A x) · scaling`` (dropout 0, one active adapter)."""
+    import torch.nn.functional as F
+
+    base = getattr(module, "base_layer", None)
+    if base is None:
+        return F.linear(x, module.weight)
+    (name,) = module.active_adapters
+    result = F.linear(x, base.weight)
+    lora = F.linear(F.linear(x, module.lora_A[name].weight), module.lora_B[name].weight)
+    return result + lora * module.scaling[name]
+
+
+def _llama_of(model):
+    """The ``LlamaForCausalLM`` of ``model`` (itself, or the one inside a ``peft`` model)."""
+    if hasattr(model, "peft_config") and hasattr(model, "base_model"):
+        return model.base_model.model
+    return model
 
 
 def _plain_llama(model) -> bool:
@@ -330,6 +368,94 @@ def _plain_llama(model) -> bool:
         and c._attn_implementation == "sdpa"
         and c.attention_dropout == 0.0
     )
+
+
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _lean_ok(model) -> bool:
+    """Whether :func:`_llama_logits` computes ``model``'s forward: a :func:`_plain_llama` model,
+    or a ``peft`` LoRA model around one whose wrapped projections are vanilla LoRA layers (one
+    active adapter, not merged, no dropout, no DoRA or other variant, no LoRA bias, float32) and
+    whose embedding and head are not wrapped."""
+    from torch import nn
+
+    lm = _llama_of(model)
+    if not _plain_llama(lm):
+        return False
+    if lm is model:
+        return all(
+            type(getattr(layer.self_attn if n in _PROJECTIONS[:4] else layer.mlp, n)) is nn.Linear
+            for layer in lm.model.layers
+            for n in _PROJECTIONS
+        )
+    if type(lm.lm_head) is not nn.Linear or type(lm.model.embed_tokens) is not nn.Embedding:
+        return False
+    for layer in lm.model.layers:
+        for n in _PROJECTIONS:
+            module = getattr(layer.self_attn if n in _PROJECTIONS[:4] else layer.mlp, n)
+            if type(module) is nn.Linear:
+                continue
+            base = getattr(module, "base_layer", None)
+            adapters = list(getattr(module, "active_adapters", ()))
+            if (
+                type(module).__module__ != "peft.tuners.lora.layer"
+                or type(module).__name__ != "Linear"
+                or type(base) is not nn.Linear
+                or base.bias is not None
+                or module.disable_adapters
+                or module.merged
+                or len(adapters) != 1
+                or adapters[0] not in module.lora_A
+                or adapters[0] in getattr(module, "lora_variant", {})
+                or module.use_dora.get(adapters[0], False)
+                or type(module.lora_dropout[adapters[0]]) is not nn.Identity
+                or module.lora_A[adapters[0]].bias is not None
+                or module.lora_B[adapters[0]].bias is not None
+                or module.lora_A[adapters[0]].weight.dtype != torch.float32
+                or module.lora_B[adapters[0]].weight.dtype != torch.float32
+                or base.weight.dtype != torch.float32
+            ):
+                return False
+    return True
+
+
+class _LeanLM(torch.nn.Module):
+    """``model`` called through :func:`_llama_logits` (returns the logits tensor); with an
+    ``attention_mask`` it falls back to the model's own forward."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if attention_mask is not None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return _llama_logits(self.model, input_ids)
+
+
+def _lean(model):
+    """``model`` with the lean forward where :func:`_lean_ok` (same outputs), else itself."""
+    return _LeanLM(model) if _lean_ok(model) else model
+
+
+def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``-gradient_ascent_loss(logits, labels)`` (the mean next-token cross-entropy over the
+    labelled positions) with the same operations, without its input validation (the batches
+    are built here; a non-finite loss is caught once per epoch by :func:`_train_lm`)."""
+    import torch.nn.functional as F
+
+    logits, labels = logits[..., :-1, :], labels[..., 1:]
+    mask = labels != -100
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1).long(),
+        ignore_index=-100,
+        reduction="none",
+    ).reshape(labels.shape)
+    return -((-ce).sum() / mask.sum())
 
 
 def _train_lm(
@@ -354,18 +480,23 @@ def _train_lm(
         pct_start=0.1,
     )
     model.train()
-    plain = _plain_llama(model)
-    for _ in range(config["base_epochs"]):
+    lean = _lean_ok(model)
+    rope = _rope(model, train["input_ids"].shape[1]) if lean else None
+    for epoch in range(config["base_epochs"]):
         for batch in _batches(train, config["base_batch"], gen, device):
-            if plain:
-                logits = _llama_logits(model, batch["input_ids"])
+            if lean:
+                logits = _llama_logits(model, batch["input_ids"], rope)
+                loss = _nll(logits, batch["labels"])
             else:
                 logits = causal_lm_logits(model, batch)
-            loss = -gradient_ascent_loss(logits, batch["labels"])
+                loss = -gradient_ascent_loss(logits, batch["labels"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+        # a NaN or inf spreads to the weights and every later loss: one check per epoch
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"base training loss became {float(loss)} in epoch {epoch}")
     model.eval()
     return model
 
@@ -398,6 +529,7 @@ def _load(
 
 
 def _truth_ratios(model, data: Mapping[str, torch.Tensor], device: str) -> torch.Tensor:
+    model = _lean(model)
     para = _answer_only({k: v.to(device) for k, v in data["forget_para"].items()})
     para_lp = answer_logprob(model, para)
     pert = data["perturbed_ids"].to(device)
@@ -436,7 +568,7 @@ class _OneForwardPerBatch:
 
 def _evaluate(model, data: Mapping[str, torch.Tensor], device: str) -> dict[str, float]:
     model.eval()
-    forward = _OneForwardPerBatch(model)
+    forward = _OneForwardPerBatch(_lean(model))
     out = {}
     for name, key in (("forget", "forget"), ("retain", "retain"), ("world", "world")):
         batch = _answer_only({k: v.to(device) for k, v in data[key].items()})
@@ -507,7 +639,7 @@ def _unlearn(
     # Unlearner's default optimizer (AdamW, weight decay 0) with foreach kernels (bit-identical)
     params = [p for p in model.parameters() if p.requires_grad]
     unlearner = Unlearner(
-        model,
+        _lean(model),  # the same forward, bit for bit, without transformers' per-call overhead
         forget_loss=forget_loss,
         retain_loss="nll" if retain else "none",
         optimizer=torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True),

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from optforge.func import GhostNormRecorder
 from optforge.repro.llm import tiny_llama
 from optforge.repro.registry import Claim, Reproduction, register
 from optforge.rl import (
@@ -50,6 +51,7 @@ from optforge.rl import (
     score_sqnorms,
     token_logprobs,
 )
+from optforge.rl.score_norms import GhostScoreGradients
 
 __all__ = ["CLAIMS", "CONFIGS", "METHODS", "successor_reward"]
 
@@ -228,7 +230,12 @@ def _variance(config: Mapping[str, Any], seed: int, device: str) -> dict[str, An
         ids, attn, resp, _ = sampler.generate(prompts)
         r = successor_reward(ids[:, :p_len], ids[:, p_len:])
         reward_sum += float(r.mean())
-        w = score_sqnorms(model, ids, attn, resp, method="ghost")
+        # one recorded forward gives the ghost norms and the sequence log-probs whose gradients
+        # are taken below (the same values as score_sqnorms(method="ghost") and a second forward)
+        recorder = GhostNormRecorder.for_model(model)
+        with recorder:
+            seq = (token_logprobs(model, ids, attn) * resp).sum(dim=1)
+        w = GhostScoreGradients(recorder, seq, retain_graph=True).sqnorms()
         w_logit = score_sqnorms(model, ids, attn, resp, method="logit")
         oracle_b = _oracle_baseline(config, model, sampler, prompts)
         advs = [
@@ -239,7 +246,6 @@ def _variance(config: Mapping[str, Any], seed: int, device: str) -> dict[str, An
             advantages(r, g, baseline="optimal", weights=w_logit),
             r - oracle_b.repeat_interleave(g),
         ]
-        seq = (token_logprobs(model, ids, attn) * resp).sum(dim=1)
         flats = []
         for k, a in enumerate(advs):
             grads = torch.autograd.grad(-(a * seq).mean(), params, retain_graph=k < n_b - 1)

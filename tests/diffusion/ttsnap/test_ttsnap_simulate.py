@@ -98,3 +98,28 @@ def test_bad_simulation_inputs():
         simulate_best_of_n(final, 0)
     with pytest.raises(ValueError, match="out of range"):
         simulate_ttsnap(torch.randn(2, 10, 5), final, SINGLE, 5)
+
+
+@pytest.mark.parametrize("rewards", [0, 2])
+def test_reward_budget_curve_equals_simulate_per_budget_with_ties(rewards):
+    # the curve checks its inputs once and replays the search per budget (pool cap included)
+    gen = torch.Generator().manual_seed(2)
+    P, M, S = 3, 40, 8
+    shape = (P, M, S) if rewards == 0 else (P, M, S, rewards)
+    inter = torch.randint(0, 4, shape, generator=gen).float()  # ties on purpose
+    final = torch.randint(0, 4, shape[:2] + shape[3:], generator=gen).float()
+    sched = PruningSchedule((1, 4), (0.5, 0.7))
+    cost = CostModel(1.0, 0.1)
+    order = torch.rand(P, 6, M, generator=gen).argsort(-1)
+    budgets = [10.0, 60.0, 500.0]  # the last buys more seeds than the pool holds
+    curve = reward_budget_curve(inter, final, sched, budgets, cost, S, order=order)
+    for b, v in zip(budgets, curve, strict=True):
+        n = min(cost.num_candidates(b, sched, S), M)
+        want = simulate_ttsnap(inter, final, sched, n, order=order).float().mean(dim=(0, 1))
+        assert torch.equal(v, want)
+    with pytest.raises(ValueError, match="order must be"):
+        reward_budget_curve(inter, final, sched, budgets, cost, S, order=order[:, :, :5])
+    with pytest.raises(ValueError, match="non-finite"):
+        reward_budget_curve(inter * float("nan"), final, sched, budgets, cost, S, order=order)
+    with pytest.raises(ValueError, match="out of range"):
+        reward_budget_curve(inter[:, :, :3], final, sched, budgets, cost, S, order=order)

@@ -223,7 +223,8 @@ class NoiseAwareDistiller:
                     perm = torch.cat([perm, torch.randperm(T, generator=g)])
                 idx, perm = perm[: min(batch_size, T)], perm[min(batch_size, T) :]
                 idx = idx.to(inputs.device)
-                x, y = inputs[idx], dataset.targets[idx]
+                # row gathers, as inputs[idx] (cheaper on the strided per-level view)
+                x, y = inputs.index_select(0, idx), dataset.targets.index_select(0, idx)
                 pred = student(x) if dataset.cond is None else student(x, dataset.cond[idx])
                 if pred.shape != y.shape:
                     raise ValueError(

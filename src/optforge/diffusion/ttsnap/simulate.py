@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from optforge._core import check_finite, check_positive_int
-from optforge.diffusion.ttsnap.ranking import _rank_order
+from optforge.diffusion.ttsnap.ranking import _rank_order, borda_scores
 from optforge.diffusion.ttsnap.schedule import CostModel, PruningSchedule
 
 __all__ = ["reward_budget_curve", "simulate_best_of_n", "simulate_ttsnap"]
@@ -68,24 +68,31 @@ def simulate_ttsnap(
         ``[P, repeats]`` (or ``[P, repeats, R]``) final rewards of the picks.
     """
     schedule = schedule or PruningSchedule()
-    multi = _check_tensors(intermediate if schedule.steps else None, final)
+    multi = _check_inputs(intermediate, final, schedule)
     n = check_positive_int("n", n)
     P, M = final.shape[:2]
     if n > M:
         warnings.warn(f"n={n} exceeds the pool size {M}; capped", stacklevel=2)
         n = M
-    if schedule.steps:
-        if intermediate is None:
-            raise ValueError("intermediate is required when the schedule prunes")
-        if schedule.steps[-1] >= intermediate.shape[2]:
-            raise ValueError(
-                f"schedule steps {schedule.steps} out of range for {intermediate.shape[2]} steps"
-            )
     if order is None:
         repeats = check_positive_int("repeats", repeats)
         order = torch.rand(P, repeats, M, generator=generator, device=final.device).argsort(-1)
-    elif order.shape[0] != P or order.shape[2] != M:
-        raise ValueError(f"order must be [P={P}, repeats, M={M}], got {tuple(order.shape)}")
+    else:
+        _check_order(order, P, M)
+    return _simulate(intermediate, final, schedule, n, order, multi, return_index)
+
+
+def _simulate(
+    intermediate: Tensor | None,
+    final: Tensor,
+    schedule: PruningSchedule,
+    n: int,
+    order: Tensor,
+    multi: bool,
+    return_index: bool = False,
+) -> Tensor:
+    """:func:`simulate_ttsnap` on checked inputs (``n <= M``)."""
+    P, M = final.shape[:2]
     pool = order[..., :n]
     reps = pool.shape[1]
 
@@ -99,13 +106,23 @@ def simulate_ttsnap(
         sc = gather(intermediate[:, :, s], pool)
         pool = pool.gather(2, _rank_order(sc, multi)[..., :k])
     fin = gather(final, pool)
-    best = _rank_order(fin, multi)[..., :1]
+    best = _best_index(fin, multi)
     picked = pool.gather(2, best)[..., 0]
     if return_index:
         return picked
     if multi:
         return fin.gather(2, best[..., None].expand(P, reps, 1, final.shape[-1]))[:, :, 0]
     return fin.gather(2, best)[..., 0]
+
+
+def _best_index(scores: Tensor, multi: bool) -> Tensor:
+    """``_rank_order(scores, multi)[..., :1]`` without the sort.
+
+    The first index of a stable descending sort is the first position holding the maximum,
+    which is what ``argmax`` returns (the scores are finite, so no NaN).
+    """
+    key = borda_scores(scores) if multi else scores
+    return key.argmax(dim=-1, keepdim=True)
 
 
 def simulate_best_of_n(
@@ -150,21 +167,41 @@ def reward_budget_curve(
     """
     if len(budgets) == 0:
         raise ValueError("budgets must not be empty")
+    plan = schedule or PruningSchedule()
+    multi = _check_inputs(intermediate, final, plan)  # once, not once per budget
+    P, M = final.shape[:2]
     if order is None:
-        P, M = final.shape[:2]
         order = torch.rand(
             P, check_positive_int("repeats", repeats), M, generator=generator, device=final.device
         ).argsort(-1)
+    else:
+        _check_order(order, P, M)
     out = []
     for b in budgets:
         n = cost.num_candidates(float(b), schedule, num_steps)
         if n < 1:
             raise ValueError(f"budget {b} buys no candidate under {cost}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # capping at the pool size is expected at the top
-            picks = simulate_ttsnap(intermediate, final, schedule, n, order=order)
+        # capping at the pool size is expected at the top of the budget range
+        picks = _simulate(intermediate, final, plan, min(n, M), order, multi)
         out.append(picks.float().mean(dim=(0, 1)))
     return torch.stack(out)
+
+
+def _check_inputs(intermediate: Tensor | None, final: Tensor, schedule: PruningSchedule) -> bool:
+    multi = _check_tensors(intermediate if schedule.steps else None, final)
+    if schedule.steps:
+        if intermediate is None:
+            raise ValueError("intermediate is required when the schedule prunes")
+        if schedule.steps[-1] >= intermediate.shape[2]:
+            raise ValueError(
+                f"schedule steps {schedule.steps} out of range for {intermediate.shape[2]} steps"
+            )
+    return multi
+
+
+def _check_order(order: Tensor, P: int, M: int) -> None:
+    if order.shape[0] != P or order.shape[2] != M:
+        raise ValueError(f"order must be [P={P}, repeats, M={M}], got {tuple(order.shape)}")
 
 
 def _check_tensors(intermediate: Tensor | None, final: Tensor) -> bool:

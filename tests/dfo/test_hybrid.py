@@ -147,3 +147,54 @@ def test_nonfinite_surrogate_is_reported():
     with pytest.warns(RuntimeWarning, match="non-finite"):
         res = cdsm(q, torch.zeros(2, dtype=F64), budget=50, generator=0)
     assert res.n_evals == 50 and math.isfinite(res.f_best)
+
+
+class _Counting(nn.Module):
+    """A network that counts its forward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+@pytest.mark.parametrize("mode", ["penalty", "extreme_barrier"])
+def test_value_and_violation_and_direction_evaluate_phi_once(mode):
+    """Issue #34: ``value_and_violation`` and ``direction`` run Φ once per call and give what
+    ``value``/``violation``/``active_mask`` give (the reproduction's P3 records feasibility
+    with every evaluation)."""
+    phi = _Counting().eval()
+    c_x = lambda x: x[:2] - 0.5  # noqa: E731
+    p = SurrogateProblem(
+        phi, lambda y: -(y**2).sum(), c_x=c_x, inactive_outputs=[2], constraint_mode=mode
+    )
+    for x in (torch.zeros(6, dtype=F64), torch.full((6,), 0.9, dtype=F64)):
+        phi.calls = 0
+        value, violation = p.value_and_violation(x)
+        assert phi.calls == 1
+        assert (value, violation) == (p.value(x), p.violation(x))
+        phi.calls = 0
+        u = p.direction(x)
+        assert phi.calls == 1
+        y, z = p.outputs(x)
+        keep = p.active_mask(x)
+        gy = -2.0 * y
+        full = torch.cat([gy, -2.0 * z]) if mode == "penalty" else gy
+        assert torch.equal(u, full[keep])
+
+
+def test_recording_problem_evaluates_phi_once_per_value():
+    from optforge.repro.dfo_problems import RecordingProblem
+
+    phi = _Counting().eval()
+    p = RecordingProblem(phi, lambda y: -(y**2).sum(), c_x=lambda x: x[:1] - 0.5)
+    p.feasible = []
+    values = [p.value(torch.full((6,), v, dtype=F64)) for v in (0.0, 0.9)]
+    assert phi.calls == 2
+    assert p.feasible == [True, False]
+    assert values == [SurrogateProblem.value(p, torch.full((6,), v, dtype=F64)) for v in (0.0, 0.9)]

@@ -101,10 +101,18 @@ class SurrogateProblem:
     def value(self, x: torch.Tensor) -> float:
         """The objective the solvers maximise: ``f̃(Φ̃(x))``, or ``f(Φ(x))``/``-inf`` (barrier)."""
         with torch.no_grad():
+            return self._value(*self.outputs(x))
+
+    def value_and_violation(self, x: torch.Tensor) -> tuple[float, float]:
+        """``(value(x), violation(x))`` from one evaluation of ``Φ`` (the same numbers)."""
+        with torch.no_grad():
             y, z = self.outputs(x)
-            if self.constraint_mode == "extreme_barrier":
-                return -math.inf if bool((z > 0).any()) else float(self.f(y))
-            return float(self.f(y) - (z**2).sum())
+            return self._value(y, z), self._violation(z)
+
+    def _value(self, y: torch.Tensor, z: torch.Tensor) -> float:
+        if self.constraint_mode == "extreme_barrier":
+            return -math.inf if bool((z > 0).any()) else float(self.f(y))
+        return float(self.f(y) - (z**2).sum())
 
     def objective(self, x: torch.Tensor) -> float:
         """The unpenalised ``f(Φ(x))``."""
@@ -115,6 +123,9 @@ class SurrogateProblem:
         """Largest constraint violation ``max(0, c)`` (unscaled); 0 at feasible points."""
         with torch.no_grad():
             z = self.outputs(x)[1]
+        return self._violation(z)
+
+    def _violation(self, z: torch.Tensor) -> float:
         return float(z.max()) / self.penalty_scale if z.numel() else 0.0
 
     # ------------------------------------------------------------------ attack interface
@@ -137,6 +148,9 @@ class SurrogateProblem:
         """Boolean mask of the active entries of ``Φ̃(x)`` (penalty block always active)."""
         with torch.no_grad():
             y, z = self.outputs(x)
+        return self._active_mask(y, z)
+
+    def _active_mask(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         mask_y = torch.ones(y.numel(), dtype=torch.bool, device=y.device)
         if self.inactive_outputs:
             mask_y[list(self.inactive_outputs)] = False
@@ -157,7 +171,7 @@ class SurrogateProblem:
         if self.constraint_mode == "extreme_barrier":
             z = z[:0]
         u = torch.cat([gy, -2.0 * z])
-        return u[self.active_mask(x)]
+        return u[self._active_mask(y, z)]  # the mask from this evaluation: Φ once per call
 
 
 class _ActivePhi(nn.Module):

@@ -304,8 +304,9 @@ class RecordingProblem(SurrogateProblem):
     feasible: list[bool]
 
     def value(self, x: torch.Tensor) -> float:
-        self.feasible.append(self.violation(x) == 0.0)
-        return super().value(x)
+        value, violation = self.value_and_violation(x)  # one evaluation of Φ for both
+        self.feasible.append(violation == 0.0)
+        return value
 
 
 def counterfactual_parts(

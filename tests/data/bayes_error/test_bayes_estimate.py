@@ -156,3 +156,32 @@ def test_median_nn_sigma_rule():
     a = bayes_error_estimate(x, y, 3, "median_nn", sigma_scale=0.5)
     b = bayes_error_estimate(x, y, 3, 0.5 * s)
     assert float(a) == pytest.approx(float(b), abs=1e-12)
+
+
+def test_chunks_checkpointed_only_for_large_n_same_gradient(monkeypatch):
+    """Issue #34: below N² = 2²² entries the chunks are not checkpointed (no forward recomputed
+    in the backward); the estimate and its gradient are bit-identical to the checkpointed run."""
+    from optforge.data.bayes_error import estimate as est
+
+    calls = []
+    real = est.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(est, "checkpoint", counting)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(300, 8, generator=g), torch.randint(0, 3, (300,), generator=g)
+
+    def ber_and_grad():
+        xr = x.clone().requires_grad_(True)
+        ber = bayes_error_estimate(xr, y, 3, 0.3, normalize="none", chunk_size=64)
+        return ber.detach(), torch.autograd.grad(ber, xr)[0]
+
+    plain = ber_and_grad()
+    assert calls == []  # 300² < 2²²: kept activations, no checkpoint
+    monkeypatch.setattr(est, "_CHECKPOINT_MIN_ENTRIES", 0)
+    ckpt = ber_and_grad()
+    assert len(calls) == 5  # ceil(300 / 64) checkpointed chunks
+    assert torch.equal(plain[0], ckpt[0]) and torch.equal(plain[1], ckpt[1])

@@ -130,3 +130,38 @@ def test_support_edges_are_the_polynomial_objects_roots_bit_for_bit(kappa) -> No
         a, b, c, e = P([delta]), P([-k * delta, -1.0]), P([1 - k, k]), P([-k])
         disc = 18 * a * b * c * e - 4 * b**3 * e + b**2 * c**2 - 4 * a * c**3 - 27 * a**2 * e**2
         assert np.array_equal(_discriminant_roots(float(delta), k), disc.roots())
+
+
+@pytest.mark.parametrize("kappa", [0.25, 0.5, 2.0])
+def test_support_one_density_call_same_intervals(kappa, monkeypatch) -> None:
+    """Issue #34: the support tests every gap's midpoint in one density call; the intervals are
+    those of one call per midpoint (the former loop, as reference), bit for bit."""
+    import itertools
+
+    from optforge.matrix.gamp_rie.spectrum import _discriminant_roots
+
+    spec = WishartGOESpectrum(kappa)
+    calls = []
+    real_density = WishartGOESpectrum.density
+
+    def counting(self, x, delta):
+        calls.append(np.size(x))
+        return real_density(self, x, delta)
+
+    for delta in np.geomspace(1e-6, 10.0, 15):
+        delta = float(delta)
+        roots = _discriminant_roots(delta, kappa)
+        real = np.sort(roots.real[np.abs(roots.imag) <= 1e-6 * (1.0 + np.abs(roots))])
+        ref: list[tuple[float, float]] = []
+        for lo, hi in itertools.pairwise(real):
+            if hi - lo > 0 and spec.density(np.array([0.5 * (lo + hi)]), delta)[0] > 0:
+                if ref and abs(ref[-1][1] - lo) <= 1e-12 * (1 + abs(lo)):
+                    ref[-1] = (ref[-1][0], float(hi))
+                else:
+                    ref.append((float(lo), float(hi)))
+        monkeypatch.setattr(WishartGOESpectrum, "density", counting)
+        calls.clear()
+        got = WishartGOESpectrum.support.__wrapped__(spec, delta)  # bypass the cache
+        monkeypatch.setattr(WishartGOESpectrum, "density", real_density)
+        assert got == tuple(ref)
+        assert calls == [len(real) - 1]

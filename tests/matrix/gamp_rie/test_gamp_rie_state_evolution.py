@@ -116,3 +116,24 @@ def test_mmse_below_its_tangent_at_zero(kappa):
     for delta in np.geomspace(1e-9, 10.0, 25):
         assert denoising_mmse(delta, kappa) <= slope * delta * (1 + 1e-9)
     assert denoising_mmse(1e-6, kappa) == pytest.approx(slope * 1e-6, rel=1e-2)
+
+
+def test_repro_bayes_curve_takes_the_shortcut(monkeypatch):
+    """Issue #34: the gamp-rie reproduction's Bayes curves use ``shortcut=True`` (0 in closed
+    form for noiseless α ≥ α_PR, the value the search returns there, checked above) instead of
+    scanning 49 points per α."""
+    from optforge.repro.papers import gamp_rie as repro
+
+    flags = []
+
+    def spy(*args, **kwargs):
+        flags.append(kwargs.get("shortcut", False))
+        return bayes_optimal_mse(*args, **kwargs)
+
+    monkeypatch.setattr(repro, "bayes_optimal_mse", spy)
+    config = {**repro.CONFIGS["quick"], "alphas": (0.3, 0.45)}
+    out = repro._ARM_RUNS["bayes-optimal"](config, 100, "cpu")
+    alphas, curve = np.array(out["alpha"]), np.array(out["mse"])
+    assert flags == [True]
+    assert (curve[alphas >= perfect_recovery_threshold(0.5)] == 0.0).all()
+    assert (curve[alphas < perfect_recovery_threshold(0.5)] > 0.0).all()

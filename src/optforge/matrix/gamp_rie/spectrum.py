@@ -162,11 +162,15 @@ class WishartGOESpectrum:
         roots = _discriminant_roots(delta, k)
         scale = 1.0 + np.abs(roots)
         real = np.sort(roots.real[np.abs(roots.imag) <= 1e-6 * scale])
+        # the density at every gap's midpoint in one call (each point's roots are solved on
+        # their own: the same values as one call per midpoint)
+        mids = 0.5 * (real[:-1] + real[1:])
+        rho_mid = self.density(mids, delta) if mids.size else mids
         intervals: list[tuple[float, float]] = []
-        for lo, hi in itertools.pairwise(real):
+        for (lo, hi), rho in zip(itertools.pairwise(real), rho_mid, strict=True):
             if hi - lo <= 0:
                 continue
-            if self.density(np.array([0.5 * (lo + hi)]), delta)[0] > 0:
+            if rho > 0:
                 if intervals and abs(intervals[-1][1] - lo) <= 1e-12 * (1 + abs(lo)):
                     intervals[-1] = (intervals[-1][0], float(hi))  # spurious root inside
                 else:
@@ -231,19 +235,64 @@ def _discriminant_roots(delta: float, k: float) -> np.ndarray:
     """Roots in z of the discriminant ``18abce − 4b³e + b²c² − 4ac³ − 27a²e²`` of the cubic
     ``a g³ + b g² + c g + e`` with ``a = Δ``, ``b = −(z + κΔ)``, ``c = 1 − κ + κz``, ``e = −κ``.
 
-    The same operations, in the same order, as with ``np.polynomial.Polynomial`` objects (whose
-    operators call these functions; the roots are bit-identical), without building an object
-    per operation (issue #34: the support is recomputed for every new Δ).
+    The same operations, in the same order, as with ``np.polynomial.Polynomial`` objects: their
+    operators call ``polymul``/``polypow``/``polyadd``/``polysub``, which are ``np.convolve`` and
+    elementwise sums on trimmed float64 copies (``_mul``/``_pow``/``_add``/``_sub`` below do those
+    steps without the argument conversion), so the roots are bit-identical (issue #34: the
+    support is recomputed for every new Δ).
     """
-    mul, power = npp.polymul, npp.polypow
-    a, b, c, e = [delta], [-k * delta, -1.0], [1 - k, k], [-k]
-    t1 = mul(mul(mul(mul(18, a), b), c), e)
-    t2 = mul(mul(4, power(b, 3)), e)
-    t3 = mul(power(b, 2), power(c, 2))
-    t4 = mul(mul(4, a), power(c, 3))
-    t5 = mul(mul(27, power(a, 2)), power(e, 2))
-    disc = npp.polysub(npp.polysub(npp.polyadd(npp.polysub(t1, t2), t3), t4), t5)
+    a, b, c, e = _f64([delta]), _f64([-k * delta, -1.0]), _f64([1 - k, k]), _f64([-k])
+    t1 = _mul(_mul(_mul(_mul(_f64([18]), a), b), c), e)
+    t2 = _mul(_mul(_f64([4]), _pow(b, 3)), e)
+    t3 = _mul(_pow(b, 2), _pow(c, 2))
+    t4 = _mul(_mul(_f64([4]), a), _pow(c, 3))
+    t5 = _mul(_mul(_f64([27]), _pow(a, 2)), _pow(e, 2))
+    disc = _sub(_sub(_add(_sub(t1, t2), t3), t4), t5)
     return pu.mapdomain(npp.polyroots(disc), _WINDOW, _WINDOW)  # Polynomial.roots' mapping
+
+
+def _f64(c: list[float]) -> np.ndarray:
+    return np.array(c, dtype=np.float64)
+
+
+def _series(c: np.ndarray) -> np.ndarray:
+    """``polyutils.as_series`` of one float64 series: a trimmed copy."""
+    return np.array(pu.trimseq(c), dtype=np.float64)
+
+
+def _mul(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:  # npp.polymul
+    return pu.trimseq(np.convolve(_series(c1), _series(c2)))
+
+
+def _pow(c: np.ndarray, power: int) -> np.ndarray:  # npp.polypow (power >= 2): untrimmed
+    c = _series(c)
+    prd = c
+    for _ in range(2, power + 1):
+        prd = np.convolve(prd, c)
+    return prd
+
+
+def _add(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:  # npp.polyadd (polyutils._add)
+    c1, c2 = _series(c1), _series(c2)
+    if len(c1) > len(c2):
+        c1[: c2.size] += c2
+        ret = c1
+    else:
+        c2[: c1.size] += c1
+        ret = c2
+    return pu.trimseq(ret)
+
+
+def _sub(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:  # npp.polysub (polyutils._sub)
+    c1, c2 = _series(c1), _series(c2)
+    if len(c1) > len(c2):
+        c1[: c2.size] -= c2
+        ret = c1
+    else:
+        c2 = -c2
+        c2[: c1.size] += c1
+        ret = c2
+    return pu.trimseq(ret)
 
 
 @lru_cache(maxsize=65536)

@@ -229,8 +229,9 @@ def _retrainer(config: Mapping[str, Any], seed: int, device: str) -> Callable:
     def refresh(xp: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         counter[0] += 1
         model = _mlp(10_000 * seed + counter[0], device)
-        # foreach=True: the same Adam arithmetic as the per-tensor loop (bit-identical)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+        # torch.optim.Adam(lr=1e-3, foreach=True)'s update, bit-identical, without the
+        # optimizer's per-step bookkeeping (_ForeachAdam)
+        opt = _ForeachAdam(model.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(seed + counter[0])
         n = xp.shape[0]
         for _ in range(config["feat_epochs"]):
@@ -242,6 +243,50 @@ def _retrainer(config: Mapping[str, Any], seed: int, device: str) -> Callable:
         return model[:-1]  # drop the head: penultimate features
 
     return refresh
+
+
+class _ForeachAdam:
+    """``torch.optim.Adam(params, lr, foreach=True).step()`` (defaults otherwise) as a bare loop.
+
+    The same ``torch._foreach_*`` kernels as ``torch.optim.adam._multi_tensor_adam`` with a float
+    lr, no weight decay, amsgrad or maximize, called with the same operands in the same order
+    (bias corrections from the step count as a Python float, as ``_get_value(step)`` gives):
+    the parameters are bit-identical to ``torch.optim.Adam``'s (``test_bayes_repro_grads``
+    checks it). It skips the optimizer's per-step bookkeeping (hooks, ``_init_group``, grouping
+    by device), which cost more than the update itself for this small MLP (issue #34).
+    """
+
+    def __init__(
+        self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.params = list(params)
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.exp_avgs = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.exp_avg_sqs = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params, exp_avgs, exp_avg_sqs = self.params, self.exp_avgs, self.exp_avg_sqs
+        grads = [p.grad for p in params]
+        self.steps += 1
+        torch._foreach_lerp_(exp_avgs, grads, 1 - self.beta1)
+        torch._foreach_mul_(exp_avg_sqs, self.beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - self.beta2)
+        t = float(self.steps)
+        bias_correction1 = 1 - self.beta1**t
+        bias_correction2 = 1 - self.beta2**t
+        n = len(params)
+        step_size = [(self.lr / bias_correction1) * -1] * n
+        bias_correction2_sqrt = [bias_correction2**0.5] * n
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
 
 
 def _set_cross_entropy_grads(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -13,7 +13,12 @@ Variants (same weights and batch, in one process): ``linear`` (unconverted), ``c
 (activation checkpointing of every block, non-reentrant), ``wta-0.3`` / ``wta-0.1``
 (``optforge.nn.convert_model``: every attention/MLP linear, one shared sample per input, 1-bit
 ReLU masks where the activation is a ReLU), ``wta-0.3+checkpoint`` / ``wta-0.1+checkpoint``
-(both: checkpoint the block, sample inside).
+(both: checkpoint the block, sample inside), ``wta-0.3+recompute`` / ``wta-0.1+recompute``
+(``convert_model(..., recompute=True)``: the SwiGLU MLPs and RMSNorms also keep only their inputs
+and recompute ``silu``/the normalised output and the sampled rows in the backward pass). Recompute
+applies to Llama-style blocks only (SiLU-gated MLP, RMSNorm); for ``bert`` (GELU MLP, LayerNorm)
+and ``relu-mlp`` it would replace nothing, so those variants are not run there and the record
+lists them under ``not_applicable`` with the reason.
 
 Per (model, variant): saved-activation bytes between forward and backward
 (``optforge.nn.saved_tensor_bytes``, parameters excluded; exact and machine independent; the
@@ -27,14 +32,19 @@ figure, ``peak_estimate_bytes``, adds to the checkpointed variants the saved byt
 block of the same model without checkpointing (an estimate of the activation peak, not a
 measurement; on CUDA the measured peak is ``cuda_peak_bytes``), with its own frontier.
 The layer section counts the aten ops of one forward + backward of a single 1024 → 4096 layer at
-N = 8192 rows (the issue's measurement). On CUDA, ``torch.cuda.max_memory_allocated`` per step
-is reported too.
+N = 8192 rows (the issue's measurement) and, when ``llama`` is measured, the same count in the
+realistic setting: ``(aten ops of a WTA-CRS step − aten ops of the unconverted step) / converted
+linears`` of the tiny Llama (all seven projections of every block converted; q/k/v share one
+sample, gate/up another), as ``llama_*`` keys. On CUDA, ``torch.cuda.max_memory_allocated`` per
+step is reported too.
 
 Run (writes the JSON record and the plot of the docs page; ``--replot RECORD`` redraws the
-plot from a stored record without measuring)::
+plot from a stored record without measuring; ``--table RECORD`` prints the docs page's markdown
+frontier table from a stored record)::
 
     python benchmarks/wta_crs.py --json docs/methods/img/wta-crs-frontier.json \\
         --plot docs/methods/img/wta-crs-frontier.png
+    python benchmarks/wta_crs.py --table docs/methods/img/wta-crs-frontier.json
 """
 
 from __future__ import annotations
@@ -70,8 +80,31 @@ VARIANTS = (
     "wta-0.1",
     "wta-0.3+checkpoint",
     "wta-0.1+checkpoint",
+    "wta-0.3+recompute",
+    "wta-0.1+recompute",
 )
 MODELS = ("llama", "bert", "relu-mlp")
+#: Variants that do not apply to a model (``convert_model(recompute=True)`` recomputes SiLU-gated
+#: MLPs and RMSNorms only), with the reason stored in the record.
+NOT_APPLICABLE = {
+    "bert": {
+        v: "recompute=True replaces SiLU-gated MLPs and RMSNorms only; BERT has a GELU MLP and "
+        "LayerNorm, so it would convert nothing more than wta-" + v[4:7]
+        for v in VARIANTS
+        if v.endswith("+recompute")
+    },
+    "relu-mlp": {
+        v: "recompute=True replaces SiLU-gated MLPs and RMSNorms only; this model has a ReLU MLP "
+        "(already 1-bit masks) and no norm, so it would convert nothing more than wta-" + v[4:7]
+        for v in VARIANTS
+        if v.endswith("+recompute")
+    },
+}
+
+
+def variants_of(name: str) -> tuple[str, ...]:
+    """The variants measured on model ``name``."""
+    return tuple(v for v in VARIANTS if v not in NOT_APPLICABLE.get(name, {}))
 
 
 class ReLUNet(nn.Module):
@@ -154,7 +187,12 @@ def build(name: str, variant: str, args: argparse.Namespace) -> tuple[nn.Module,
     model.to(args.device).train()
     if variant.startswith("wta"):
         ratio = float(variant.split("+")[0].split("-")[1])
-        convert_model(model, ratio, include=("blocks.*",) if name == "relu-mlp" else ALL_TARGETS)
+        convert_model(
+            model,
+            ratio,
+            include=("blocks.*",) if name == "relu-mlp" else ALL_TARGETS,
+            recompute=variant.endswith("+recompute"),
+        )
     if variant.endswith("checkpoint"):
         _enable_checkpointing(model)
     return model, loss
@@ -209,7 +247,7 @@ def pareto(points: dict[str, tuple[float, float]]) -> dict[str, bool]:
 
 
 def measure_model(name: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    built = {v: build(name, v, args) for v in VARIANTS}
+    built = {v: build(name, v, args) for v in variants_of(name)}
 
     def step(model: nn.Module, loss: Callable) -> Callable[[], None]:
         def run() -> None:
@@ -218,7 +256,7 @@ def measure_model(name: str, args: argparse.Namespace) -> dict[str, dict[str, An
 
         return run
 
-    steps = {v: step(*built[v]) for v in VARIANTS}
+    steps = {v: step(*built[v]) for v in built}
     rows: dict[str, dict[str, Any]] = {}
     for v, (model, loss) in built.items():
         rows[v] = {
@@ -252,14 +290,15 @@ def measure_model(name: str, args: argparse.Namespace) -> dict[str, dict[str, An
     return rows
 
 
-def measure_layer(device: str) -> dict[str, int]:
-    """Top-level aten ops of one forward + ``sum().backward()`` of a 1024 → 4096 layer, N = 8192."""
-    x = torch.randn(8192, 1024, device=device)
-    out: dict[str, int] = {}
+def measure_layer(device: str, rows: int = 8192, width: int = 1024) -> dict[str, Any]:
+    """Top-level aten ops of one forward + ``sum().backward()`` of a ``width → 4·width`` layer
+    on ``rows`` rows (default the issue's 1024 → 4096, N = 8192)."""
+    x = torch.randn(rows, width, device=device)
+    out: dict[str, Any] = {}
     layers = {
-        "linear": nn.Linear(1024, 4096),
-        "wta-0.3": WTACRSLinear(1024, 4096, ratio=0.3),
-        "crs-0.3": WTACRSLinear(1024, 4096, ratio=0.3, method="crs"),
+        "linear": nn.Linear(width, 4 * width),
+        "wta-0.3": WTACRSLinear(width, 4 * width, ratio=0.3),
+        "crs-0.3": WTACRSLinear(width, 4 * width, ratio=0.3, method="crs"),
     }
     for name, layer in layers.items():
         layer.to(device)
@@ -272,6 +311,79 @@ def measure_layer(device: str) -> dict[str, int]:
         out[name] = sum(aten_op_counts(run).values())
         out[f"{name}_host_syncs"] = len(host_sync_ops(run))
     return out
+
+
+def llama_layer_ops(rows: dict[str, dict[str, Any]], converted: int) -> dict[str, Any]:
+    """Per converted linear in the tiny Llama: ``(ops of a converted step − ops of the
+    unconverted step) / converted linears`` (measured counts from the model rows)."""
+    out: dict[str, Any] = {
+        "llama_step_linear": rows["linear"]["aten_ops"],
+        "llama_converted_linears": converted,
+    }
+    for v in ("wta-0.3", "wta-0.1", "wta-0.3+recompute"):
+        if v in rows:
+            extra = rows[v]["aten_ops"] - rows["linear"]["aten_ops"]
+            out[f"llama_step_{v}"] = rows[v]["aten_ops"]
+            out[f"llama_extra_ops_per_converted_linear_{v}"] = extra / converted
+    return out
+
+
+def _colour(variant: str) -> str:
+    if variant.endswith("+recompute"):
+        return "C2"
+    return "C3" if variant.startswith("wta") else "C0"
+
+
+def _label(variant: str) -> str:
+    return " + ".join(
+        part.replace("wta-", "WTA@") if part.startswith("wta") else part
+        for part in variant.split("+")
+    )
+
+
+def frontier_table(record: dict[str, Any]) -> str:
+    """The docs page's markdown frontier table (and its ``nn.Linear`` footnote) from a record."""
+    lines = [
+        "| model | variant | saved / Linear | + one block / Linear | step time / Linear "
+        "| aten ops / Linear | on frontier (saved / + block) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = []
+    for name in (m for m in MODELS if m in record["models"]):
+        rows = record["models"][name]
+        for v, r in rows.items():
+            if v == "linear":
+                continue
+            front = " / ".join(
+                "yes" if r[f"on_frontier_{m}"] else "no" for m in ("saved", "peak_estimate")
+            )
+            lines.append(
+                f"| {name} | {_label(v)} | {r['saved_ratio']:.3f} | {r['peak_estimate_ratio']:.3f} "
+                f"| {r['time_ratio']:.2f} | {r['ops_ratio']:.2f} | {front} |"
+            )
+        lin = rows["linear"]
+        title = {"llama": "Llama", "bert": "BERT", "relu-mlp": "ReLU MLP"}.get(name, name)
+        base.append(
+            f"{title} {lin['step_s'] * 1e3:.0f} ms, {lin['saved_bytes'] / 2**20:.1f} MiB"
+            + (" saved" if not base else "")
+        )
+    syncs = [
+        f"{name} {_label(v)} {r['host_syncs']}"
+        for name, rows in record["models"].items()
+        for v, r in rows.items()
+        if r["host_syncs"]
+    ]
+    wta_syncs = any(s.split(" ", 1)[1].startswith("WTA") for s in syncs)
+    lines.append("")
+    lines.append(
+        f"(`nn.Linear` steps: {'; '.join(base)}. "
+        + ("" if wta_syncs else "No WTA-CRS variant synchronises with the host. ")
+        + (f"Host reads per step: {', '.join(syncs)}.)" if syncs else "No host reads.)")
+    )
+    for name, skipped in record.get("not_applicable", {}).items():
+        for v, why in skipped.items():
+            lines.append(f"\n{name}, {_label(v)}: not run ({why}).")
+    return "\n".join(lines)
 
 
 def plot(record: dict[str, Any], path: str) -> None:
@@ -312,11 +424,16 @@ def plot(record: dict[str, Any], path: str) -> None:
                 r[f"{metric}_ratio"],
                 marker=markers.get(base, "o"),
                 facecolors="none" if v.endswith("+checkpoint") else None,
-                edgecolors="C3" if v.startswith("wta") else "C0",
-                color="C3" if v.startswith("wta") else "C0",
+                edgecolors=_colour(v),
+                color=_colour(v),
                 s=55,
             )
-            offset = {"wta-0.3+checkpoint": -9, "wta-0.1+checkpoint": -17}.get(v, 3)
+            offset = {
+                "wta-0.3+checkpoint": -9,
+                "wta-0.1+checkpoint": -17,
+                "wta-0.3+recompute": 9,
+                "wta-0.1+recompute": -9,
+            }.get(v, 3)
             ax.annotate(
                 v,
                 (r["time_ratio"], r[f"{metric}_ratio"]),
@@ -351,12 +468,19 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--layer-rows", type=int, default=8192, help="N of the layer section")
+    parser.add_argument("--layer-width", type=int, default=1024, help="d_in of the layer section")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the record here")
     parser.add_argument("--plot", help="write the frontier plot here (PNG)")
     parser.add_argument("--note", default="", help="free text stored in the record")
     parser.add_argument("--replot", help="only redraw --plot from this stored JSON record")
+    parser.add_argument("--table", help="only print the markdown frontier table of this record")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(frontier_table(json.load(f)))
+        return
     if args.replot:
         with open(args.replot) as f:
             plot(json.load(f), args.plot)
@@ -373,11 +497,17 @@ def main() -> None:
         "device_name": device_name,
         "torch": torch.__version__,
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "plot")},
-        "layer_ops": measure_layer(args.device),
+        "layer_ops": measure_layer(args.device, args.layer_rows, args.layer_width),
         "models": {},
     }
-    for name in args.models.split(","):
+    names = args.models.split(",")
+    record["not_applicable"] = {n: NOT_APPLICABLE[n] for n in names if n in NOT_APPLICABLE}
+    for name in names:
         record["models"][name] = measure_model(name, args)
+    if "llama" in record["models"]:
+        model, _ = build("llama", "wta-0.3", args)
+        converted = sum(isinstance(m, WTACRSLinear) for m in model.modules())
+        record["layer_ops"].update(llama_layer_ops(record["models"]["llama"], converted))
     text = json.dumps(record, indent=1)
     print(text)
     if args.json:

@@ -137,20 +137,33 @@ def _train(
             sampler.set_batch_size(current_b)  # type: ignore[union-attr]
     with torch.no_grad():
         test_acc = float((model(x_test).argmax(1) == y_test).float().mean())
-    trace = [float(b) for b in log_b]
+    return _run_metrics(test_acc, log_loss, steps, seen, log_x, log_b, log_steps)
+
+
+def _run_metrics(
+    test_acc: float,
+    train_loss: list[float],
+    steps: int,
+    seen: int,
+    samples_seen: list[Any],
+    batch_size: list[Any],
+    optimizer_steps: list[Any],
+) -> dict[str, Any]:
+    """One run's metrics from its logs (the per-seed run and each seed of an ensemble)."""
+    trace = [float(b) for b in batch_size]
     return {
         "test_acc": test_acc,
-        "final_train_loss": log_loss[-1],
+        "final_train_loss": train_loss[-1],
         "steps": float(steps),
         "samples": float(seen),
         "initial_batch_size": trace[0],
         "final_batch_size": trace[-1],
         "batch_size_at_half": trace[len(trace) // 2],
         "monotone": float(trace == sorted(trace)),
-        "samples_seen": log_x,
-        "train_loss": log_loss,
-        "batch_size": log_b,
-        "optimizer_steps": log_steps,
+        "samples_seen": samples_seen,
+        "train_loss": train_loss,
+        "batch_size": batch_size,
+        "optimizer_steps": optimizer_steps,
     }
 
 
@@ -240,21 +253,15 @@ def _train_constant_ensemble(
     with torch.no_grad():
         for i, seed in enumerate(seeds):
             test_acc = float((seed_forward(i, x_test).argmax(1) == y_test).float().mean())
-            trace = [float(batch_size)] * len(log_x)
-            out[seed] = {
-                "test_acc": test_acc,
-                "final_train_loss": log_loss[-1][i],
-                "steps": float(steps),
-                "samples": float(seen),
-                "initial_batch_size": trace[0],
-                "final_batch_size": trace[-1],
-                "batch_size_at_half": trace[len(trace) // 2],
-                "monotone": float(trace == sorted(trace)),
-                "samples_seen": list(log_x),
-                "train_loss": [row[i] for row in log_loss],
-                "batch_size": trace,
-                "optimizer_steps": list(log_steps),
-            }
+            out[seed] = _run_metrics(
+                test_acc,
+                [row[i] for row in log_loss],
+                steps,
+                seen,
+                list(log_x),
+                [float(batch_size)] * len(log_x),
+                list(log_steps),
+            )
     return out
 
 

@@ -146,17 +146,24 @@ def _reads_global_state(config, seed, device):
     }
 
 
-def test_a_trial_does_not_inherit_global_torch_state_from_the_one_before(monkeypatch):
+def _register_toy(monkeypatch, name, methods):
+    """Register a one-claim reproduction ``name`` running ``methods`` for this test only."""
     reproduction = Reproduction(
-        name="toy-state",
+        name=name,
         title="t",
         arxiv="0",
         spec="none.md",
         configs={"smoke": {}, "quick": {}, "full": {}},
-        methods={"a-sets": _sets_global_state, "b-reads": _reads_global_state},
+        methods=methods,
         claims=[Claim("c", "s", lambda r: 1.0, ">=", 0.0)],
     )
-    monkeypatch.setitem(registry_module._REGISTRY, "toy-state", reproduction)
+    monkeypatch.setitem(registry_module._REGISTRY, name, reproduction)
+
+
+def test_a_trial_does_not_inherit_global_torch_state_from_the_one_before(monkeypatch):
+    _register_toy(
+        monkeypatch, "toy-state", {"a-sets": _sets_global_state, "b-reads": _reads_global_state}
+    )
     try:
         run_trial(Trial("toy-state", ("a-sets",), "smoke", 1, "cpu", 1))
         after = run_trial(Trial("toy-state", ("b-reads",), "smoke", 1, "cpu", 1))
@@ -179,16 +186,7 @@ def test_a_trial_limits_numpy_blas_and_openmp_to_its_threads(monkeypatch):
     it the caller's limits and environment are back."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    reproduction = Reproduction(
-        name="toy-pools",
-        title="t",
-        arxiv="0",
-        spec="none.md",
-        configs={"smoke": {}, "quick": {}, "full": {}},
-        methods={"m": _native_pools},
-        claims=[Claim("c", "s", lambda r: 1.0, ">=", 0.0)],
-    )
-    monkeypatch.setitem(registry_module._REGISTRY, "toy-pools", reproduction)
+    _register_toy(monkeypatch, "toy-pools", {"m": _native_pools})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     with threadpool_limits(limits=3, user_api="blas"):  # the caller's pools: 3 threads
         result = run_trial(Trial("toy-pools", ("m",), "smoke", 1, "cpu", 1))

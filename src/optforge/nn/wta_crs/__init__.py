@@ -62,7 +62,7 @@ from optforge.nn.wta_crs.convert import (
     convert_model,
     revert_linear,
 )
-from optforge.nn.wta_crs.function import WTACRSLinearFunction
+from optforge.nn.wta_crs.function import WTACRSLinearFunction, tie_sample
 from optforge.nn.wta_crs.layer import SampleShare, WTACRSLinear
 from optforge.nn.wta_crs.measure import (
     aten_op_counts,
@@ -107,4 +107,5 @@ __all__ = [
     "sample_size",
     "saved_tensor_bytes",
     "swiglu",
+    "tie_sample",
 ]

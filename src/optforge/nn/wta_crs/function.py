@@ -10,13 +10,16 @@ $$ \\nabla x = \\nabla Z\\, W, \\qquad \\nabla b = \\textstyle\\sum_i \\nabla Z_
 ``∇x`` and ``∇b`` are exact; ``∇W`` is the unbiased WTA-CRS estimate. The sample is an input of
 the function (not drawn inside it), so several layers reading the same input can share one sample
 (one stored copy of ``H_S``), and an optional callback receives ``∇Z`` to cache its row norms.
+Under ``torch.compile``, pass the bias through :func:`tie_sample` (as the layer does): otherwise
+the compiler may draw the sample again in the backward pass (see there).
 
 Example:
     >>> import torch
-    >>> from optforge.nn.wta_crs import WTACRSLinearFunction, sample_rows
+    >>> from optforge.nn.wta_crs import WTACRSLinearFunction, sample_rows, tie_sample
     >>> x, w = torch.randn(32, 8), torch.randn(4, 8, requires_grad=True)
     >>> idx, weights = sample_rows(x, 8)
-    >>> y = WTACRSLinearFunction.apply(x, w, None, idx, weights, x[idx], None)
+    >>> bias = tie_sample(None, w, idx, weights)  # None in eager mode
+    >>> y = WTACRSLinearFunction.apply(x, w, bias, idx, weights, x[idx], None)
     >>> y.sum().backward()
 """
 
@@ -30,7 +33,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-__all__ = ["ROW_SOURCE_ATTR", "RowSource", "WTACRSLinearFunction", "sampled_weight_grad"]
+__all__ = [
+    "ROW_SOURCE_ATTR",
+    "RowSource",
+    "WTACRSLinearFunction",
+    "sampled_weight_grad",
+    "tie_sample",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -120,3 +129,41 @@ def sampled_weight_grad(
     if picked.dtype in _HALF:
         return torch.mm(picked.float() * weights, rows.float()).to(dtype)
     return torch.mm(picked * weights, rows)
+
+
+def tie_sample(bias: Tensor | None, weight: Tensor, idx: Tensor, weights: Tensor) -> Tensor | None:
+    """The bias to hand to a sampled linear function: ``bias`` itself in eager mode; under
+    ``torch.compile``, a copy of it (zeros when ``bias`` is ``None``) that depends on the sample.
+
+    Why: a sampled layer's output ``x Wᵀ + b`` does not depend on its sample, which only the
+    backward pass reads. ``torch.compile``'s min-cut partitioner bans nothing from being
+    recomputed in the backward graph unless the forward *outputs* need it, so it may recompute
+    the whole sampler there, and inductor's random seeds are recomputed as fresh ones: the
+    backward then pairs the gradient rows of *new* indices with the input rows the forward kept,
+    a biased weight gradient (torch 2.13; measured z-scores up to 27 over 1500 steps). Routing
+    the bias through an opaque operator that reads ``(idx, weights)`` makes the sampler part of
+    the forward computation, where random and non-allow-listed operators are never recomputed;
+    the backward reuses the forward's draw. Cost under compile: one ``d_out`` copy (and, without
+    a bias, a zero bias in the product); eager mode is unchanged.
+    """
+    if not torch.compiler.is_compiling():
+        return bias
+    anchor = bias if bias is not None else weight.new_zeros(weight.shape[0])
+    return _tie_to_sample(anchor, idx, weights)
+
+
+@torch.library.custom_op("optforge::wta_crs_tie_to_sample", mutates_args=())
+def _tie_to_sample(anchor: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+    return anchor.clone()
+
+
+@_tie_to_sample.register_fake
+def _tie_to_sample_fake(anchor: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+    return torch.empty_like(anchor)
+
+
+def _tie_backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    return grad, None, None
+
+
+_tie_to_sample.register_autograd(_tie_backward)

@@ -39,7 +39,12 @@ from optforge._core import (
     make_generator,
 )
 from optforge.nn.wta_crs.cache import GradNormCache
-from optforge.nn.wta_crs.function import ROW_SOURCE_ATTR, RowSource, WTACRSLinearFunction
+from optforge.nn.wta_crs.function import (
+    ROW_SOURCE_ATTR,
+    RowSource,
+    WTACRSLinearFunction,
+    tie_sample,
+)
 from optforge.nn.wta_crs.sampling import sample_rows, sample_size
 
 __all__ = ["LAYER_OPTIONS", "SampleShare", "WTACRSLinear", "check_layer_config"]
@@ -273,7 +278,8 @@ class WTACRSLinear(nn.Linear):
         record = self.recorder(input)
         with torch.no_grad():
             idx, weights, rows = self._sample(input, k)
-        return WTACRSLinearFunction.apply(input, self.weight, self.bias, idx, weights, rows, record)
+        bias = tie_sample(self.bias, self.weight, idx, weights)
+        return WTACRSLinearFunction.apply(input, self.weight, bias, idx, weights, rows, record)
 
     def sample_count(self, input: Tensor) -> int | None:
         """``k`` if a call on ``input`` samples rows; ``None`` when it is plain ``nn.Linear``."""

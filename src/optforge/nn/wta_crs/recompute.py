@@ -43,7 +43,12 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from optforge.nn.wta_crs.function import ROW_SOURCE_ATTR, RowSource, sampled_weight_grad
+from optforge.nn.wta_crs.function import (
+    ROW_SOURCE_ATTR,
+    RowSource,
+    sampled_weight_grad,
+    tie_sample,
+)
 from optforge.nn.wta_crs.layer import WTACRSLinear
 
 __all__ = [
@@ -274,9 +279,8 @@ class SwiGLUMLP(nn.Module):
         down._check_input(h)
         with torch.no_grad():
             idx, weights = down.draw(h, k)
-        return _SwiGLUDown.apply(
-            gate, up, down.weight, down.bias, h, idx, weights, down.recorder(h)
-        )
+        bias = tie_sample(down.bias, down.weight, idx, weights)
+        return _SwiGLUDown.apply(gate, up, down.weight, bias, h, idx, weights, down.recorder(h))
 
 
 def recomputable(module: nn.Module) -> bool:

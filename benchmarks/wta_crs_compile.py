@@ -1,0 +1,209 @@
+"""WTA-CRS under ``torch.compile`` (inductor): is the compiled weight gradient unbiased, and what
+does compilation do to a converted layer's kernels and step time?
+
+* **Bias.** For each layer configuration, the Monte-Carlo mean of ``∇W`` over ``--steps``
+  training steps of one fixed batch (64 rows, 8 → 4, random row norms) is compared with the exact
+  gradient, entry by entry, as z-scores ``(mean − exact) / standard error`` (32 entries; for
+  independent unbiased draws ``max |z|`` over 32 entries exceeds 4 with probability ≈ 0.002).
+  Backends: ``eager`` and ``inductor`` (``torch.compile``'s default), each in its own seeded run.
+* **Layer.** One ``width → 4·width`` layer on ``rows`` rows (default the issue's 1024 → 4096,
+  N = 8192): ``nn.Linear``, WTA-CRS@0.3 and CRS@0.3, eager and compiled (``fullgraph=True``).
+  Per variant: the operations one forward + ``sum().backward()`` issues — eager: the top-level
+  aten operators (``optforge.nn.aten_op_counts``); compiled: the top-level aten operators outside
+  the compiled graphs plus every kernel and operator the graphs call (inductor's generated C++
+  kernels, profiled with ``torch._inductor.config.cpp.enable_kernel_profile``, and the aten/custom
+  operators they call, such as ``sort`` or ``mm``) — and the step time, median of interleaved
+  rounds (``optforge.repro.timing``), as a ratio to the same mode's ``nn.Linear``.
+
+CPU only (the kernel count reads inductor's CPU kernel events). Run alone on an idle machine::
+
+    python benchmarks/wta_crs_compile.py --json docs/methods/img/wta-crs-compile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from optforge.nn import WTACRSLinear, aten_op_counts
+from optforge.repro.timing import time_interleaved
+
+#: Layer configurations of the bias check (keyword arguments of ``WTACRSLinear``).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "wta-0.25": {"ratio": 0.25},
+    "wta-0.6": {"ratio": 0.6},
+    "crs-0.5": {"ratio": 0.5, "method": "crs"},
+    "fixed-winners-0.5": {"ratio": 0.5, "det_ratio": 0.25},
+}
+
+
+def bias_check(config: dict[str, Any], backend: str, steps: int, seed: int) -> dict[str, Any]:
+    """z-scores of the Monte-Carlo mean of ``∇W`` against the exact gradient (see the module)."""
+    torch.manual_seed(seed)
+    x = torch.randn(64, 8) * torch.rand(64, 1) * 3
+    g = torch.randn(64, 4)
+    layer = WTACRSLinear(8, 4, bias=False, **config)
+    exact = (g.t() @ x).double()
+    step = layer if backend == "eager" else torch.compile(layer, backend=backend, fullgraph=True)
+    draws = torch.empty(steps, 4, 8, dtype=torch.float64)
+    for s in range(steps):
+        layer.zero_grad(set_to_none=True)
+        (step(x) * g).sum().backward()
+        draws[s] = layer.weight.grad
+    z = (draws.mean(0) - exact) / (draws.std(0) / steps**0.5)
+    torch._dynamo.reset()
+    return {
+        "max_abs_z": float(z.abs().max()),
+        "mean_abs_z": float(z.abs().mean()),
+        "entries": z.numel(),
+        "steps": steps,
+    }
+
+
+def compiled_op_counts(fn: Callable[[], Any]) -> Counter[str]:
+    """The operations one call issues: top-level aten operators outside compiled graphs plus the
+    direct children (generated kernels, aten and custom operators) of every inductor graph call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    counts: Counter[str] = Counter()
+    for event in prof.events():
+        parent = event.cpu_parent
+        in_graph = parent is not None and parent.name.startswith("## Call CompiledFxGraph")
+        top_level = event.name.startswith("aten::") and (
+            parent is None or not parent.name.startswith(("aten::", "## Call CompiledFxGraph"))
+        )
+        if in_graph or (top_level and not _inside_graph(event)):
+            counts[re.sub(r"^graph_\d+_", "", event.name)] += 1  # graph_<n>_: compile order
+    return counts
+
+
+def _inside_graph(event: Any) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("## Call CompiledFxGraph"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def measure_layer(rows: int, width: int, repeats: int) -> dict[str, Any]:
+    """Operations and step-time ratios of eager and compiled layers (see the module)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.enable_kernel_profile = True
+    x = torch.randn(rows, width)
+    layers = {
+        "linear": lambda: nn.Linear(width, 4 * width),
+        "wta-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3),
+        "crs-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3, method="crs"),
+    }
+    steps: dict[str, Callable[[], None]] = {}
+    ops: dict[str, dict[str, int]] = {}
+    for name, make in layers.items():
+        for mode in ("eager", "compiled"):
+            layer = make()
+            call = layer if mode == "eager" else torch.compile(layer, fullgraph=True)
+
+            def run(layer: nn.Module = layer, call: Callable = call) -> None:
+                layer.zero_grad(set_to_none=True)
+                call(x).sum().backward()
+
+            run()
+            run()
+            counts = aten_op_counts(run) if mode == "eager" else compiled_op_counts(run)
+            ops[f"{name}/{mode}"] = dict(sorted(counts.items()))
+            steps[f"{name}/{mode}"] = run
+    medians = time_interleaved(steps, "cpu", repeats, warmup=2)
+    out: dict[str, Any] = {}
+    for key, seconds in medians.items():
+        name, mode = key.split("/")
+        out[key] = {
+            "ops": sum(ops[key].values()),
+            "ops_by_name": ops[key],
+            "step_s": seconds,
+            "time_ratio": seconds / medians[f"linear/{mode}"],
+        }
+    for key, row in out.items():
+        row["ops_ratio"] = row["ops"] / out[f"linear/{key.split('/')[1]}"]["ops"]
+    torch._dynamo.reset()
+    return out
+
+
+def table(record: dict[str, Any]) -> str:
+    """The docs page's two markdown tables from a record."""
+    bias = [
+        f"| {key.replace('/', ' | ')} | {r['steps']} | {r['max_abs_z']:.2f} | "
+        f"{r['mean_abs_z']:.2f} |"
+        for key, r in record["bias"].items()
+    ]
+    layer = [
+        f"| {key.replace('/', ' | ')} | {r['ops']} | {r['ops_ratio']:.2f} | {r['time_ratio']:.2f} |"
+        for key, r in record["layer"].items()
+    ]
+    return "\n".join(
+        [
+            "| layer | backend | steps | max \\|z\\| (32 entries) | mean \\|z\\| |",
+            "|---|---|---|---|---|",
+            *bias,
+            "",
+            "| layer | mode | operations | / nn.Linear | step time / nn.Linear (same mode) |",
+            "|---|---|---|---|---|",
+            *layer,
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=1500, help="steps per bias check")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="bias-check layers")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layer-rows", type=int, default=8192)
+    parser.add_argument("--layer-width", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds of the layer")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write the record here")
+    parser.add_argument("--note", default="", help="free text stored in the record")
+    parser.add_argument("--table", help="only print the markdown tables of this record")
+    args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(table(json.load(f)))
+        return
+    torch.set_num_threads(args.threads)
+    record: dict[str, Any] = {
+        "benchmark": "wta-crs-compile",
+        "date": datetime.date.today().isoformat(),
+        "device_name": f"CPU {platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} thread(s)",
+        "torch": torch.__version__,
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "table")},
+        "bias": {
+            f"{name}/{backend}": bias_check(config, backend, args.steps, args.seed)
+            for name, config in CONFIGS.items()
+            if name in args.configs.split(",")
+            for backend in ("eager", "inductor")
+        },
+        "layer": measure_layer(args.layer_rows, args.layer_width, args.repeats),
+    }
+    text = json.dumps(record, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

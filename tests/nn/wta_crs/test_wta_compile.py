@@ -1,0 +1,64 @@
+"""Under ``torch.compile`` (inductor) the backward pass uses the forward pass's sample.
+
+A sampled layer's output does not depend on its sample, so inductor's partitioner was free to
+recompute the sampler in the backward graph, with fresh random seeds: the gradient rows of new
+indices were paired with the input rows the forward kept (a biased ``∇W``). :func:`tie_sample`
+makes the sample part of the forward computation. The check is exact, on one step: the input rows
+are distinct one-hot vectors, so column ``j`` of ``∇W`` is ``c_j · G_j`` (``c_j`` = the summed
+weights of row ``j`` times its norm) exactly when the backward gathers the gradient rows of the
+very indices whose input rows the forward kept, and a mix of other rows of ``G`` when it does not.
+Before the fix the four plain layers failed it (wrong columns of up to 20× the gradient's scale);
+the SwiGLU path, which gathers its rows in the backward pass from the same indices, passed.
+"""
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from optforge.nn import WTACRSLinear
+from optforge.nn.wta_crs import SwiGLUMLP
+
+N = 48
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile's CPU backend (inductor) needs a C++ compiler",
+)
+
+
+def _mlp() -> tuple[nn.Module, WTACRSLinear]:
+    """``down_proj`` reads ``h = silu(gate)·up = silu(8 s_i)·s_i e_i``: one-hot rows too."""
+    gate, up = nn.Linear(N, N, bias=False), nn.Linear(N, N, bias=False)
+    with torch.no_grad():
+        gate.weight.copy_(8 * torch.eye(N))
+        up.weight.copy_(torch.eye(N))
+    down = WTACRSLinear(N, 6, ratio=0.6, bias=False)
+    return SwiGLUMLP(gate, up, down), down
+
+
+LAYERS = {
+    "wta": lambda: WTACRSLinear(N, 6, ratio=0.25, bias=False),
+    "wta-0.6": lambda: WTACRSLinear(N, 6, ratio=0.6, bias=False),
+    "crs": lambda: WTACRSLinear(N, 6, ratio=0.5, method="crs"),
+    "fixed-winners": lambda: WTACRSLinear(N, 6, ratio=0.5, det_ratio=0.25),
+    "swiglu-recompute": _mlp,
+}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_compiled_backward_pairs_the_forward_sample(name):
+    dynamo = pytest.importorskip("torch._dynamo")
+    torch.manual_seed(0)
+    built = LAYERS[name]()
+    model, layer = built if isinstance(built, tuple) else (built, built)
+    x = torch.eye(N) * (1 + torch.rand(N, 1))  # distinct norms: winners and draws
+    g = torch.randn(N, 6)
+    dynamo.reset()
+    (torch.compile(model, fullgraph=True)(x) * g).sum().backward()
+    dynamo.reset()
+    grad_w = layer.weight.grad
+    coef = (grad_w * g.t()).sum(0) / (g * g).sum(1)
+    torch.testing.assert_close(grad_w, g.t() * coef, rtol=1e-5, atol=1e-5)
+    assert (coef != 0).sum() >= 6  # the sample reached the gradient

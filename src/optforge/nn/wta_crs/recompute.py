@@ -223,8 +223,13 @@ class RecomputeRMSNorm(nn.Module):
         return layer
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        if not torch.is_grad_enabled() or not (
-            hidden_states.requires_grad or self.weight.requires_grad
+        # Under torch.compile the plain norm is traced: the compiler's partitioner chooses what
+        # to keep and recomputes cheap elementwise work itself (and the backward's replay
+        # under autograd, ``torch.autograd.grad``, would break the graph).
+        if (
+            torch.compiler.is_compiling()
+            or not torch.is_grad_enabled()
+            or not (hidden_states.requires_grad or self.weight.requires_grad)
         ):
             return _rms_norm(hidden_states, self.weight, self.variance_epsilon)
         out = _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)

@@ -106,3 +106,33 @@ def test_converted_llama_compiles_whole_and_keeps_exact_gradients_exact():
         torch.testing.assert_close(p_comp.grad, p_eager.grad, rtol=1e-4, atol=1e-5)
         checked += 1
     assert len(sampled) == 7 and checked >= 4  # embeddings, 2 norms in the block, final norm
+
+
+def test_grad_norm_cache_under_compile_breaks_the_graph_or_says_why():
+    """The cache writes from inside the backward pass, which inductor cannot compile (it failed
+    with an internal assertion): a compiled layer with a cache now breaks the graph there, runs
+    and caches the same gradient norms as eager mode; ``fullgraph=True`` names the cause."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    from optforge.nn import GradNormCache
+
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(16, 2, 8, generator=gen), torch.randn(16, 2, 4, generator=gen)
+    examples = torch.arange(16)
+    scales = []
+    for mode in ("eager", "compiled"):
+        cache = GradNormCache(16)
+        layer = WTACRSLinear(8, 4, ratio=0.3, grad_norm_cache=cache)
+        run = layer if mode == "eager" else torch.compile(layer)
+        dynamo.reset()
+        for _ in range(2):
+            with cache.batch(examples):
+                (run(x) * g).sum().backward()
+            assert torch.isfinite(layer.weight.grad).all()
+        with cache.batch(examples):
+            scales.append(cache.scale(layer._cache_key, x.shape, x.device))
+    torch.testing.assert_close(scales[1], scales[0])
+    dynamo.reset()
+    message = "grad_norm_cache is an eager-mode feature"
+    with pytest.raises(Exception, match=message), cache.batch(examples):
+        torch.compile(layer, fullgraph=True)(x)
+    dynamo.reset()

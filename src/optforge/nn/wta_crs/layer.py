@@ -299,6 +299,15 @@ class WTACRSLinear(nn.Linear):
         """The gradient-norm cache's callback for this input (``None`` without a cache)."""
         if self.grad_norm_cache is None:
             return None
+        if torch.compiler.is_compiling():
+            # the cache writes gradient norms from inside the backward pass (a Python callback
+            # and an in-place update of its table), which inductor cannot compile: say so here
+            # instead of failing deep in the compiler
+            raise RuntimeError(
+                "grad_norm_cache is an eager-mode feature: WTACRSLinear with a GradNormCache "
+                "cannot run under torch.compile (compile the model without the cache, or leave "
+                "the converted layers uncompiled)"
+            )
         return self.grad_norm_cache.recorder(self._cache_key, input.shape, input.device)
 
     def _check_input(self, input: Tensor) -> None:

@@ -7,7 +7,9 @@
 #   1. `optforge bench --device cuda` (alone, first: its figures are cost ratios);
 #   2. the CUDA tests of WTA-CRS (`torch.cuda.set_sync_debug_mode("error")`: no host sync);
 #   3. `benchmarks/wta_crs.py --device cuda` (WTA-CRS memory–time frontier, step-time ratios);
-#   4. the full scale, one seed, of FULL_JOBS; then the quick scale, one seed, of QUICK_JOBS.
+#   4. `benchmarks/wta_crs_compile.py --device cuda` (compiled WTA-CRS: unbiased gradient, CUDA
+#      kernels and step time against a compiled nn.Linear);
+#   5. the full scale, one seed, of FULL_JOBS; then the quick scale, one seed, of QUICK_JOBS.
 # Every reproduction runs in one process (`--workers 1`): several processes on one card are
 # time-sliced and make every figure contended. After each job its log, exit status and results store
 # are copied under "$OUT/jobs/<job>/" and "$OUT/summary.txt" is rewritten, so a run cut short loses
@@ -34,8 +36,9 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore 
 if [ "${SMOKE:-0}" = "1" ]; then
     SCALE=smoke QUICK_SCALE=smoke DEVICE=cpu BENCH_FLAGS="--quick"
     FRONTIER_FLAGS="--models relu-mlp --width 32 --depth 1 --batch 2 --seq 8 --repeats 1 --layer-rows 64 --layer-width 16"
+    COMPILE_FLAGS="--steps 20 --configs wta-0.25 --layer-rows 64 --layer-width 16 --repeats 1"
 else
-    SCALE=full QUICK_SCALE=quick DEVICE=cuda BENCH_FLAGS="" FRONTIER_FLAGS=""
+    SCALE=full QUICK_SCALE=quick DEVICE=cuda BENCH_FLAGS="" FRONTIER_FLAGS="" COMPILE_FLAGS=""
 fi
 FULL_JOBS=${FULL_JOBS:-"wta-crs sven gradient-noise elr adadagrad gamp-rie meco sso gns"}
 QUICK_JOBS=${QUICK_JOBS:-"oblr-po loku directional-dfo ttsnap bayes-unlearnable"}
@@ -112,6 +115,8 @@ fi
 job wta-crs-frontier "$PYTHON" "$ROOT/benchmarks/wta_crs.py" --device "$DEVICE" $FRONTIER_FLAGS \
     --json "$OUT/jobs/wta-crs-frontier/wta-crs-frontier.json" \
     --plot "$OUT/jobs/wta-crs-frontier/wta-crs-frontier.png" --note "gpu_checks.sh, alone on the card"
+job wta-crs-compile "$PYTHON" "$ROOT/benchmarks/wta_crs_compile.py" --device "$DEVICE" $COMPILE_FLAGS \
+    --json "$OUT/jobs/wta-crs-compile/wta-crs-compile.json" --note "gpu_checks.sh, alone on the card"
 for name in $FULL_JOBS; do
     job "$name-$SCALE" "${CLI[@]}" reproduce "$name" --scale "$SCALE" --seeds 1 \
         --device "$DEVICE" --workers 1 --out "$OUT/jobs/$name-$SCALE/store"

@@ -15,7 +15,10 @@ does compilation do to a converted layer's kernels and step time?
   operators they call, such as ``sort`` or ``mm``) — and the step time, median of interleaved
   rounds (``optforge.repro.timing``), as a ratio to the same mode's ``nn.Linear``.
 
-CPU only (the kernel count reads inductor's CPU kernel events). Run alone on an idle machine::
+With ``--device cuda`` everything runs on the GPU and the operation count of every variant is
+the number of CUDA kernels (and memory copies/sets) the profiler sees, eager and compiled alike
+(not run here: no GPU was lent; ``benchmarks/gpu_checks.sh`` runs it). Run alone on an idle
+machine::
 
     python benchmarks/wta_crs_compile.py --json docs/methods/img/wta-crs-compile.json
 """
@@ -47,20 +50,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def bias_check(config: dict[str, Any], backend: str, steps: int, seed: int) -> dict[str, Any]:
+def bias_check(
+    config: dict[str, Any], backend: str, steps: int, seed: int, device: str = "cpu"
+) -> dict[str, Any]:
     """z-scores of the Monte-Carlo mean of ``∇W`` against the exact gradient (see the module)."""
     torch.manual_seed(seed)
-    x = torch.randn(64, 8) * torch.rand(64, 1) * 3
-    g = torch.randn(64, 4)
-    layer = WTACRSLinear(8, 4, bias=False, **config)
+    x = (torch.randn(64, 8) * torch.rand(64, 1) * 3).to(device)
+    g = torch.randn(64, 4).to(device)
+    layer = WTACRSLinear(8, 4, bias=False, device=device, **config)
     exact = (g.t() @ x).double()
     step = layer if backend == "eager" else torch.compile(layer, backend=backend, fullgraph=True)
     draws = torch.empty(steps, 4, 8, dtype=torch.float64)
     for s in range(steps):
         layer.zero_grad(set_to_none=True)
         (step(x) * g).sum().backward()
-        draws[s] = layer.weight.grad
-    z = (draws.mean(0) - exact) / (draws.std(0) / steps**0.5)
+        draws[s] = layer.weight.grad.cpu()
+    z = (draws.mean(0) - exact.cpu()) / (draws.std(0) / steps**0.5)
     torch._dynamo.reset()
     return {
         "max_abs_z": float(z.abs().max()),
@@ -89,6 +94,17 @@ def compiled_op_counts(fn: Callable[[], Any]) -> Counter[str]:
     return counts
 
 
+def cuda_kernel_count(fn: Callable[[], Any]) -> int:
+    """CUDA kernels (and memory copies/sets) one call launches, from the profiler's GPU events."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
+
+
 def _inside_graph(event: Any) -> bool:
     parent = event.cpu_parent
     while parent is not None:
@@ -98,16 +114,16 @@ def _inside_graph(event: Any) -> bool:
     return False
 
 
-def measure_layer(rows: int, width: int, repeats: int) -> dict[str, Any]:
+def measure_layer(rows: int, width: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
     """Operations and step-time ratios of eager and compiled layers (see the module)."""
     import torch._inductor.config as inductor_config
 
     inductor_config.cpp.enable_kernel_profile = True
-    x = torch.randn(rows, width)
+    x = torch.randn(rows, width, device=device)
     layers = {
-        "linear": lambda: nn.Linear(width, 4 * width),
-        "wta-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3),
-        "crs-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3, method="crs"),
+        "linear": lambda: nn.Linear(width, 4 * width, device=device),
+        "wta-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3, device=device),
+        "crs-0.3": lambda: WTACRSLinear(width, 4 * width, ratio=0.3, method="crs", device=device),
     }
     steps: dict[str, Callable[[], None]] = {}
     ops: dict[str, dict[str, int]] = {}
@@ -122,10 +138,15 @@ def measure_layer(rows: int, width: int, repeats: int) -> dict[str, Any]:
 
             run()
             run()
-            counts = aten_op_counts(run) if mode == "eager" else compiled_op_counts(run)
+            if device.startswith("cuda"):
+                counts = Counter({"cuda_kernels": cuda_kernel_count(run)})
+            elif mode == "eager":
+                counts = aten_op_counts(run)
+            else:
+                counts = compiled_op_counts(run)
             ops[f"{name}/{mode}"] = dict(sorted(counts.items()))
             steps[f"{name}/{mode}"] = run
-    medians = time_interleaved(steps, "cpu", repeats, warmup=2)
+    medians = time_interleaved(steps, device, repeats, warmup=2)
     out: dict[str, Any] = {}
     for key, seconds in medians.items():
         name, mode = key.split("/")
@@ -173,6 +194,7 @@ def main() -> None:
     parser.add_argument("--layer-rows", type=int, default=8192)
     parser.add_argument("--layer-width", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds of the layer")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the record here")
     parser.add_argument("--note", default="", help="free text stored in the record")
@@ -186,17 +208,18 @@ def main() -> None:
     record: dict[str, Any] = {
         "benchmark": "wta-crs-compile",
         "date": datetime.date.today().isoformat(),
-        "device_name": f"CPU {platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads} thread(s)",
+        "device_name": torch.cuda.get_device_name(args.device)
+        if args.device.startswith("cuda")
+        else f"CPU {platform.machine()}, {os.cpu_count()} cores, {args.threads} thread(s)",
         "torch": torch.__version__,
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "table")},
         "bias": {
-            f"{name}/{backend}": bias_check(config, backend, args.steps, args.seed)
+            f"{name}/{backend}": bias_check(config, backend, args.steps, args.seed, args.device)
             for name, config in CONFIGS.items()
             if name in args.configs.split(",")
             for backend in ("eager", "inductor")
         },
-        "layer": measure_layer(args.layer_rows, args.layer_width, args.repeats),
+        "layer": measure_layer(args.layer_rows, args.layer_width, args.repeats, args.device),
     }
     text = json.dumps(record, indent=1)
     print(text)

@@ -36,7 +36,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg PYTHONWARNINGS=ignore 
 if [ "${SMOKE:-0}" = "1" ]; then
     SCALE=smoke QUICK_SCALE=smoke DEVICE=cpu BENCH_FLAGS="--quick"
     FRONTIER_FLAGS="--models relu-mlp --width 32 --depth 1 --batch 2 --seq 8 --repeats 1 --layer-rows 64 --layer-width 16"
-    COMPILE_FLAGS="--steps 20 --configs wta-0.25 --layer-rows 64 --layer-width 16 --repeats 1"
+    COMPILE_FLAGS="--steps 20 --configs wta-0.25 --layer-rows 64 --layer-width 16 --repeats 1 --llama-width 0"
 else
     SCALE=full QUICK_SCALE=quick DEVICE=cuda BENCH_FLAGS="" FRONTIER_FLAGS="" COMPILE_FLAGS=""
 fi

@@ -14,6 +14,12 @@ does compilation do to a converted layer's kernels and step time?
   kernels, profiled with ``torch._inductor.config.cpp.enable_kernel_profile``, and the aten/custom
   operators they call, such as ``sort`` or ``mm``) — and the step time, median of interleaved
   rounds (``optforge.repro.timing``), as a ratio to the same mode's ``nn.Linear``.
+* **Llama.** The frontier benchmark's tiny Llama (``optforge.repro.llm.tiny_llama``: vocab 256,
+  hidden ``--llama-width``, MLP 688·width/256, ``--llama-depth`` blocks, 4 heads; batch
+  8 × 128 tokens, LM loss), unconverted and with every attention/MLP linear converted at 0.3
+  (``convert_model``, with and without ``recompute=True``), eager and compiled: operations per
+  training step as above, the operations a converted linear adds to the step
+  (``(converted − unconverted) / converted linears``, same mode) and the step-time ratio.
 
 With ``--device cuda`` everything runs on the GPU and the operation count of every variant is
 the number of CUDA kernels (and memory copies/sets) the profiler sees, eager and compiled alike
@@ -162,6 +168,61 @@ def measure_layer(rows: int, width: int, repeats: int, device: str = "cpu") -> d
     return out
 
 
+def measure_llama(width: int, depth: int, repeats: int, device: str = "cpu") -> dict[str, Any]:
+    """Operations and step-time ratios of a tiny Llama, eager and compiled (see the module)."""
+    from optforge.nn import ALL_TARGETS, convert_model
+    from optforge.repro.llm import tiny_llama
+
+    ids = torch.randint(256, (8, 128), generator=torch.Generator().manual_seed(0)).to(device)
+    steps: dict[str, Callable[[], None]] = {}
+    ops: dict[str, int] = {}
+    converted = 0
+    for variant in ("linear", "wta-0.3", "wta-0.3+recompute"):
+        for mode in ("eager", "compiled"):
+            model = tiny_llama(
+                seed=0,
+                device=device,
+                vocab_size=256,
+                hidden_size=width,
+                intermediate_size=688 * width // 256,
+                num_hidden_layers=depth,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                max_position_embeddings=128,
+            ).train()
+            if variant != "linear":
+                convert_model(model, 0.3, include=ALL_TARGETS, recompute="recompute" in variant)
+                converted = sum(isinstance(m, WTACRSLinear) for m in model.modules())
+            call = model if mode == "eager" else torch.compile(model, fullgraph=True)
+
+            def run(model: nn.Module = model, call: Callable = call) -> None:
+                model.zero_grad(set_to_none=True)
+                call(input_ids=ids, labels=ids).loss.backward()
+
+            run()
+            run()
+            if device.startswith("cuda"):
+                ops[f"{variant}/{mode}"] = cuda_kernel_count(run)
+            else:
+                counts = aten_op_counts(run) if mode == "eager" else compiled_op_counts(run)
+                ops[f"{variant}/{mode}"] = sum(counts.values())
+            steps[f"{variant}/{mode}"] = run
+    medians = time_interleaved(steps, device, repeats, warmup=2)
+    out: dict[str, Any] = {"converted_linears": converted}
+    for key, seconds in medians.items():
+        variant, mode = key.split("/")
+        base = f"linear/{mode}"
+        out[key] = {
+            "ops": ops[key],
+            "ops_ratio": ops[key] / ops[base],
+            "extra_ops_per_converted_linear": (ops[key] - ops[base]) / converted,
+            "step_s": seconds,
+            "time_ratio": seconds / medians[base],
+        }
+    torch._dynamo.reset()
+    return out
+
+
 def table(record: dict[str, Any]) -> str:
     """The docs page's two markdown tables from a record."""
     bias = [
@@ -182,8 +243,28 @@ def table(record: dict[str, Any]) -> str:
             "| layer | mode | operations | / nn.Linear | step time / nn.Linear (same mode) |",
             "|---|---|---|---|---|",
             *layer,
+            *_llama_rows(record),
         ]
     )
+
+
+def _llama_rows(record: dict[str, Any]) -> list[str]:
+    llama = record.get("llama")
+    if not llama:
+        return []
+    rows = [
+        f"| {key.replace('/', ' | ')} | {r['ops']} | {r['ops_ratio']:.2f} | "
+        f"{r['extra_ops_per_converted_linear']:.1f} | {r['time_ratio']:.2f} |"
+        for key, r in llama.items()
+        if key != "converted_linears"
+    ]
+    return [
+        "",
+        f"| tiny Llama ({llama['converted_linears']} linears converted) | mode | operations "
+        "| / unconverted | added per converted linear | step time / unconverted |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def main() -> None:
@@ -194,6 +275,8 @@ def main() -> None:
     parser.add_argument("--layer-rows", type=int, default=8192)
     parser.add_argument("--layer-width", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds of the layer")
+    parser.add_argument("--llama-width", type=int, default=256, help="0: no Llama section")
+    parser.add_argument("--llama-depth", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the record here")
@@ -221,6 +304,10 @@ def main() -> None:
         },
         "layer": measure_layer(args.layer_rows, args.layer_width, args.repeats, args.device),
     }
+    if args.llama_width:
+        record["llama"] = measure_llama(
+            args.llama_width, args.llama_depth, args.repeats, args.device
+        )
     text = json.dumps(record, indent=1)
     print(text)
     if args.json:

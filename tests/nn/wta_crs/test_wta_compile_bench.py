@@ -27,6 +27,7 @@ def _load():
 def test_record_and_table(tmp_path, capsys):
     bench = _load()
     flags = "--steps 40 --configs wta-0.25 --layer-rows 128 --layer-width 16 --repeats 1"
+    flags += " --llama-width 0"
     argv = sys.argv
     sys.argv = [str(_PATH), *flags.split(), "--json", str(tmp_path / "r.json")]
     try:

@@ -144,7 +144,9 @@ def tie_sample(bias: Tensor | None, weight: Tensor, idx: Tensor, weights: Tensor
     the bias through an opaque operator that reads ``(idx, weights)`` makes the sampler part of
     the forward computation, where random and non-allow-listed operators are never recomputed;
     the backward reuses the forward's draw. Cost under compile: one ``d_out`` copy (and, without
-    a bias, a zero bias in the product); eager mode is unchanged.
+    a bias, a zero bias in the product); eager mode is unchanged. (A related upstream report,
+    pytorch/pytorch#190758, shows the same failure for dropout when an activation memory budget
+    below 1 lets the partitioner recompute banned random operators.)
     """
     if not torch.compiler.is_compiling():
         return bias

@@ -62,6 +62,8 @@ def test_compiled_backward_pairs_the_forward_sample(name):
     coef = (grad_w * g.t()).sum(0) / (g * g).sum(1)
     torch.testing.assert_close(grad_w, g.t() * coef, rtol=1e-5, atol=1e-5)
     assert (coef != 0).sum() >= 6  # the sample reached the gradient
+    if layer.bias is not None:  # exact, through the tie's pass-through gradient
+        torch.testing.assert_close(layer.bias.grad, g.sum(0))
 
 
 def test_converted_llama_compiles_whole_and_keeps_exact_gradients_exact():

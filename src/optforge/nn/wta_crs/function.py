@@ -136,11 +136,12 @@ def tie_sample(bias: Tensor | None, weight: Tensor, idx: Tensor, weights: Tensor
     ``torch.compile``, a copy of it (zeros when ``bias`` is ``None``) that depends on the sample.
 
     Why: a sampled layer's output ``x Wᵀ + b`` does not depend on its sample, which only the
-    backward pass reads. ``torch.compile``'s min-cut partitioner bans nothing from being
-    recomputed in the backward graph unless the forward *outputs* need it, so it may recompute
-    the whole sampler there, and inductor's random seeds are recomputed as fresh ones: the
-    backward then pairs the gradient rows of *new* indices with the input rows the forward kept,
-    a biased weight gradient (torch 2.13; measured z-scores up to 27 over 1500 steps). Routing
+    backward pass reads. ``torch.compile``'s min-cut partitioner applies its recompute bans
+    (random operators, operators off its allow-list) only to what the forward *outputs* need, so
+    it may recompute the whole sampler in the backward graph, and inductor's random seeds are
+    recomputed as fresh ones: the backward then pairs the gradient rows of *new* indices with the
+    input rows the forward kept, a biased weight gradient (torch 2.13; measured max |z| 19–35 over
+    1500 steps, ``benchmarks/wta_crs_compile.py``). Routing
     the bias through an opaque operator that reads ``(idx, weights)`` makes the sampler part of
     the forward computation, where random and non-allow-listed operators are never recomputed;
     the backward reuses the forward's draw. Cost under compile: one ``d_out`` copy (and, without
